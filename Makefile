@@ -1,0 +1,30 @@
+# The two README commands: `make reproduce` (set-up + the study) and `make test` (set-up + the test suite).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+NORMLAB := $(BIN)/normlab
+
+.PHONY: setup data reproduce test clean
+
+$(NORMLAB): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(NORMLAB)
+
+# Found locally, else (as root on Debian) the dataset-fashion-mnist package, else `normlab data` downloads it.
+data: setup
+	@$(NORMLAB) data --no-download >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { apt-get install -y -qq dataset-fashion-mnist || { apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; }; }; } || true
+	$(NORMLAB) data
+
+reproduce: data
+	$(NORMLAB) reproduce
+
+test: data
+	$(BIN)/pytest -q
+
+clean:
+	rm -rf $(VENV) src/*.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,3 @@
+"""normlab: batch normalization, reproduced, measured and explained."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,204 @@
+"""The ``normlab`` command. User errors (bad data, bad options) end here as one line and exit code 2."""
+
+import argparse
+import difflib
+import sys
+import time
+from pathlib import Path
+
+from normlab.errors import ConfigError, NormlabError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _preset_names(text: str) -> list[str]:
+    from normlab.nn.models import PRESETS
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    for name in names:
+        if name not in PRESETS:
+            close = difflib.get_close_matches(name, PRESETS, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(f"unknown preset {name!r}: {hint}choose from {', '.join(PRESETS)}")
+    if not names:
+        raise ConfigError("--presets is empty")
+    return names
+
+
+def _train_config(args):
+    from normlab.train.loop import TrainConfig
+    return TrainConfig(learning_rate=args.lr, batch_size=args.batch_size, epochs=args.epochs)
+
+
+def cmd_data(args) -> None:
+    from normlab.data import candidate_dirs, load
+    for path, origin in candidate_dirs(args.data_dir):
+        print(f"looked in {path} ({origin})")
+    start = time.perf_counter()
+    data = load(args.data_dir, download=not args.no_download)
+    print(f"found Fashion-MNIST in {data.source}: 4 files, SHA-256 of the decompressed content verified "
+          f"({time.perf_counter() - start:.1f} s)")
+    print(f"train {len(data.y_train):,} / validation {len(data.y_val):,} (first 5,000 training images) "
+          f"/ test {len(data.y_test):,}, 28x28 uint8")
+
+
+def cmd_summary(args) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    from normlab.nn.models import build
+    from normlab.nn.summary import layer_rows, param_counts
+    model = build(_preset_names(args.preset)[0])
+    table = Table(title=f'Model: "{model.name}"')
+    for column in ("Layer (type)", "Output Shape", "Param #"):
+        table.add_column(column, justify="right" if column == "Param #" else "left")
+    for row in layer_rows(model):
+        table.add_row(f"{row.name} ({row.kind})", str(row.output_shape), f"{row.params:,}")
+    counts = param_counts(model)
+    console = Console()
+    console.print(table)
+    console.print(f"Total params: {counts['total']:,}\nTrainable params: {counts['trainable']:,}\n"
+                  f"Non-trainable params: {counts['non_trainable']:,}", highlight=False)
+
+
+def cmd_inspect(args) -> None:
+    from normlab.nn.models import build
+    from normlab.nn.summary import variables
+    for var in variables(build(_preset_names(args.preset)[0])):
+        print(f"{var.path:<40} {str(var.shape):<12} {'trainable' if var.trainable else 'non-trainable'}")
+
+
+def cmd_train(args) -> None:
+    from normlab.data import load
+    from normlab.nn.models import build
+    from normlab.train.loop import fit
+    config = _train_config(args)
+    model = build(_preset_names(args.preset)[0])
+    data = load(args.data_dir)
+    steps = -(-len(data.y_train) // config.batch_size)
+    last = [time.perf_counter()]
+
+    def on_epoch(epoch, m):
+        now = time.perf_counter()
+        print(f"Epoch {epoch + 1}/{config.epochs}\n{steps}/{steps} - {now - last[0]:.1f}s - "
+              f"loss: {m['loss'][0]:.4f} - accuracy: {m['accuracy'][0]:.4f} - "
+              f"val_loss: {m['val_loss'][0]:.4f} - val_accuracy: {m['val_accuracy'][0]:.4f}", flush=True)
+        last[0] = now
+
+    print(f"{model.name}, seed {args.seed}: compiling ...", flush=True)
+    result = fit(model, data, [args.seed], config, on_epoch)
+    print(f"compile {result.compile_s:.1f}s, train {result.train_s:.1f}s; "
+          f"test loss {result.test['loss'][0]:.4f}, test accuracy {result.test['accuracy'][0]:.4f}")
+
+
+def cmd_reproduce(args) -> None:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+    from normlab.data import load
+    from normlab.experiments.reproduce import reproduce
+    from normlab.report import summary_rows, write_all
+    from normlab.report.results_json import write_results
+    presets, config = _preset_names(args.presets), _train_config(args)
+    out = Path(args.out or f"runs/reproduce-{time.strftime('%Y%m%d-%H%M%S')}")
+    data = load(args.data_dir)
+    console = Console()
+    console.print(f"data: {data.source} (verified); {len(presets)} presets x {args.seeds} seeds x "
+                  f"{config.epochs} epochs -> {out}")
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as progress:
+        tasks = {p: progress.add_task(f"{p:<10} compiling", total=config.epochs) for p in presets}
+
+        def on_epoch(preset, epoch, m):
+            progress.update(tasks[preset], advance=1, description=f"{preset:<10} epoch {epoch + 1}: val_accuracy "
+                            f"{m['val_accuracy'].mean():.4f} (mean of {len(m['val_accuracy'])})")
+
+        results = reproduce(data, presets, args.seeds, config, on_epoch)
+    write_results(results, out / "results.json")
+    write_all(results, out)
+    table = Table(title=f"after {config.epochs} epochs, % mean ± std over {args.seeds} seeds; gain vs baseline in pp")
+    for column in ("preset", "n", "val acc", "test acc", "gain ep 1", "gain final", "compile s", "train s"):
+        table.add_column(column, justify="left" if column == "preset" else "right")
+    for row in summary_rows(results):
+        gains = ("—", "—") if row["gain_final_pp"] is None else (f"{row['gain_epoch1_pp']:+.2f}",
+                                                                 f"{row['gain_final_pp']:+.2f}")
+        table.add_row(row["preset"], str(row["n"]),
+                      f"{100 * row['final_val_accuracy_mean']:.2f} ± {100 * row['final_val_accuracy_std']:.2f}",
+                      f"{100 * row['test_accuracy_mean']:.2f} ± {100 * row['test_accuracy_std']:.2f}", *gains,
+                      f"{row['compile_s_mean']:.1f}", f"{row['train_s_mean']:.1f}")
+    console.print(table)
+    console.print(f"wrote {out}/results.json, history.csv, report.md, learning_curves.png, tensorboard/")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="normlab", description="Batch normalization, reproduced and measured.")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_data(p):
+        p.add_argument("--data-dir", type=Path, help="folder with the Fashion-MNIST IDX files (.gz or plain)")
+        return p
+
+    def with_training(p, epochs=10):
+        with_data(p)
+        p.add_argument("--epochs", type=_positive_int, default=epochs)
+        p.add_argument("--lr", type=_positive_float, default=1e-3, help="SGD learning rate (default 1e-3)")
+        p.add_argument("--batch-size", type=_positive_int, default=32)
+        return p
+
+    p = with_data(sub.add_parser("data", help="find, fetch and verify Fashion-MNIST"))
+    p.add_argument("--no-download", action="store_true", help="only look, never download")
+    p.set_defaults(func=cmd_data)
+    for name, func, text in (("summary", cmd_summary, "Keras-style model summary"),
+                             ("inspect", cmd_inspect, "every variable with shape and trainable flag")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("preset")
+        p.set_defaults(func=func)
+    p = with_training(sub.add_parser("train", help="train one model, one seed, Keras-like log"))
+    p.add_argument("preset")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_train)
+    p = with_training(sub.add_parser("reproduce", help="the three-preset study over several seeds"))
+    p.add_argument("--presets", default="baseline,bn-after,bn-before")
+    p.add_argument("--seeds", type=_positive_int, default=5)
+    p.add_argument("--out", type=Path, help="run directory (default runs/reproduce-<time>)")
+    p.set_defaults(func=cmd_reproduce)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except NormlabError as error:
+        if args.debug:
+            raise
+        print(f"normlab: error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("normlab: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

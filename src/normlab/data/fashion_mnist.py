@@ -1,0 +1,157 @@
+"""Fashion-MNIST (Xiao et al., 2017): find it, fetch it if asked, verify it, split it like the study.
+
+Every file is checked against the SHA-256 of its *decompressed* content, so the publisher's archives, the
+Debian package's recompressed ones and uncompressed copies are all accepted exactly when they hold the same
+bytes. The study holds out the first 5,000 training images as validation and trains on the other 55,000.
+"""
+
+import hashlib
+import http.client
+import os
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from normlab.data.idx import REFETCH, read_idx_file
+from normlab.errors import DataError
+
+CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+               "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+N_VAL = 5000
+BASE_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com"
+TIMEOUT_S = 60
+DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+ARG, ENV = "--data-dir", "$NORMLAB_DATA_DIR"
+ELSEWHERE = ("pass --data-dir DIR or set $NORMLAB_DATA_DIR to a folder holding the four files, "
+             "or `apt-get install dataset-fashion-mnist`")
+
+
+@dataclass(frozen=True)
+class IdxFile:
+    """One of the four files: its name, the shape the study needs and its two checksums."""
+
+    name: str
+    shape: tuple[int, ...]
+    sha256: str  # of the decompressed IDX bytes, checked on every load
+    gz_sha256: str  # of the publisher's archive, checked only on download
+
+
+FILES = (  # order: train images, train labels, test images, test labels
+    IdxFile("train-images-idx3-ubyte", (60000, 28, 28),
+            "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+            "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84"),
+    IdxFile("train-labels-idx1-ubyte", (60000,),
+            "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+            "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845"),
+    IdxFile("t10k-images-idx3-ubyte", (10000, 28, 28),
+            "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+            "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073"),
+    IdxFile("t10k-labels-idx1-ubyte", (10000,),
+            "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+            "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"),
+)
+
+
+@dataclass(frozen=True, eq=False)
+class FashionMNIST:
+    """The study's split as uint8 arrays; scaling to [0, 1] happens inside the compiled step."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    source: Path
+
+
+def cache_dir() -> Path:
+    """Where downloads go: `$XDG_CACHE_HOME/normlab/fashion-mnist`, else under `~/.cache`."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "normlab" / "fashion-mnist"
+
+
+def candidate_dirs(data_dir: str | Path | None = None) -> list[tuple[Path, str]]:
+    """The folders `locate` searches, in order, each with where it came from.
+
+    An explicit folder (argument, else environment) is the only candidate: the user asked for it, so a
+    missing file there is their error to hear about, not a reason to quietly read data from elsewhere.
+    """
+    if data_dir is not None:
+        return [(Path(data_dir).expanduser(), ARG)]
+    if env := os.environ.get("NORMLAB_DATA_DIR"):
+        return [(Path(env).expanduser(), ENV)]
+    return [(cache_dir(), "user cache"), (DEBIAN_DIR, "Debian package dataset-fashion-mnist")]
+
+
+def _find(folder: Path, f: IdxFile) -> Path | None:
+    return next((p for p in (folder / f"{f.name}.gz", folder / f.name) if p.is_file()), None)
+
+
+def _check(what: str, got: str, want: str, fix: str) -> None:
+    if got != want:
+        raise DataError(f"{what}: SHA-256 {got[:12]}… differs from the expected {want[:12]}…; {fix}")
+
+
+def _fetch(folder: Path, f: IdxFile, base: str) -> None:
+    """Download one archive; keep it (atomically renamed) only if both checksums match."""
+    url = f"{base}/{f.name}.gz"
+    try:
+        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
+            gz = response.read()
+    except (OSError, ValueError, http.client.HTTPException) as e:
+        raise DataError(f"downloading Fashion-MNIST failed: {url}: {e}; {ELSEWHERE}") from e
+    bad = f"the download is not the published file; retry later or {ELSEWHERE}"
+    _check(url, hashlib.sha256(gz).hexdigest(), f.gz_sha256, bad)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{f.name}.", suffix=".gz")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(gz)
+        _check(url, read_idx_file(tmp)[1], f.sha256, bad)
+        os.replace(tmp, folder / f"{f.name}.gz")
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def locate(data_dir: str | Path | None = None, download: bool = True) -> Path:
+    """The first candidate folder holding all four files (NAME.gz or NAME); else download into the cache."""
+    dirs = candidate_dirs(data_dir)
+    for folder, origin in dirs:
+        missing = [f.name for f in FILES if _find(folder, f) is None]
+        if not missing:
+            return folder
+        if origin in (ARG, ENV):
+            raise DataError(f"{folder} (from {origin}) lacks {', '.join(missing)} (as .gz or uncompressed); "
+                            f"put the files there or drop {origin} to search the default folders")
+    if not download:
+        looked = ", ".join(str(d) for d, _ in dirs)
+        raise DataError(f"Fashion-MNIST not found in {looked}; run `normlab data` to download it, "
+                        f"or {ELSEWHERE}")
+    folder = cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    base = os.environ.get("NORMLAB_DATA_URL", BASE_URL).rstrip("/")
+    for f in FILES:
+        if _find(folder, f) is None:
+            _fetch(folder, f, base)
+    return folder
+
+
+def _read(folder: Path, f: IdxFile, verify: bool) -> np.ndarray:
+    path = _find(folder, f)
+    array, sha = read_idx_file(path)
+    if verify:
+        _check(str(path), sha, f.sha256, REFETCH)
+    if array.shape != f.shape:
+        raise DataError(f"{path}: shape {array.shape}, expected {f.shape}; {REFETCH}")
+    if array.ndim == 1 and array.size and array.max() >= len(CLASS_NAMES):
+        raise DataError(f"{path}: label {array.max()} outside 0..{len(CLASS_NAMES) - 1}; {REFETCH}")
+    return array
+
+
+def load(data_dir: str | Path | None = None, download: bool = True, verify: bool = True) -> FashionMNIST:
+    """Locate (or fetch), verify and split Fashion-MNIST: validation is the first N_VAL training examples."""
+    folder = locate(data_dir, download)
+    x, y, x_test, y_test = (_read(folder, f, verify) for f in FILES)
+    return FashionMNIST(x[N_VAL:], y[N_VAL:], x[:N_VAL], y[:N_VAL], x_test, y_test, folder)

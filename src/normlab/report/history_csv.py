@@ -1,0 +1,18 @@
+"""history.csv: every (preset, seed, epoch) as one flat row, for spreadsheets and pandas."""
+
+import csv
+from pathlib import Path
+
+from normlab.report.stats import HISTORY_KEYS
+
+
+def write_history_csv(results: dict, path: Path) -> Path:
+    """Write one row per preset, seed and 1-based epoch with the four Keras history metrics."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(("preset", "seed", "epoch", *HISTORY_KEYS))
+        for run in results["runs"]:
+            columns = zip(*(run["history"][key] for key in HISTORY_KEYS))
+            for epoch, values in enumerate(columns, start=1):
+                writer.writerow((run["preset"], run["seed"], epoch, *values))
+    return path

@@ -1,0 +1,76 @@
+"""Statistics over seeds: the one place where runs become per-preset means and standard deviations.
+
+Every number in the plots, the Markdown report and the CLI summary comes from here, so they always agree.
+The spread is the population standard deviation over the seeds we ran,
+$\\sigma = \\sqrt{\\frac{1}{n}\\sum_i (x_i - \\bar x)^2}$: it describes these runs (and is 0 for one seed)
+rather than estimating a population, and every table shows n next to it so the reader can judge.
+"""
+
+import numpy as np
+
+HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
+BASELINE = "baseline"
+
+
+def group_runs(results: dict) -> dict[str, list[dict]]:
+    """Runs by preset, in order of first appearance: that order fixes table rows and plot colours."""
+    groups: dict[str, list[dict]] = {}
+    for run in results["runs"]:
+        groups.setdefault(run["preset"], []).append(run)
+    return groups
+
+
+def num_epochs(results: dict) -> int:
+    """Epochs every run has: the shortest history, so any epoch below it exists for every preset."""
+    return min(len(run["history"]["val_accuracy"]) for run in results["runs"])
+
+
+def mean_std(values) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and sample std (ddof=1, 0 for a single seed) over the first axis (seeds); per epoch for histories."""
+    a = np.asarray(values, dtype=np.float64)
+    return a.mean(axis=0), (a.std(axis=0, ddof=1) if len(a) > 1 else np.zeros_like(a[0]))
+
+
+def history_stats(runs: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-epoch mean and spread of one history metric over a preset's seeds."""
+    return mean_std([run["history"][key] for run in runs])
+
+
+def test_stats(runs: list[dict], key: str = "accuracy") -> tuple[float, float]:
+    """Mean and spread of a test metric over a preset's seeds."""
+    mean, std = mean_std([run["test"][key] for run in runs])
+    return float(mean), float(std)
+
+
+def gain_pp(groups: dict[str, list[dict]], preset: str, epoch: int) -> float | None:
+    """Mean validation accuracy of `preset` minus the baseline's at a 1-based epoch, in percentage points.
+
+    None when the study has no baseline to compare against.
+    """
+    if BASELINE not in groups:
+        return None
+    ours, _ = history_stats(groups[preset], "val_accuracy")
+    base, _ = history_stats(groups[BASELINE], "val_accuracy")
+    return 100.0 * float(ours[epoch - 1] - base[epoch - 1])
+
+
+def summary_rows(results: dict) -> list[dict]:
+    """One row per preset for the CLI table: accuracies as fractions, gains in pp, times in seconds."""
+    groups, final = group_runs(results), num_epochs(results)
+    rows = []
+    for preset, runs in groups.items():
+        val_mean, val_std = history_stats(runs, "val_accuracy")
+        test_mean, test_std = test_stats(runs)
+        rows.append({
+            "preset": preset,
+            "n": len(runs),
+            "final_val_accuracy_mean": float(val_mean[final - 1]),
+            "final_val_accuracy_std": float(val_std[final - 1]),
+            "test_accuracy_mean": test_mean,
+            "test_accuracy_std": test_std,
+            "gain_epoch1_pp": gain_pp(groups, preset, 1),
+            "gain_final_pp": gain_pp(groups, preset, final),
+            "train_s_mean": float(np.mean([run["time"]["train_s"] for run in runs])),
+            "compile_s_mean": float(np.mean([run["time"]["compile_s"] for run in runs])),
+        })
+    return rows

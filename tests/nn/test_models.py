@@ -1,0 +1,64 @@
+"""Presets match the study's Keras models: counts, layer order, bias-free Dense before BN, and the forward math."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from normlab.errors import ConfigError
+from normlab.nn.losses import sparse_categorical_crossentropy
+from normlab.nn.models import apply, build, init
+from normlab.nn.summary import layer_rows, param_counts, variables
+
+EXPECTED_COUNTS = {
+    "baseline": (266_610, 266_610, 0),
+    "bn-after": (271_346, 268_978, 2_368),
+    "bn-before": (270_946, 268_578, 2_368),
+}
+
+
+@pytest.mark.parametrize("preset", EXPECTED_COUNTS)
+def test_param_counts_match_keras(preset):
+    counts = param_counts(build(preset))
+    assert (counts["total"], counts["trainable"], counts["non_trainable"]) == EXPECTED_COUNTS[preset]
+
+
+def test_layer_sequence_and_shapes_of_bn_before():
+    rows = layer_rows(build("bn-before"))
+    assert [r.kind for r in rows] == ["Flatten", "BatchNormalization", "Dense", "BatchNormalization", "Activation",
+                                      "Dense", "BatchNormalization", "Activation", "Dense"]
+    assert [r.params for r in rows] == [0, 3136, 235_200, 1200, 0, 30_000, 400, 0, 1010]
+    assert rows[-1].output_shape == (None, 10)
+
+
+def test_inspect_lists_trainable_flags():
+    flags = {v.path: v.trainable for v in variables(build("bn-after"))}
+    assert flags["batch_normalization/gamma"] and flags["batch_normalization/beta"]
+    assert not flags["batch_normalization/moving_mean"] and not flags["batch_normalization/moving_variance"]
+    assert flags["dense/kernel"] and flags["dense/bias"]
+
+
+def test_baseline_forward_matches_numpy():
+    """Dense + LeakyReLU(0.3) stack recomputed in float64 NumPy from the same weights."""
+    model = build("baseline")
+    params, state = init(model, jax.random.key(0))
+    x = np.random.default_rng(0).uniform(0, 1, (4, 28, 28))
+    logits, _ = apply(model, params, state, jnp.float32(x), train=True)
+    p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+    leaky = lambda z: np.where(z > 0, z, 0.3 * z)
+    h = leaky(x.reshape(4, -1) @ p["dense"]["kernel"] + p["dense"]["bias"])
+    h = leaky(h @ p["dense_1"]["kernel"] + p["dense_1"]["bias"])
+    np.testing.assert_allclose(logits, h @ p["dense_2"]["kernel"] + p["dense_2"]["bias"], rtol=1e-4, atol=1e-5)
+
+
+def test_crossentropy_is_stable_and_matches_numpy():
+    logits = np.array([[1.0, 2.0, 3.0], [1000.0, 0.0, -1000.0]])
+    labels = np.array([2, 1])
+    expected = [np.log(np.exp(logits[0]).sum()) - 3.0, 1000.0]
+    np.testing.assert_allclose(sparse_categorical_crossentropy(jnp.float32(logits), jnp.int32(labels)), expected,
+                               rtol=1e-6)
+
+
+def test_unknown_preset_is_a_config_error():
+    with pytest.raises(ConfigError, match="unknown preset"):
+        build("bn-sideways")
