@@ -95,14 +95,11 @@ def cmd_train(args) -> None:
     model = build(_preset_names(args.preset)[0])
     data = load(args.data_dir)
     steps = -(-len(data.y_train) // config.batch_size)
-    last = [time.perf_counter()]
 
-    def on_epoch(epoch, m):
-        now = time.perf_counter()
-        print(f"Epoch {epoch + 1}/{config.epochs}\n{steps}/{steps} - {now - last[0]:.1f}s - "
+    def on_epoch(epoch, m, seconds):
+        print(f"Epoch {epoch + 1}/{config.epochs}\n{steps}/{steps} - {seconds:.1f}s - "
               f"loss: {m['loss'][0]:.4f} - accuracy: {m['accuracy'][0]:.4f} - "
               f"val_loss: {m['val_loss'][0]:.4f} - val_accuracy: {m['val_accuracy'][0]:.4f}", flush=True)
-        last[0] = now
 
     print(f"{model.name}, seed {args.seed}: compiling ...", flush=True)
     result = fit(model, data, [args.seed], config, on_epoch)
@@ -128,7 +125,7 @@ def cmd_reproduce(args) -> None:
                   console=console) as progress:
         tasks = {p: progress.add_task(f"{p:<10} compiling", total=config.epochs) for p in presets}
 
-        def on_epoch(preset, epoch, m):
+        def on_epoch(preset, epoch, m, seconds):
             progress.update(tasks[preset], advance=1, description=f"{preset:<10} epoch {epoch + 1}: val_accuracy "
                             f"{m['val_accuracy'].mean():.4f} (mean of {len(m['val_accuracy'])})")
 

@@ -26,12 +26,12 @@ def run_records(preset: str, params: dict, result: SeedsResult) -> list[dict]:
 
 
 def reproduce(data, presets=DEFAULT_PRESETS, seeds: int = 5, config: TrainConfig = TrainConfig(),
-              on_epoch: Callable[[str, int, dict], None] | None = None, on_preset_done=None) -> dict:
+              on_epoch: Callable[[str, int, dict, float], None] | None = None, on_preset_done=None) -> dict:
     """Train each preset for seeds 0..seeds-1 and return ``{"provenance", "config", "runs"}``."""
     runs = []
     for preset in presets:
         model = build(preset)
-        callback = None if on_epoch is None else (lambda epoch, metrics, p=preset: on_epoch(p, epoch, metrics))
+        callback = None if on_epoch is None else (lambda *args, p=preset: on_epoch(p, *args))
         result = fit(model, data, list(range(seeds)), config, callback)
         runs += run_records(preset, param_counts(model), result)
         if on_preset_done is not None:

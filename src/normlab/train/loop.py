@@ -66,10 +66,11 @@ class SeedsResult:
 
 
 def fit(model: Model, data, seeds: list[int], config: TrainConfig = TrainConfig(),
-        on_epoch: Callable[[int, dict], None] | None = None) -> SeedsResult:
+        on_epoch: Callable[[int, dict, float], None] | None = None) -> SeedsResult:
     """Train ``model`` for every seed in ``seeds`` and evaluate like ``model.fit(..., validation_data=...)``.
 
-    ``on_epoch(epoch, metrics)`` is called after each epoch with host arrays of shape (seeds,).
+    ``on_epoch(epoch, metrics, seconds)`` is called after each epoch with host arrays of shape (seeds,) and the
+    epoch's wall time.
     Compile time is measured apart from training time (ahead-of-time ``lower().compile()``).
     """
     optimizer = make_optimizer(config)
@@ -91,6 +92,7 @@ def fit(model: Model, data, seeds: list[int], config: TrainConfig = TrainConfig(
     history = {k: [] for k in ("loss", "accuracy", "val_loss", "val_accuracy")}
     start = time.perf_counter()
     for epoch in range(config.epochs):
+        epoch_start = time.perf_counter()
         ts, train_metrics = train_epoch(ts, x_train, y_train, jnp.int32(epoch))
         val_loss, val_accuracy = evaluate_val(ts.params, ts.model_state, x_val, y_val)
         metrics = {"loss": train_metrics["loss"], "accuracy": train_metrics["accuracy"],
@@ -99,7 +101,7 @@ def fit(model: Model, data, seeds: list[int], config: TrainConfig = TrainConfig(
         for k, v in metrics.items():
             history[k].append(v)
         if on_epoch is not None:
-            on_epoch(epoch, metrics)
+            on_epoch(epoch, metrics, time.perf_counter() - epoch_start)
     test_loss, test_accuracy = evaluate_test(ts.params, ts.model_state, x_test, y_test)
     train_s = time.perf_counter() - start
     return SeedsResult(list(seeds), {k: np.stack(v, axis=1) for k, v in history.items()},
