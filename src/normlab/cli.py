@@ -184,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("train", "reproduce"):
+        from normlab.runtime import enable_compile_cache
+        enable_compile_cache()
     try:
         args.func(args)
     except NormlabError as error:

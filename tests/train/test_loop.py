@@ -67,3 +67,26 @@ def test_bn_learns_real_fashion_mnist_subset(real_data):
                 for p in ("baseline", "bn-after")}
     assert accuracy["bn-after"] > 0.75
     assert accuracy["bn-after"] > accuracy["baseline"] + 0.03
+
+
+def test_more_epochs_compile_nothing_more(small_data):
+    """Every epoch reuses the one compiled program: 1 epoch and 3 epochs trigger the same number of compiles."""
+    from jax import monitoring
+
+    compiles = []
+
+    def listener(name, *_, **__):
+        if name == "/jax/core/compile/backend_compile_duration":
+            compiles.append(name)
+
+    monitoring.register_event_duration_secs_listener(listener)
+    try:
+        counts = []
+        for epochs in (1, 3):
+            jax.clear_caches()
+            start = len(compiles)
+            fit(build("bn-after"), small_data, [0, 1], TrainConfig(epochs=epochs))
+            counts.append(len(compiles) - start)
+    finally:
+        monitoring.unregister_event_duration_listener(listener)
+    assert counts[0] == counts[1] > 0
