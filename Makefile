@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 NORMLAB := $(BIN)/normlab
 
-.PHONY: setup data reproduce test clean
+.PHONY: setup data reproduce test fuzz clean
 
 $(NORMLAB): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,3 +28,7 @@ test: data
 
 clean:
 	rm -rf $(VENV) src/*.egg-info .pytest_cache .hypothesis
+
+# Property-based fuzzing of the IDX reader and the checkpoint loader with 10,000 examples each.
+fuzz: setup
+	NORMLAB_FUZZ_EXAMPLES=10000 $(BIN)/pytest -q -m fuzz

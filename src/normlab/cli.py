@@ -2,9 +2,12 @@
 
 import argparse
 import difflib
+import shlex
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 from normlab.errors import ConfigError, NormlabError
 
@@ -32,9 +35,9 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _preset_names(text: str) -> list[str]:
+def _preset_names(text: str) -> tuple[str, ...]:
     from normlab.nn.models import PRESETS
-    names = [name.strip() for name in text.split(",") if name.strip()]
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
     for name in names:
         if name not in PRESETS:
             close = difflib.get_close_matches(name, PRESETS, n=1)
@@ -45,9 +48,11 @@ def _preset_names(text: str) -> list[str]:
     return names
 
 
-def _train_config(args):
-    from normlab.train.loop import TrainConfig
-    return TrainConfig(learning_rate=args.lr, batch_size=args.batch_size, epochs=args.epochs)
+def _study_config(args, presets, seeds, first_seed):
+    from normlab.experiments.config import StudyConfig
+    return StudyConfig(presets=presets, seeds=seeds, first_seed=first_seed, epochs=args.epochs,
+                       learning_rate=args.lr, batch_size=args.batch_size, bn_momentum=args.bn_momentum,
+                       bn_epsilon=args.bn_eps, subset=args.subset)
 
 
 def cmd_data(args) -> None:
@@ -55,8 +60,9 @@ def cmd_data(args) -> None:
     for path, origin in candidate_dirs(args.data_dir):
         print(f"looked in {path} ({origin})")
     start = time.perf_counter()
-    data = load(args.data_dir, download=not args.no_download)
-    print(f"found Fashion-MNIST in {data.source}: 4 files, SHA-256 of the decompressed content verified "
+    data = load(args.data_dir, download=not args.no_download, verify=not args.no_verify)
+    print(f"found Fashion-MNIST in {data.source}: 4 files, SHA-256 of the decompressed content "
+          f"{'NOT checked (--no-verify)' if args.no_verify else 'verified'} "
           f"({time.perf_counter() - start:.1f} s)")
     print(f"train {len(data.y_train):,} / validation {len(data.y_val):,} (first 5,000 training images) "
           f"/ test {len(data.y_test):,}, 28x28 uint8")
@@ -87,52 +93,66 @@ def cmd_inspect(args) -> None:
         print(f"{var.path:<40} {str(var.shape):<12} {'trainable' if var.trainable else 'non-trainable'}")
 
 
-def cmd_train(args) -> None:
+def _run_study(args, config, out: Path, on_epoch, progress=None) -> dict:
+    """Train, checkpointing every epoch; write results.json and the report. Interrupts say how to resume."""
+    from normlab import signals
     from normlab.data import load
-    from normlab.nn.models import build
-    from normlab.train.loop import fit
-    config = _train_config(args)
-    model = build(_preset_names(args.preset)[0])
-    data = load(args.data_dir)
-    steps = -(-len(data.y_train) // config.batch_size)
+    from normlab.experiments.reproduce import reproduce
+    from normlab.report import write_all
+    from normlab.report.results_json import write_results
+    data = load(args.data_dir, verify=not args.no_verify)
+    warn = print if progress is None else progress.console.print
+    signals.install()
+    try:
+        results = reproduce(data, config, out, args.resume, on_epoch, warn)
+    except signals.Interrupted as stop:
+        resume = [a for a in sys.argv[1:] if a != "--resume"] + ([] if args.out else ["--out", str(out)])
+        print(f"normlab: interrupted by {stop}; finished epochs are checkpointed in {out / 'checkpoints'}. "
+              f"Resume with: normlab {shlex.join(resume)} --resume", file=sys.stderr)
+        raise SystemExit(stop.exit_code) from None
+    write_results(results, out / "results.json")
+    write_all(results, out)
+    for run in results["runs"]:
+        if run["status"] == "diverged":
+            print(f"warning: {run['preset']} seed {run['seed']} diverged at epoch {run['diverged_epoch']} "
+                  f"(non-finite loss); recorded in results.json", file=sys.stderr)
+    return results
 
-    def on_epoch(epoch, m, seconds):
-        print(f"Epoch {epoch + 1}/{config.epochs}\n{steps}/{steps} - {seconds:.1f}s - "
-              f"loss: {m['loss'][0]:.4f} - accuracy: {m['accuracy'][0]:.4f} - "
-              f"val_loss: {m['val_loss'][0]:.4f} - val_accuracy: {m['val_accuracy'][0]:.4f}", flush=True)
 
-    print(f"{model.name}, seed {args.seed}: compiling ...", flush=True)
-    result = fit(model, data, [args.seed], config, on_epoch)
-    print(f"compile {result.compile_s:.1f}s, train {result.train_s:.1f}s; "
-          f"test loss {result.test['loss'][0]:.4f}, test accuracy {result.test['accuracy'][0]:.4f}")
+def cmd_train(args) -> None:
+    config = _study_config(args, _preset_names(args.preset), 1, args.seed)
+    out = Path(args.out or f"runs/train-{args.preset}-seed{args.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
+    print(f"{args.preset}, seed {args.seed} -> {out}", flush=True)
+
+    def on_epoch(preset, epoch, m, seconds):
+        print(f"Epoch {epoch + 1}/{config.epochs}\n{seconds:.1f}s - loss: {m['loss'][0]:.4f} - "
+              f"accuracy: {m['accuracy'][0]:.4f} - val_loss: {m['val_loss'][0]:.4f} - "
+              f"val_accuracy: {m['val_accuracy'][0]:.4f}", flush=True)
+
+    run = _run_study(args, config, out, on_epoch)["runs"][0]
+    test = "—" if run["test"] is None else f"loss {run['test']['loss']:.4f}, accuracy {run['test']['accuracy']:.4f}"
+    print(f"compile {run['time']['compile_s']:.1f}s, train {run['time']['train_s']:.1f}s; test {test}")
 
 
 def cmd_reproduce(args) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
-    from normlab.data import load
-    from normlab.experiments.reproduce import reproduce
-    from normlab.report import summary_rows, write_all
-    from normlab.report.results_json import write_results
-    presets, config = _preset_names(args.presets), _train_config(args)
+    from normlab.report import summary_rows
+    config = _study_config(args, _preset_names(args.presets), args.seeds, 0)
     out = Path(args.out or f"runs/reproduce-{time.strftime('%Y%m%d-%H%M%S')}")
-    data = load(args.data_dir)
     console = Console()
-    console.print(f"data: {data.source} (verified); {len(presets)} presets x {args.seeds} seeds x "
-                  f"{config.epochs} epochs -> {out}")
+    console.print(f"{len(config.presets)} presets x {config.seeds} seeds x {config.epochs} epochs -> {out}")
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as progress:
-        tasks = {p: progress.add_task(f"{p:<10} compiling", total=config.epochs) for p in presets}
+        tasks = {p: progress.add_task(f"{p:<10} compiling", total=config.epochs) for p in config.presets}
 
         def on_epoch(preset, epoch, m, seconds):
-            progress.update(tasks[preset], advance=1, description=f"{preset:<10} epoch {epoch + 1}: val_accuracy "
-                            f"{m['val_accuracy'].mean():.4f} (mean of {len(m['val_accuracy'])})")
+            progress.update(tasks[preset], completed=epoch + 1, description=f"{preset:<10} epoch {epoch + 1}: "
+                            f"val_accuracy {np.nanmean(m['val_accuracy']):.4f} (mean of {len(m['val_accuracy'])})")
 
-        results = reproduce(data, presets, args.seeds, config, on_epoch)
-    write_results(results, out / "results.json")
-    write_all(results, out)
-    table = Table(title=f"after {config.epochs} epochs, % mean ± std over {args.seeds} seeds; gain vs baseline in pp")
+        results = _run_study(args, config, out, on_epoch, progress)
+    table = Table(title=f"after {config.epochs} epochs, % mean ± std over seeds; gain vs baseline in pp")
     for column in ("preset", "n", "val acc", "test acc", "gain ep 1", "gain final", "compile s", "train s"):
         table.add_column(column, justify="left" if column == "preset" else "right")
     for row in summary_rows(results):
@@ -146,20 +166,40 @@ def cmd_reproduce(args) -> None:
     console.print(f"wrote {out}/results.json, history.csv, report.md, learning_curves.png, tensorboard/")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but errors are one line, and an unknown option gets a "did you mean"."""
+
+    def error(self, message):
+        if message.startswith("unrecognized arguments: "):
+            known = [o for a in self._actions for o in a.option_strings]
+            for action in self._subparsers._group_actions if self._subparsers else []:
+                known += [o for p in action.choices.values() for a in p._actions for o in a.option_strings]
+            unknown = message.split(": ", 1)[1].split()[0].split("=")[0]
+            close = difflib.get_close_matches(unknown, known, n=1)
+            message += f" (did you mean {close[0]}?)" if close else ""
+        self.exit(EXIT_USER_ERROR, f"normlab: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="normlab", description="Batch normalization, reproduced and measured.")
+    parser = Parser(prog="normlab", description="Batch normalization, reproduced and measured.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     def with_data(p):
         p.add_argument("--data-dir", type=Path, help="folder with the Fashion-MNIST IDX files (.gz or plain)")
+        p.add_argument("--no-verify", action="store_true", help="skip the SHA-256 check (a modified copy of the data)")
         return p
 
-    def with_training(p, epochs=10):
+    def with_training(p):
         with_data(p)
-        p.add_argument("--epochs", type=_positive_int, default=epochs)
+        p.add_argument("--epochs", type=_positive_int, default=10)
         p.add_argument("--lr", type=_positive_float, default=1e-3, help="SGD learning rate (default 1e-3)")
         p.add_argument("--batch-size", type=_positive_int, default=32)
+        p.add_argument("--bn-momentum", type=float, default=0.99, help="BN moving-average momentum, in [0, 1)")
+        p.add_argument("--bn-eps", type=_positive_float, default=1e-3, help="BN epsilon (> 0)")
+        p.add_argument("--subset", type=_positive_int, help="train on the first N training images only")
+        p.add_argument("--out", type=Path, help="run directory: checkpoints, results.json, report")
+        p.add_argument("--resume", action="store_true", help="continue from the newest intact checkpoint in --out")
         return p
 
     p = with_data(sub.add_parser("data", help="find, fetch and verify Fashion-MNIST"))
@@ -177,7 +217,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_training(sub.add_parser("reproduce", help="the three-preset study over several seeds"))
     p.add_argument("--presets", default="baseline,bn-after,bn-before")
     p.add_argument("--seeds", type=_positive_int, default=5)
-    p.add_argument("--out", type=Path, help="run directory (default runs/reproduce-<time>)")
     p.set_defaults(func=cmd_reproduce)
     return parser
 
@@ -193,6 +232,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"normlab: error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as error:  # disk full, read-only or vanished output folder: the environment, not a bug
+        if args.debug:
+            raise
+        print(f"normlab: error: {error.filename or 'output'}: {error.strerror or error}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("normlab: interrupted", file=sys.stderr)

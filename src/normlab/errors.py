@@ -6,7 +6,7 @@ a bad option needs to know what and how to fix it, not a traceback.
 
 
 class NormlabError(Exception):
-    """Base class of every error that is the user's input, not our bug."""
+    """Base class of every error that is the user's input or environment, not our bug."""
 
 
 class DataError(NormlabError):
@@ -15,3 +15,7 @@ class DataError(NormlabError):
 
 class ConfigError(NormlabError):
     """A preset, option or configuration value is unknown or out of range."""
+
+
+class CheckpointError(NormlabError):
+    """A checkpoint cannot be written, or is corrupt, or belongs to another configuration or version."""

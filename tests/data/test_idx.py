@@ -2,7 +2,9 @@
 
 import gzip
 import hashlib
+import os
 import struct
+import tempfile
 
 import numpy as np
 import pytest
@@ -18,6 +20,7 @@ def idx_bytes(a: np.ndarray, type_byte: int = 0x08) -> bytes:
     return struct.pack(f">2xBB{a.ndim}I", type_byte, a.ndim, *a.shape) + a.astype(np.uint8).tobytes()
 
 
+FUZZ = settings(max_examples=int(os.environ.get("NORMLAB_FUZZ_EXAMPLES", "2000")), deadline=2000, derandomize=True)
 ARRAY = np.random.default_rng(0).integers(0, 256, (3, 4, 5), dtype=np.uint8)
 VALID = idx_bytes(ARRAY)
 
@@ -74,13 +77,15 @@ def _fuzz(raw):
         pass
 
 
-@settings(max_examples=300, deadline=None, derandomize=True)
+@pytest.mark.fuzz
+@FUZZ
 @given(st.binary(max_size=200))
 def test_random_bytes(raw):
     _fuzz(raw)
 
 
-@settings(max_examples=300, deadline=None, derandomize=True)
+@pytest.mark.fuzz
+@FUZZ
 @given(st.lists(st.tuples(st.integers(0, len(VALID) - 1), st.integers(0, 255)), max_size=4),
        st.integers(-3, 3))
 def test_mutated_valid(edits, resize):
@@ -88,3 +93,26 @@ def test_mutated_valid(edits, resize):
     for i, b in edits:
         raw[i] = b
     _fuzz(bytes(raw[:len(raw) + resize] if resize < 0 else raw + bytes(resize)))
+
+
+GZ = gzip.compress(VALID)
+
+
+@pytest.mark.fuzz
+@FUZZ
+@given(st.lists(st.tuples(st.integers(0, len(GZ) - 1), st.integers(0, 255)), max_size=4),
+       st.integers(0, len(GZ)))
+def test_mutated_gzip_file(edits, keep):
+    """Damaged archives through the file reader: only DataError escapes (gzip, zlib and EOF errors included)."""
+    raw = bytearray(GZ)
+    for i, b in edits:
+        raw[i] = b
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "fuzz-idx1-ubyte.gz")
+        with open(path, "wb") as f:
+            f.write(bytes(raw[:keep]))
+        try:
+            array, _ = read_idx_file(path)
+            assert array.dtype == np.uint8
+        except DataError:
+            pass

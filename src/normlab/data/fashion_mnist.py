@@ -119,6 +119,9 @@ def locate(data_dir: str | Path | None = None, download: bool = True) -> Path:
     """The first candidate folder holding all four files (NAME.gz or NAME); else download into the cache."""
     dirs = candidate_dirs(data_dir)
     for folder, origin in dirs:
+        if origin in (ARG, ENV) and not folder.is_dir():
+            raise DataError(f"{folder} (from {origin}) is {'not a folder' if folder.exists() else 'missing'}; "
+                            f"point {origin} at the folder holding the four Fashion-MNIST files")
         missing = [f.name for f in FILES if _find(folder, f) is None]
         if not missing:
             return folder

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from normlab.report.stats import BASELINE, gain_pp, group_runs, history_stats, num_epochs, test_stats
+from normlab.report.stats import BASELINE, diverged, gain_pp, group_runs, history_stats, num_epochs, test_stats
 
 # Validation accuracy of the public single-seed Keras runs at epochs 1 and 10: what we aim to reproduce.
 REFERENCE_VAL_ACCURACY = {
@@ -87,6 +87,9 @@ def write_markdown(results: dict, path: Path, figure: str) -> Path:
            else "."),
         "",
         *_results_table(groups, reported_epochs(n_epochs)),
+        "",
+        *[f"- {run['preset']} seed {run['seed']} diverged at epoch {run['diverged_epoch']} (non-finite loss); "
+          "left out of the means above." for run in diverged(results)],
         "",
         "## Against the public Keras reference",
         "",

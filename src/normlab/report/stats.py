@@ -1,9 +1,8 @@
 """Statistics over seeds: the one place where runs become per-preset means and standard deviations.
 
 Every number in the plots, the Markdown report and the CLI summary comes from here, so they always agree.
-The spread is the population standard deviation over the seeds we ran,
-$\\sigma = \\sqrt{\\frac{1}{n}\\sum_i (x_i - \\bar x)^2}$: it describes these runs (and is 0 for one seed)
-rather than estimating a population, and every table shows n next to it so the reader can judge.
+The spread is the sample standard deviation over seeds (ddof=1; shown as 0 for a single seed), and every
+table shows n next to it. Runs that diverged (non-finite loss) are left out of every mean and listed apart.
 """
 
 import numpy as np
@@ -12,17 +11,25 @@ HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
 BASELINE = "baseline"
 
 
+def completed(results: dict) -> list[dict]:
+    return [run for run in results["runs"] if run.get("status", "ok") != "diverged"]
+
+
+def diverged(results: dict) -> list[dict]:
+    return [run for run in results["runs"] if run.get("status", "ok") == "diverged"]
+
+
 def group_runs(results: dict) -> dict[str, list[dict]]:
-    """Runs by preset, in order of first appearance: that order fixes table rows and plot colours."""
+    """Completed runs by preset, in order of first appearance: that order fixes table rows and plot colours."""
     groups: dict[str, list[dict]] = {}
-    for run in results["runs"]:
+    for run in completed(results):
         groups.setdefault(run["preset"], []).append(run)
     return groups
 
 
 def num_epochs(results: dict) -> int:
     """Epochs every run has: the shortest history, so any epoch below it exists for every preset."""
-    return min(len(run["history"]["val_accuracy"]) for run in results["runs"])
+    return min(len(run["history"]["val_accuracy"]) for run in completed(results))
 
 
 def mean_std(values) -> tuple[np.ndarray, np.ndarray]:

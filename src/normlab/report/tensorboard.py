@@ -18,7 +18,7 @@ def write_tensorboard(results: dict, root: Path) -> list[Path]:
                 for epoch, value in enumerate(run["history"][key], start=1):
                     writer.add_scalar(tag, value, epoch)
             last = len(run["history"]["loss"])
-            for key in ("accuracy", "loss"):
-                writer.add_scalar(f"test/{key}", run["test"][key], last)
+            for key, value in (run["test"] or {}).items():  # a diverged run has no test result
+                writer.add_scalar(f"test/{key}", value, last)
         run_dirs.append(run_dir)
     return run_dirs

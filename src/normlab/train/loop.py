@@ -9,6 +9,7 @@
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import jax
@@ -17,6 +18,7 @@ import numpy as np
 import optax
 
 from normlab.nn.models import Model
+from normlab.train import checkpoint
 from normlab.train.state import TrainState, create
 from normlab.train.step import make_evaluate, make_train_step
 
@@ -58,27 +60,57 @@ def make_epoch(model: Model, optimizer, num_examples: int, batch_size: int):
 class SeedsResult:
     """Per-seed histories of one preset trained over several seeds in one program."""
     seeds: list[int]
-    history: dict[str, np.ndarray]  # metric -> (seeds, epochs)
-    test: dict[str, np.ndarray]     # "loss"/"accuracy" -> (seeds,)
+    history: dict[str, np.ndarray]   # metric -> (seeds, epochs); NaN/Inf from a diverged seed's epoch on
+    test: dict[str, np.ndarray]      # "loss"/"accuracy" -> (seeds,)
+    diverged_epoch: list[int | None]  # per seed: first epoch (1-based) whose training loss was not finite
     compile_s: float
     train_s: float
     final_state: TrainState
+    resumed_from: int = 0            # epochs restored from a checkpoint
+
+
+@dataclass(frozen=True)
+class Checkpointing:
+    """Where and how ``fit`` checkpoints; ``identity`` is what a resumed run must match (not the epoch count)."""
+    directory: Path
+    identity: dict
+    resume: bool = False
+    keep: int = 2
+    warn: Callable[[str], None] = print
+
+
+def _first_divergence(history: dict) -> list[int | None]:
+    """Per seed, the 1-based epoch of the first non-finite training or validation loss."""
+    bad = ~np.isfinite(np.stack(history["loss"], axis=1) + np.stack(history["val_loss"], axis=1))
+    return [int(np.argmax(row)) + 1 if row.any() else None for row in bad]
 
 
 def fit(model: Model, data, seeds: list[int], config: TrainConfig = TrainConfig(),
-        on_epoch: Callable[[int, dict, float], None] | None = None) -> SeedsResult:
+        on_epoch: Callable[[int, dict, float], None] | None = None,
+        checkpointing: Checkpointing | None = None) -> SeedsResult:
     """Train ``model`` for every seed in ``seeds`` and evaluate like ``model.fit(..., validation_data=...)``.
 
     ``on_epoch(epoch, metrics, seconds)`` is called after each epoch with host arrays of shape (seeds,) and the
-    epoch's wall time.
-    Compile time is measured apart from training time (ahead-of-time ``lower().compile()``).
+    epoch's wall time. Compile time is measured apart from training time (ahead-of-time ``lower().compile()``).
+    With ``checkpointing`` the state is saved after every epoch and, if ``resume``, training continues from the
+    newest intact checkpoint — bit for bit as if it had never stopped. Training stops early once every seed
+    has diverged (non-finite loss).
     """
     optimizer = make_optimizer(config)
     ts = jax.vmap(lambda seed: create(model, optimizer, seed))(jnp.asarray(seeds, jnp.uint32))
+    history = {k: [] for k in ("loss", "accuracy", "val_loss", "val_accuracy")}
+    first_epoch, train_s_before = 0, 0.0
+    if checkpointing is not None and checkpointing.resume:
+        found = checkpoint.latest(checkpointing.directory, checkpointing.identity, checkpointing.warn)
+        if found is not None:
+            arrays, record = found
+            ts = checkpoint.restore(arrays, ts)
+            history = {k: [np.asarray(v, np.float64) for v in record["history"][k]] for k in history}
+            first_epoch, train_s_before = record["epoch"], record["train_s"]
+
     x_train, y_train, x_val, y_val, x_test, y_test = jax.device_put(
         (data.x_train, data.y_train.astype(np.int32), data.x_val, data.y_val.astype(np.int32),
          data.x_test, data.y_test.astype(np.int32)))
-
     epoch_fn = jax.jit(jax.vmap(make_epoch(model, optimizer, len(data.y_train), config.batch_size),
                                 in_axes=(0, None, None, None)), donate_argnums=0)
     eval_fn = jax.jit(jax.vmap(make_evaluate(model), in_axes=(0, 0, None, None)))
@@ -89,9 +121,10 @@ def fit(model: Model, data, seeds: list[int], config: TrainConfig = TrainConfig(
     evaluate_test = eval_fn.lower(ts.params, ts.model_state, x_test, y_test).compile()
     compile_s = time.perf_counter() - start
 
-    history = {k: [] for k in ("loss", "accuracy", "val_loss", "val_accuracy")}
     start = time.perf_counter()
-    for epoch in range(config.epochs):
+    for epoch in range(first_epoch, config.epochs):
+        if history["loss"] and all(_first_divergence(history)):
+            break
         epoch_start = time.perf_counter()
         ts, train_metrics = train_epoch(ts, x_train, y_train, jnp.int32(epoch))
         val_loss, val_accuracy = evaluate_val(ts.params, ts.model_state, x_val, y_val)
@@ -102,8 +135,15 @@ def fit(model: Model, data, seeds: list[int], config: TrainConfig = TrainConfig(
             history[k].append(v)
         if on_epoch is not None:
             on_epoch(epoch, metrics, time.perf_counter() - epoch_start)
+        if checkpointing is not None:
+            record = {"config": checkpointing.identity, "seeds": list(seeds),
+                      "history": {k: [v.tolist() for v in vs] for k, vs in history.items()},
+                      "train_s": train_s_before + time.perf_counter() - start}
+            checkpoint.save(checkpointing.directory, epoch + 1, ts, record, checkpointing.keep)
     test_loss, test_accuracy = evaluate_test(ts.params, ts.model_state, x_test, y_test)
-    train_s = time.perf_counter() - start
-    return SeedsResult(list(seeds), {k: np.stack(v, axis=1) for k, v in history.items()},
+    train_s = train_s_before + time.perf_counter() - start
+    stacked = {k: np.stack(v, axis=1) if v else np.zeros((len(seeds), 0)) for k, v in history.items()}
+    return SeedsResult(list(seeds), stacked,
                        {"loss": np.asarray(test_loss, np.float64), "accuracy": np.asarray(test_accuracy, np.float64)},
-                       compile_s, train_s, ts)
+                       _first_divergence(history) if history["loss"] else [None] * len(seeds),
+                       compile_s, train_s, ts, first_epoch)

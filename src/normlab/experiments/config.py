@@ -1,0 +1,60 @@
+"""The typed configuration of a study, checked before any work starts."""
+
+import dataclasses
+from dataclasses import dataclass
+
+from normlab.errors import ConfigError
+from normlab.nn.models import PRESETS
+from normlab.train.loop import TrainConfig
+
+DEFAULT_PRESETS = ("baseline", "bn-after", "bn-before")
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    presets: tuple[str, ...] = DEFAULT_PRESETS
+    seeds: int = 5               # seeds first_seed, first_seed + 1, ... train together as one vmapped program
+    first_seed: int = 0
+    epochs: int = 10
+    learning_rate: float = 1e-3
+    batch_size: int = 32
+    bn_momentum: float = 0.99
+    bn_epsilon: float = 1e-3
+    subset: int | None = None    # train on the first N of the 55,000 training images (quick looks, tests)
+
+    def __post_init__(self):
+        for name in self.presets:
+            if name not in PRESETS:
+                raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+        if not self.presets:
+            raise ConfigError("no presets to run")
+        rules = [
+            ("seeds", self.seeds >= 1, "at least 1"),
+            ("first_seed", self.first_seed >= 0, ">= 0"),
+            ("epochs", self.epochs >= 1, "at least 1"),
+            ("learning_rate", self.learning_rate > 0, "> 0"),
+            ("batch_size", self.batch_size >= 1, "at least 1"),
+            ("bn_momentum", 0 <= self.bn_momentum < 1, "in [0, 1)"),
+            ("bn_epsilon", self.bn_epsilon > 0, "> 0"),
+            ("subset", self.subset is None or self.subset >= 1, "at least 1"),
+        ]
+        for name, ok, rule in rules:
+            if not ok:
+                raise ConfigError(f"{name} must be {rule}, got {getattr(self, name)!r}")
+
+    @property
+    def seed_list(self) -> list[int]:
+        return list(range(self.first_seed, self.first_seed + self.seeds))
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(self.learning_rate, self.batch_size, self.epochs)
+
+    def identity(self, preset: str) -> dict:
+        """What a checkpoint of ``preset`` must match to be resumed: everything except the epoch count."""
+        fields = dataclasses.asdict(self)
+        del fields["presets"], fields["epochs"]
+        return {"preset": preset, **fields}
+
+    def as_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "presets": list(self.presets), "optimizer": "sgd",
+                "validation": "first 5,000 training images"}

@@ -1,0 +1,123 @@
+"""Every bad input a user can give us: one line naming the file or option, the problem and the fix; exit 2."""
+
+import gzip
+import shutil
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """An independent IDX writer: magic 0x0000, type 0x08 (uint8), ndim, big-endian sizes, data."""
+    return struct.pack(f">HBB{array.ndim}I", 0, 8, array.ndim, *array.shape) + array.astype(np.uint8).tobytes()
+
+
+@pytest.fixture(scope="module")
+def synthetic_dir(tmp_path_factory):
+    """Well-formed files of the right shapes but synthetic content (so their SHA-256 is not Fashion-MNIST's)."""
+    folder = tmp_path_factory.mktemp("synthetic")
+    rng = np.random.default_rng(0)
+    for name, n in zip(NAMES, (60000, 60000, 10000, 10000)):
+        shape = (n, 28, 28) if "images" in name else (n,)
+        high = 256 if "images" in name else 10
+        (folder / name).write_bytes(idx_bytes(rng.integers(0, high, shape)))
+    return folder
+
+
+@pytest.fixture
+def data_dir(synthetic_dir, tmp_path):
+    folder = tmp_path / "data"
+    shutil.copytree(synthetic_dir, folder)
+    return folder
+
+
+def normlab(*args):
+    run = subprocess.run([sys.executable, "-m", "normlab.cli", *map(str, args)], capture_output=True, text=True,
+                         timeout=120)
+    return run.returncode, run.stderr.strip()
+
+
+def assert_one_line_error(code, err, *fragments):
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and err.startswith("normlab: error:") and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in err, err
+
+
+def test_wrong_sha256(data_dir):
+    assert_one_line_error(*normlab("data", "--data-dir", data_dir), "train-images-idx3-ubyte", "SHA-256",
+                          "differs", "fresh copy")
+
+
+@pytest.mark.parametrize("damage,fragment", [
+    ("truncated_gzip", "unreadable"),
+    ("not_gzip", "unreadable"),
+    ("bad_magic", "bad magic"),
+    ("truncated_idx", "truncated"),
+])
+def test_broken_files(data_dir, damage, fragment):
+    target = data_dir / NAMES[1]
+    raw = target.read_bytes()
+    if damage == "truncated_gzip":
+        target.unlink()
+        (data_dir / f"{NAMES[1]}.gz").write_bytes(gzip.compress(raw)[:-100])
+    elif damage == "not_gzip":
+        target.rename(data_dir / f"{NAMES[1]}.gz")
+    elif damage == "bad_magic":
+        target.write_bytes(b"\x01\x02" + raw[2:])
+    else:
+        target.write_bytes(raw[:-5])
+    # --no-verify: the synthetic files differ from Fashion-MNIST, so the checksum would stop at the first file
+    assert_one_line_error(*normlab("data", "--no-verify", "--data-dir", data_dir), NAMES[1], fragment)
+
+
+@pytest.mark.parametrize("name,array,fragment", [
+    (NAMES[0], np.zeros((60000, 28, 27)), "shape (60000, 28, 27), expected (60000, 28, 28)"),
+    (NAMES[1], np.zeros(59999), "shape (59999,), expected (60000,)"),  # image/label count mismatch
+    (NAMES[3], np.full(10000, 10), "label 10 outside 0..9"),
+])
+def test_wrong_content_even_without_checksums(data_dir, name, array, fragment):
+    (data_dir / name).write_bytes(idx_bytes(array))
+    assert_one_line_error(*normlab("data", "--no-verify", "--data-dir", data_dir), name, fragment)
+
+
+def test_missing_file(data_dir):
+    (data_dir / NAMES[2]).unlink()
+    assert_one_line_error(*normlab("data", "--data-dir", data_dir), "lacks t10k-images-idx3-ubyte", "put the files")
+
+
+def test_unreadable_or_wrong_kind_of_path(data_dir, tmp_path):
+    a_file = tmp_path / "not-a-folder"
+    a_file.write_text("x")
+    assert_one_line_error(*normlab("data", "--data-dir", a_file), "not a folder")
+    assert_one_line_error(*normlab("data", "--data-dir", tmp_path / "nowhere"), "missing")
+    (data_dir / NAMES[0]).unlink()
+    (data_dir / NAMES[0]).mkdir()  # present but unreadable as a file
+    (data_dir / f"{NAMES[0]}.gz").mkdir()
+    code, err = normlab("data", "--data-dir", data_dir)
+    assert_one_line_error(code, err, NAMES[0])
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["train", "bn-aftr"], "did you mean 'bn-after'"),
+    (["reproduce", "--presets", "baseline,bn_before"], "did you mean 'bn-before'"),
+    (["reproduce", "--bn-momentun", "0.9"], "did you mean --bn-momentum?"),
+    (["reproduce", "--lr", "abc"], "expected a number, got 'abc'"),
+    (["reproduce", "--lr", "0"], "must be > 0"),
+    (["reproduce", "--lr", "-1"], "must be > 0"),
+    (["reproduce", "--batch-size", "0"], "must be at least 1"),
+    (["reproduce", "--epochs", "0"], "must be at least 1"),
+    (["reproduce", "--bn-momentum", "1.0"], "bn_momentum must be in [0, 1), got 1.0"),
+    (["reproduce", "--bn-momentum", "-0.5"], "bn_momentum must be in [0, 1)"),
+    (["reproduce", "--bn-eps", "0"], "must be > 0"),
+    (["reproduce", "--seeds", "2.5"], "expected a whole number"),
+])
+def test_bad_options_fail_before_any_work(tmp_path, args, fragment):
+    out = tmp_path / "out"
+    assert_one_line_error(*normlab(*args, "--out", out), fragment)
+    assert not out.exists()

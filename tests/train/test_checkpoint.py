@@ -1,0 +1,145 @@
+"""Checkpoints: exact round trip, damage detection, refusal of foreign checkpoints, failed writes, fuzzing."""
+
+import errno
+import os
+
+import jax
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from normlab import atomic
+from normlab.errors import CheckpointError
+from normlab.report.results_json import write_results
+from normlab.nn.models import build
+from normlab.train import checkpoint
+from normlab.train.loop import TrainConfig, make_optimizer
+from normlab.train.state import create
+
+FUZZ_EXAMPLES = int(os.environ.get("NORMLAB_FUZZ_EXAMPLES", "2000"))
+CONFIG = {"preset": "bn-after", "learning_rate": 0.001}
+
+
+def fresh_state(seed=0):
+    return jax.vmap(lambda s: create(build("bn-after"), make_optimizer(TrainConfig()), s))(
+        np.arange(seed, seed + 2, dtype=np.uint32))
+
+
+def leaves_bytes(tree):
+    return [np.asarray(jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x).tobytes()
+            for x in jax.tree.leaves(tree)]
+
+
+def save(directory, epoch, state=None, config=CONFIG, keep=2):
+    return checkpoint.save(directory, epoch, state if state is not None else fresh_state(),
+                           {"config": config, "history": {"loss": [[1.0, float("nan")]]}, "train_s": 1.5}, keep)
+
+
+def test_round_trip_is_bitwise_exact(tmp_path):
+    state = fresh_state(seed=7)
+    path = save(tmp_path, 3, state)
+    arrays, record = checkpoint.read(path)
+    restored = checkpoint.restore(arrays, fresh_state(seed=0))
+    assert leaves_bytes(restored) == leaves_bytes(state)
+    assert record["epoch"] == 3 and record["config"] == CONFIG and np.isnan(record["history"]["loss"][0][1])
+
+
+def test_keeps_only_the_last_k(tmp_path):
+    for epoch in range(1, 6):
+        save(tmp_path, epoch, keep=2)
+    assert [e for e, _ in checkpoint.checkpoints(tmp_path)] == [4, 5]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip_array_byte", "flip_metadata_byte", "empty"])
+def test_damaged_newest_is_skipped_for_the_previous(tmp_path, damage):
+    save(tmp_path, 1)
+    newest = save(tmp_path, 2)
+    blob = bytearray(newest.read_bytes())
+    if damage == "truncate":
+        blob = blob[: len(blob) // 2]
+    elif damage == "flip_array_byte":
+        blob[-10] ^= 0x01
+    elif damage == "flip_metadata_byte":
+        blob[blob.index(b'train_s') + 11] ^= 0x01  # the 1 of train_s: 1.5, inside the escaped JSON record
+    else:
+        blob = b""
+    newest.write_bytes(bytes(blob))
+    with pytest.raises(CheckpointError):
+        checkpoint.read(newest)
+    warnings = []
+    arrays, record = checkpoint.latest(tmp_path, CONFIG, warnings.append)
+    assert record["epoch"] == 1 and len(warnings) == 1 and "epoch-0002" in warnings[0]
+
+
+def test_other_config_or_version_is_refused(tmp_path, monkeypatch):
+    save(tmp_path, 1)
+    with pytest.raises(CheckpointError, match="learning_rate differ"):
+        checkpoint.latest(tmp_path, {**CONFIG, "learning_rate": 0.01})
+    monkeypatch.setattr(checkpoint, "__version__", "99.0")
+    with pytest.raises(CheckpointError, match="written by normlab"):
+        checkpoint.latest(tmp_path, CONFIG)
+
+
+def test_restore_refuses_another_model(tmp_path):
+    arrays, _ = checkpoint.read(save(tmp_path, 1))
+    baseline = create(build("baseline"), make_optimizer(TrainConfig()), 0)
+    with pytest.raises(CheckpointError, match="do not match"):
+        checkpoint.restore(arrays, baseline)
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS, errno.EIO])
+def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch, code):
+    good = save(tmp_path, 1)
+    before = good.read_bytes()
+
+    def failing_fsync(fd):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(atomic.os, "fsync", failing_fsync)
+    with pytest.raises(CheckpointError, match=os.strerror(code)) as caught:
+        save(tmp_path, 2)
+    assert "intact" in str(caught.value) and "\n" not in str(caught.value)
+    assert good.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [good.name]  # no temp file, no partial epoch 2
+
+
+def test_failed_results_write_keeps_the_previous_results(tmp_path, monkeypatch):
+    path = write_results({"runs": [1]}, tmp_path / "results.json")
+
+    def full_disk(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(atomic.os, "fsync", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        write_results({"runs": [2]}, path)
+    assert path.read_text() == '{\n "runs": [\n  1\n ]\n}'
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+@pytest.fixture(scope="module")
+def valid_blob(tmp_path_factory):
+    return save(tmp_path_factory.mktemp("ckpt"), 1).read_bytes()
+
+
+@pytest.mark.fuzz
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_fuzz_loader_raises_only_checkpoint_errors(tmp_path, valid_blob, data):
+    kind = data.draw(st.sampled_from(["random", "truncate", "mutate", "splice"]))
+    blob = bytearray(valid_blob)
+    if kind == "random":
+        blob = bytearray(data.draw(st.binary(max_size=2048)))
+    elif kind == "truncate":
+        blob = blob[: data.draw(st.integers(0, len(blob) - 1))]
+    elif kind == "mutate":
+        for _ in range(data.draw(st.integers(1, 8))):
+            blob[data.draw(st.integers(0, len(blob) - 1))] = data.draw(st.integers(0, 255))
+    else:
+        blob[: 8] = data.draw(st.integers(0, 2**64 - 1)).to_bytes(8, "little")
+    path = tmp_path / "epoch-0001.safetensors"
+    path.write_bytes(bytes(blob))
+    try:
+        arrays, _ = checkpoint.read(path)
+    except CheckpointError:
+        return
+    assert bytes(blob) == valid_blob or isinstance(arrays, dict)
