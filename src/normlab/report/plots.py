@@ -4,10 +4,11 @@ Figures are built with `matplotlib.figure.Figure` rather than pyplot, so nothing
 list or needs a GUI backend: saving renders with Agg, and the figure is garbage once this module returns.
 """
 
+import io
 from pathlib import Path
 
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, NullLocator
 
 from normlab.report.stats import group_runs, history_stats
 
@@ -22,30 +23,82 @@ PANELS = (
     ("val_loss", "Validation loss", "cross-entropy loss"),
 )
 DPI = 120
+# Past eight groups colours repeat, so the line style changes with each round of the palette.
+LINESTYLES = ("-", "--", ":", "-.")
 
 
-def _draw_panel(ax, groups: dict[str, list[dict]], key: str, title: str, ylabel: str) -> None:
+def _draw_panel(ax, groups: dict[str, list[dict]], key: str, title: str, ylabel: str, legend: bool = True) -> None:
     """One metric vs epoch: a line and a ±1 std band per preset, coloured by order of first appearance."""
     for i, (preset, runs) in enumerate(groups.items()):
         mean, std = history_stats(runs, key)
         epochs = range(1, len(mean) + 1)
-        colour = OKABE_ITO[i % len(OKABE_ITO)]
-        ax.plot(epochs, mean, color=colour, marker="o", markersize=3, label=f"{preset} (n={len(runs)})")
+        colour, style = OKABE_ITO[i % len(OKABE_ITO)], LINESTYLES[i // len(OKABE_ITO) % len(LINESTYLES)]
+        ax.plot(epochs, mean, color=colour, linestyle=style, marker="o", markersize=3,
+                label=f"{preset} (n={len(runs)})")
         ax.fill_between(epochs, mean - std, mean + std, color=colour, alpha=0.2, linewidth=0)
     ax.set(title=title, xlabel="epoch", ylabel=ylabel)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    if legend:
+        ax.legend(fontsize="small")
+
+
+def _learning_curves_figure(groups: dict[str, list[dict]], shared_legend: bool = False) -> Figure:
+    """The 2×2 grid; with many groups one legend below the grid keeps the curves uncovered."""
+    fig = Figure(figsize=(10, 7.5 if shared_legend else 7), layout="constrained")
+    axes = fig.subplots(2, 2).ravel()
+    for ax, panel in zip(axes, PANELS):
+        _draw_panel(ax, groups, *panel, legend=not shared_legend)
+    if shared_legend:
+        fig.suptitle("Learning curves: mean over seeds, band ± 1 std")
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=min(4, len(groups)))
+    return fig
+
+
+def png_bytes(fig: Figure) -> bytes:
+    """The figure as PNG bytes, for pages that embed their images (data: URIs) instead of linking files."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI)
+    return buffer.getvalue()
 
 
 def plot_learning_curves(results: dict, path: Path) -> Path:
     """Save the 2×2 grid of training/validation accuracy and loss."""
-    groups = group_runs(results)
-    fig = Figure(figsize=(10, 7), layout="constrained")
-    for ax, panel in zip(fig.subplots(2, 2).flat, PANELS):
-        _draw_panel(ax, groups, *panel)
-    fig.savefig(path, dpi=DPI)
+    _learning_curves_figure(group_runs(results)).savefig(path, dpi=DPI)
     return path
+
+
+def learning_curves_png(groups: dict[str, list[dict]]) -> bytes:
+    """The same 2×2 grid for any grouping of runs (label -> runs with equally long histories), as PNG bytes."""
+    return png_bytes(_learning_curves_figure(groups, shared_legend=True))
+
+
+def sweep_png(series: dict[str, list[tuple[float, float, tuple[float, float] | None]]], key: str) -> bytes:
+    """Final validation accuracy (%) against one swept value: a line per series, error bars = 95% CI.
+
+    ``series`` maps a label to (x, mean accuracy, CI or None) points; the x axis is logarithmic when the values
+    span a factor of ten or more, as learning rates usually do.
+    """
+    fig = Figure(figsize=(6.5, 4), layout="constrained")
+    ax = fig.subplots()
+    xs = [x for points in series.values() for x, _, _ in points]
+    log = min(xs) > 0 and max(xs) / min(xs) >= 10
+    for i, (label, points) in enumerate(series.items()):
+        points = sorted(points, key=lambda p: p[0])
+        x = [p[0] for p in points]
+        y = [100 * p[1] for p in points]
+        err = [[100 * (p[1] - p[2][0]) if p[2] else 0 for p in points],
+               [100 * (p[2][1] - p[1]) if p[2] else 0 for p in points]]
+        ax.errorbar(x, y, yerr=err, color=OKABE_ITO[i % len(OKABE_ITO)], marker="o", markersize=4, capsize=3,
+                    linestyle=LINESTYLES[i // len(OKABE_ITO) % len(LINESTYLES)], label=label)
+    name = key.replace("_", " ")
+    ax.set(title=f"Final validation accuracy vs {name}", xlabel=name + (" (log scale)" if log else ""),
+           ylabel="final validation accuracy (%)", xscale="log" if log else "linear")
+    ax.set_xticks(sorted(set(xs)), labels=[f"{x:g}" for x in sorted(set(xs))])
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", title="error bars: 95% CI", title_fontsize="small")
+    return png_bytes(fig)
 
 
 def plot_val_accuracy(results: dict, path: Path) -> Path:

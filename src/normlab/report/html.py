@@ -1,0 +1,287 @@
+"""report.html: studies (or a sweep's trials) side by side on one self-contained page, and its Markdown twin.
+
+Everything is inline — figures as base64 PNG data: URIs, CSS in a <style> tag, no scripts, fonts or links — so
+the page reads the same offline, as a CI artifact or an e-mail attachment. Runs are grouped by *setting*: the
+preset plus the values a sweep varied ("bn-after lr=0.01"). Diverged runs are counted but left out of every
+statistic; significance.py defines the statistics.
+"""
+
+import base64
+import html
+import json
+import math
+from pathlib import Path
+
+from normlab.errors import ConfigError
+from normlab.report.markdown import MISSING, _table
+from normlab.report.plots import learning_curves_png, sweep_png
+from normlab.report.significance import Summary, hedges_g, reach_summary, summarize, welch
+from normlab.report.stats import BASELINE, HISTORY_KEYS
+
+REACH = 0.85
+SHORT = {"learning_rate": "lr", "batch_size": "batch"}
+CSS = """body{font:15px/1.5 system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+h1,h2{font-weight:600}h2{margin-top:1.6em;border-bottom:1px solid #ddd}p.note{color:#555;font-size:13px}
+table{border-collapse:collapse;margin:.6em 0}th,td{border:1px solid #ccc;padding:.25em .6em}th{background:#f2f2f2}
+td{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}td.t{text-align:left}
+img{max-width:100%}pre{background:#f7f7f7;padding:.6em;overflow:auto;font-size:12px}"""
+BN_EXPLANATION = (
+    "Training: for each feature, over the m examples of the mini-batch, batch normalization computes the mean "
+    "μ_B = (1/m) Σ x_i and the biased variance σ²_B = (1/m) Σ (x_i − μ_B)², normalizes "
+    "x̂_i = (x_i − μ_B) / √(σ²_B + ε), then scales and shifts with learned parameters: y_i = γ·x̂_i + β.",
+    "It also keeps moving averages, moving_mean ← momentum·moving_mean + (1 − momentum)·μ_B and likewise "
+    "moving_variance with σ²_B (Keras: momentum 0.99, ε = 1e-3); they are state, not trained.",
+    "Inference: the moving statistics replace μ_B and σ²_B, so a prediction does not depend on the rest of "
+    "the batch.",
+    "Why it helps: Ioffe & Szegedy (2015) attributed the gain to reducing internal covariate shift — the drift of "
+    "each layer's input distribution while earlier layers train — which permits higher learning rates and "
+    "makes training less sensitive to initialization.",
+    "Santurkar et al. (2018, “How Does Batch Normalization Help Optimization?”) showed the gain survives "
+    "deliberately injected covariate shift, and traced it instead to a smoother loss landscape: BN makes the "
+    "loss and its gradients more Lipschitz, so gradient steps are more predictive and larger steps stay safe.",
+)
+
+
+def _value(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _sort_key(v):
+    return (0, v, "") if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, 0, str(v))
+
+
+def label(setting: dict, skip: str = "") -> str:
+    """'bn-after lr=0.01': the preset, then every other swept value (except ``skip``)."""
+    rest = [f"{SHORT.get(k, k)}={_value(v)}" for k, v in setting.items() if k not in ("preset", skip)]
+    return " ".join([setting["preset"], *rest])
+
+
+def group_settings(results_list: list[dict]) -> dict[str, dict]:
+    """label -> {"setting", "ok": runs, "diverged": runs}; presets in order of appearance, swept values sorted."""
+    groups, rank = {}, {}
+    for run in (run for results in results_list for run in results["runs"]):
+        swept = {k: v for k, v in (run.get("setting") or {}).items() if k != "preset"}
+        setting = {"preset": run["preset"], **swept}
+        rank.setdefault(run["preset"], len(rank))
+        group = groups.setdefault(label(setting), {"setting": setting, "ok": [], "diverged": []})
+        group["diverged" if run.get("status") == "diverged" else "ok"].append(run)
+    order = lambda item: (rank[item[1]["setting"]["preset"]],  # noqa: E731
+                          [(k, _sort_key(v)) for k, v in sorted(item[1]["setting"].items()) if k != "preset"])
+    return dict(sorted(groups.items(), key=order))
+
+
+def controls(groups: dict[str, dict], control: str | None = None) -> dict[str, str | None]:
+    """Each setting's control: ``control`` if it names a setting; else that preset (default: baseline) at the
+    same other swept values; without a ``control`` and without such a baseline, the first setting."""
+    if control in groups:
+        return dict.fromkeys(groups, control)
+    if control is not None and control not in {g["setting"]["preset"] for g in groups.values()}:
+        raise ConfigError(f"control {control!r} is neither a setting nor a preset of these runs "
+                          f"(settings: {', '.join(groups)})")
+    found = {name: label({**g["setting"], "preset": control or BASELINE}) for name, g in groups.items()}
+    fallback = None if control else next(iter(groups))
+    return {name: other if other in groups else fallback for name, other in found.items()}
+
+
+def _metrics(group: dict) -> dict[str, list[float]]:
+    return {"validation": [r["history"]["val_accuracy"][-1] for r in group["ok"]],
+            "test": [r["test"]["accuracy"] for r in group["ok"]]}
+
+
+def _cells(s: Summary) -> list[str]:
+    """'mean ± std' and 'low – high' in %, MISSING where undefined."""
+    pm = MISSING if s.mean is None else f"{100 * s.mean:.2f}" + ("" if s.std is None else f" ± {100 * s.std:.2f}")
+    return [pm, MISSING if s.ci is None else f"{100 * s.ci[0]:.2f} – {100 * s.ci[1]:.2f}"]
+
+
+def _final_row(name: str, group: dict) -> list[str]:
+    n, bad = len(group["ok"]) + len(group["diverged"]), len(group["diverged"])
+    mean, reached, runs = reach_summary([r["history"]["val_accuracy"] for r in group["ok"]], REACH)
+    return [name, f"{n} ({bad} diverged)" if bad else str(n),
+            *(cell for values in _metrics(group).values() for cell in _cells(summarize(values))),
+            f"{MISSING if mean is None else f'{mean:.1f}'} ({reached}/{runs})"]
+
+
+def tables(groups: dict[str, dict], control_of: dict[str, str | None]) -> list[tuple[str, str, list, list]]:
+    """(title, note, header, rows) of the final-accuracy table and, where there is a control, the tests."""
+    out = [("Final accuracy",
+            f"Accuracy in % after the last epoch: mean ± sample std (ddof=1) and the 95% confidence interval of the "
+            f"mean (Student's t; none for one seed) over the seeds that did not diverge; n counts every seed. The "
+            f"last column is the mean first epoch with validation accuracy ≥ {REACH:.0%} "
+            "(runs that reached it/runs).",
+            ["setting", "n", "val acc %", "val 95% CI", "test acc %", "test 95% CI", f"epochs to {REACH:.0%} val"],
+            [_final_row(name, g) for name, g in groups.items()])]
+    rows = []
+    for name, g in groups.items():
+        control = control_of[name]
+        if control is None or control == name:
+            continue
+        for metric, ours in _metrics(g).items():
+            theirs = _metrics(groups[control])[metric]
+            a, b, test, g_ = summarize(ours), summarize(theirs), welch(ours, theirs), hedges_g(ours, theirs)
+            delta = MISSING if a.mean is None or b.mean is None else f"{100 * (a.mean - b.mean):+.2f}"
+            stats = [f"{test.t:+.2f}", f"{test.df:.1f}", f"{test.p:.3g}"] if test else [MISSING] * 3
+            rows.append([name, control, metric, delta, *stats, MISSING if g_ is None else f"{g_:+.2f}"])
+    if rows:
+        out.append(("Against the control",
+                    "Δ = setting − control in percentage points of final accuracy; Welch's unequal-variance t-test "
+                    "(t, Welch–Satterthwaite df, two-sided p) and Hedges' g (Cohen's d over the pooled std, "
+                    f"small-sample corrected). {MISSING}: fewer than two runs, or no variance in either group.",
+                    ["setting", "control", "metric", "Δ pp", "t", "df", "p", "Hedges' g"], rows))
+    return out
+
+
+def _diverged_notes(groups: dict[str, dict]) -> list[str]:
+    return [f"{name} seed {r['seed']} diverged at epoch {r.get('diverged_epoch', '?')} (non-finite loss); "
+            "left out of every statistic." for name, g in groups.items() for r in g["diverged"]]
+
+
+def _swept(groups: dict[str, dict]) -> dict[str, list]:
+    """Every swept key (preset first) with its distinct values, sorted."""
+    values: dict[str, list] = {}
+    for k, v in (item for g in groups.values() for item in g["setting"].items()):
+        values.setdefault(k, []).extend([] if v in values.get(k, []) else [v])
+    return {k: sorted(vs, key=_sort_key) for k, vs in values.items()}
+
+
+def _sweep_keys(groups: dict[str, dict]) -> list[str]:
+    """Swept keys whose values are all numbers and take at least two values: each gets a sweep plot."""
+    return [k for k, vs in _swept(groups).items()
+            if k != "preset" and len(vs) > 1 and all(_sort_key(v)[0] == 0 for v in vs)]
+
+
+def _sweep_series(groups: dict[str, dict], key: str) -> dict[str, list]:
+    series: dict[str, list] = {}
+    for g in groups.values():
+        if key in g["setting"] and g["ok"]:
+            s = summarize(_metrics(g)["validation"])
+            series.setdefault(label(g["setting"], skip=key), []).append((g["setting"][key], s.mean, s.ci))
+    return series
+
+
+def _overview(groups: dict[str, dict], n_files: int, control_of: dict) -> str:
+    runs = [r for g in groups.values() for r in g["ok"] + g["diverged"]]
+    epochs = max((len(r["history"]["val_accuracy"]) for r in runs), default=0)
+    values = "; ".join(f"{k} {', '.join(map(_value, vs))}" for k, vs in _swept(groups).items())
+    used = ", ".join(dict.fromkeys(c for c in control_of.values() if c)) or "none"
+    seeds = ", ".join(str(seed) for seed in sorted({r["seed"] for r in runs}))
+    return (f"{len(groups)} settings ({values}) × seeds {seeds}: {len(runs)} runs of up to {epochs} epochs from "
+            f"{n_files} results file(s). Control: {used}.")
+
+
+def _trimmed(runs: list[dict]) -> list[dict]:
+    """Runs cut to their shortest history, so per-epoch means exist for every epoch drawn."""
+    epochs = min(len(r["history"]["val_accuracy"]) for r in runs)
+    return [{**r, "history": {k: r["history"][k][:epochs] for k in HISTORY_KEYS}} for r in runs]
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def _html_table(header: list[str], rows: list[list]) -> str:
+    """Cells that start with a letter are text and align left (CSS class t); numbers align right."""
+    cells = lambda tag, row: "".join(  # noqa: E731
+        f"<{tag}{' class=t' * str(c)[:1].isalpha()}>{html.escape(str(c))}</{tag}>" for c in row)
+    return (f"<table><thead><tr>{cells('th', header)}</tr></thead><tbody>"
+            + "".join(f"<tr>{cells('td', row)}</tr>" for row in rows) + "</tbody></table>")
+
+
+def write_html(results_list: list[dict], out: Path, titles: list[str] | None = None,
+               control: str | None = None) -> Path:
+    """Write the page: overview, tables, learning curves, sweep plots, BN in brief, every config and provenance."""
+    groups = group_settings(results_list)
+    control_of, esc = controls(groups, control), html.escape
+    titles = titles or [f"results {i + 1}" for i in range(len(results_list))]
+    parts = [f"<h1>normlab report</h1><p>{esc(_overview(groups, len(results_list), control_of))}</p>"]
+    for title, note, header, rows in tables(groups, control_of):
+        parts += [f"<h2>{esc(title)}</h2><p class=note>{esc(note)}</p>", _html_table(header, rows)]
+    if notes := _diverged_notes(groups):
+        parts += [f"<ul>{''.join(f'<li>{esc(note)}</li>' for note in notes)}</ul>"]
+    curves = {name: _trimmed(g["ok"]) for name, g in groups.items() if g["ok"]}
+    if curves:
+        parts += ["<h2>Learning curves</h2><p class=note>Mean over the seeds that did not diverge (n in the "
+                  "legend); the band is ± 1 sample std.</p>", _img(learning_curves_png(curves), "learning curves")]
+    for key in _sweep_keys(groups):
+        parts += [f"<h2>Sweep over {esc(key)}</h2>", _img(sweep_png(_sweep_series(groups, key), key), f"sweep {key}")]
+    parts += ["<h2>How batch normalization works</h2>", *(f"<p>{esc(line)}</p>" for line in BN_EXPLANATION)]
+    parts += ["<h2>Configuration and provenance</h2>"]
+    for title, results in zip(titles, results_list):
+        record = {"config": results.get("config"), "provenance": results.get("provenance")}
+        origin = record["provenance"] or {}
+        summary = f"{title} — commit {origin.get('git_commit', '?')}, {origin.get('timestamp', '?')}"
+        parts += [f"<details><summary>{esc(summary)}</summary><pre>{esc(json.dumps(record, indent=1, default=str))}"
+                  "</pre></details>"]
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>normlab report</title>"
+                   f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>\n", encoding="utf-8")
+    return out
+
+
+def write_markdown_summary(results_list: list[dict], out: Path, control: str | None = None) -> Path:
+    """The page's tables in Markdown, for a README or a pull request."""
+    groups = group_settings(results_list)
+    control_of = controls(groups, control)
+    lines = ["# normlab report", "", _overview(groups, len(results_list), control_of), ""]
+    for title, note, header, rows in tables(groups, control_of):
+        lines += [f"## {title}", "", note, "", *_table(header, rows), ""]
+    lines += [f"- {note}" for note in _diverged_notes(groups)]
+    Path(out).write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
+    return Path(out)
+
+
+def _problem(run) -> str | None:
+    """What makes a run record unusable, or None."""
+    if not isinstance(run, dict) or not isinstance(run.get("preset"), str) or not isinstance(run.get("seed"), int):
+        return "needs 'preset' (text) and 'seed' (integer)"
+    history = run.get("history")
+    if not isinstance(history, dict) or not all(isinstance(history.get(k), list) for k in HISTORY_KEYS):
+        return f"needs 'history' with lists {', '.join(HISTORY_KEYS)}"
+    if not isinstance(run.get("setting") or {}, dict) or run.get("status", "ok") not in ("ok", "diverged"):
+        return "has a 'setting' that is not an object or a 'status' other than ok/diverged"
+    test = run.get("test")
+    finals = [*history["val_accuracy"][-1:], test.get("accuracy") if isinstance(test, dict) else None]
+    if run.get("status", "ok") == "ok" and not (len(finals) == 2 and all(_sort_key(v)[0] == 0 for v in finals)
+                                               and all(math.isfinite(v) for v in finals)):
+        return "completed but lacks a finite final val_accuracy or test.accuracy"
+    return None
+
+
+def load_results(path: Path) -> dict:
+    """Read and check one results.json; ConfigError (one line) when it is missing or not a study's results."""
+    try:
+        results = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ConfigError(f"cannot read {path}: {error}") from None
+    if not isinstance(results, dict) or not isinstance(results.get("runs"), list) or not results["runs"]:
+        raise ConfigError(f"{path}: no 'runs' list; is it a results.json of normlab reproduce?")
+    for i, run in enumerate(results["runs"]):
+        if problem := _problem(run):
+            raise ConfigError(f"{path}: run {i} {problem}")
+    return results
+
+
+def find_results(run_dir: Path) -> list[Path]:
+    """RUN_DIR/results.json, or for a sweep directory every results.json below it (trial subdirectories)."""
+    run_dir = Path(run_dir)
+    if (run_dir / "results.json").is_file():
+        return [run_dir / "results.json"]
+    found = sorted(run_dir.rglob("results.json")) if run_dir.is_dir() else []
+    if not found:
+        raise ConfigError(f"no results.json in {run_dir} or below it")
+    return found
+
+
+def report_command(run_dirs: list[Path], out: Path | None = None, control: str | None = None) -> Path:
+    """`normlab report RUN_DIR...`: merge every results.json, write report.html (default RUN_DIRS[0]/report.html)
+    and the Markdown summary beside it (same name, .md); return the HTML path."""
+    if not run_dirs:
+        raise ConfigError("no run directories given")
+    paths = [path for run_dir in run_dirs for path in find_results(run_dir)]
+    results_list = [load_results(path) for path in paths]
+    out = Path(out) if out is not None else Path(run_dirs[0]) / "report.html"
+    out = out / "report.html" if out.is_dir() else out
+    page = write_html(results_list, out, [str(path.parent) for path in paths], control)
+    write_markdown_summary(results_list, out.with_suffix(".md"), control)
+    return page
