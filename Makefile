@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 NORMLAB := $(BIN)/normlab
 
-.PHONY: setup data reproduce test fuzz clean
+.PHONY: setup data browser reproduce test fuzz clean
 
 $(NORMLAB): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,10 +20,16 @@ data: setup
 	  { apt-get install -y -qq dataset-fashion-mnist || { apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; }; }; } || true
 	$(NORMLAB) data
 
+# Headless Chromium for the HTML report test (Debian's package, as root); without it that one test is skipped.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { apt-get install -y -qq chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }; }; } || \
+	  echo "chromium not installed: the HTML report browser test will be skipped"
+
 reproduce: data
 	$(NORMLAB) reproduce
 
-test: data
+test: data browser
 	$(BIN)/pytest -q
 
 clean:

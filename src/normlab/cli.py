@@ -48,11 +48,13 @@ def _preset_names(text: str) -> tuple[str, ...]:
     return names
 
 
-def _study_config(args, presets, seeds, first_seed):
-    from normlab.experiments.config import StudyConfig
-    return StudyConfig(presets=presets, seeds=seeds, first_seed=first_seed, epochs=args.epochs,
-                       learning_rate=args.lr, batch_size=args.batch_size, bn_momentum=args.bn_momentum,
-                       bn_epsilon=args.bn_eps, subset=args.subset)
+def _study_config(args, **fixed):
+    """The seed study (studies/seed.toml, what `reproduce` runs) with the options the user gave on top."""
+    from normlab.experiments.study import load, make_config
+    given = {"epochs": args.epochs, "learning_rate": args.lr, "batch_size": args.batch_size,
+             "bn_momentum": args.bn_momentum, "bn_epsilon": args.bn_eps, "subset": args.subset,
+             "optimizer": args.optimizer, **fixed}
+    return make_config(load("seed").base, {k: v for k, v in given.items() if v is not None}, "options")
 
 
 def cmd_data(args) -> None:
@@ -120,7 +122,7 @@ def _run_study(args, config, out: Path, on_epoch, progress=None) -> dict:
 
 
 def cmd_train(args) -> None:
-    config = _study_config(args, _preset_names(args.preset), 1, args.seed)
+    config = _study_config(args, presets=list(_preset_names(args.preset)), seeds=1, first_seed=args.seed)
     out = Path(args.out or f"runs/train-{args.preset}-seed{args.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
     print(f"{args.preset}, seed {args.seed} -> {out}", flush=True)
 
@@ -139,7 +141,8 @@ def cmd_reproduce(args) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
     from normlab.report import summary_rows
-    config = _study_config(args, _preset_names(args.presets), args.seeds, 0)
+    config = _study_config(args, presets=None if args.presets is None else list(_preset_names(args.presets)),
+                           seeds=args.seeds)
     out = Path(args.out or f"runs/reproduce-{time.strftime('%Y%m%d-%H%M%S')}")
     console = Console()
     console.print(f"{len(config.presets)} presets x {config.seeds} seeds x {config.epochs} epochs -> {out}")
@@ -164,6 +167,76 @@ def cmd_reproduce(args) -> None:
                       f"{row['compile_s_mean']:.1f}", f"{row['train_s_mean']:.1f}")
     console.print(table)
     console.print(f"wrote {out}/results.json, history.csv, report.md, learning_curves.png, tensorboard/")
+
+
+def cmd_run(args) -> None:
+    from rich.console import Console
+    from normlab import signals
+    from normlab.data import load
+    from normlab.experiments import study as studies
+    from normlab.experiments import sweep
+    from normlab.report import write_all
+    study = studies.load(args.study)
+    out = Path(args.out or f"runs/{study.name}")
+    sweep.prepare(study, out)
+    everything = sweep.trials(study)
+    if args.trial is not None:
+        chosen = [t for t in everything if t[0] == args.trial]
+        if not chosen:
+            raise ConfigError(f"no trial {args.trial!r} in {study.name}")
+        everything = chosen
+    pending = [(tid, o) for tid, o in everything if sweep.status(out / "trials" / tid) != "done"]
+    console = Console()
+    console.print(f"{study.name}: {len(everything)} trial(s), {len(everything) - len(pending)} already done, "
+                  f"{len(pending)} to run -> {out}")
+    signals.install()
+    try:
+        if args.workers > 1 and len(pending) > 1:
+            tail = [*(["--data-dir", str(args.data_dir)] if args.data_dir else []),
+                    *(["--no-verify"] if args.no_verify else [])]
+            failed = sweep.run_in_processes(out / "study.toml", out, [tid for tid, _ in pending], args.workers,
+                                            tail, console.print)
+            if failed:
+                raise ConfigError(f"{len(failed)} trial(s) failed: {', '.join(failed)}; see their .log files "
+                                  f"in {out / 'trials'}; rerun the same command to retry them")
+        elif pending:
+            data = load(args.data_dir, verify=not args.no_verify)
+            for tid, overrides in pending:
+                def on_epoch(preset, epoch, m, seconds, tid=tid):
+                    console.print(f"  {tid} {preset} epoch {epoch + 1}: val_accuracy "
+                                  f"{np.nanmean(m['val_accuracy']):.4f} ({seconds:.1f}s)", highlight=False)
+                sweep.run_trial(study, tid, overrides, out, data, on_epoch, console.print, write_all)
+    except signals.Interrupted as stop:
+        print(f"normlab: interrupted by {stop}; finished trials and epochs are kept in {out}. "
+              f"Resume with the same command: normlab {shlex.join(sys.argv[1:])}", file=sys.stderr)
+        raise SystemExit(stop.exit_code) from None
+    if args.trial is None:
+        _sweep_report(out, console)
+
+
+def _sweep_report(out: Path, console) -> None:
+    from rich.table import Table
+    from normlab.report import html
+    from normlab.report.hparams import write_hparams
+    page = html.report_command([out], out / "report.html")
+    results_list = [html.load_results(p) for p in html.find_results(out)]
+    write_hparams(results_list, out / "tensorboard-hparams")
+    groups = html.group_settings(results_list)
+    title, _, header, rows = html.tables(groups, html.controls(groups))[0]
+    table = Table(title=title)
+    for column in header:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*map(str, row))
+    console.print(table)
+    console.print(f"report: {page} (and {page.with_suffix('.md')}); TensorBoard HParams: "
+                  f"tensorboard --logdir {out / 'tensorboard-hparams'}")
+
+
+def cmd_report(args) -> None:
+    from normlab.report.html import report_command
+    page = report_command(args.run_dirs, args.out, args.control)
+    print(f"wrote {page} and {page.with_suffix('.md')}")
 
 
 class Parser(argparse.ArgumentParser):
@@ -192,11 +265,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     def with_training(p):
         with_data(p)
-        p.add_argument("--epochs", type=_positive_int, default=10)
-        p.add_argument("--lr", type=_positive_float, default=1e-3, help="SGD learning rate (default 1e-3)")
-        p.add_argument("--batch-size", type=_positive_int, default=32)
-        p.add_argument("--bn-momentum", type=float, default=0.99, help="BN moving-average momentum, in [0, 1)")
-        p.add_argument("--bn-eps", type=_positive_float, default=1e-3, help="BN epsilon (> 0)")
+        p.add_argument("--epochs", type=_positive_int, help="default 10")
+        p.add_argument("--lr", type=_positive_float, help="learning rate (default 1e-3)")
+        p.add_argument("--batch-size", type=_positive_int, help="default 32")
+        p.add_argument("--optimizer", choices=["sgd", "momentum", "adam"], help="default sgd, as in the study")
+        p.add_argument("--bn-momentum", type=float, help="BN moving-average momentum, in [0, 1) (default 0.99)")
+        p.add_argument("--bn-eps", type=_positive_float, help="BN epsilon, > 0 (default 1e-3)")
         p.add_argument("--subset", type=_positive_int, help="train on the first N training images only")
         p.add_argument("--out", type=Path, help="run directory: checkpoints, results.json, report")
         p.add_argument("--resume", action="store_true", help="continue from the newest intact checkpoint in --out")
@@ -215,15 +289,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_train)
     p = with_training(sub.add_parser("reproduce", help="the three-preset study over several seeds"))
-    p.add_argument("--presets", default="baseline,bn-after,bn-before")
-    p.add_argument("--seeds", type=_positive_int, default=5)
+    p.add_argument("--presets", help="comma-separated (default baseline,bn-after,bn-before)")
+    p.add_argument("--seeds", type=_positive_int, help="default 5")
     p.set_defaults(func=cmd_reproduce)
+    p = with_data(sub.add_parser("run", help="run a study TOML file (or a built-in study) and its sweep"))
+    p.add_argument("study", help="path to a .toml study, or a built-in name: seed, lr-sweep, batch-size, momentum")
+    p.add_argument("--out", type=Path, help="sweep directory (default runs/<study name>); rerun to resume")
+    p.add_argument("--workers", type=_positive_int, default=1, help="trials in parallel processes")
+    p.add_argument("--trial", help=argparse.SUPPRESS)  # one trial, used by --workers
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("report", help="one self-contained HTML report (and Markdown) from run directories")
+    p.add_argument("run_dirs", nargs="+", type=Path)
+    p.add_argument("--out", type=Path, help="HTML file (default RUN_DIRS[0]/summary.html)")
+    p.add_argument("--control", help="setting or preset to compare against (default baseline)")
+    p.set_defaults(func=cmd_report)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command in ("train", "reproduce"):
+    if args.command in ("train", "reproduce", "run"):
         from normlab.runtime import enable_compile_cache
         enable_compile_cache()
     try:

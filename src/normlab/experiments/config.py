@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from normlab.errors import ConfigError
 from normlab.nn.models import PRESETS
-from normlab.train.loop import TrainConfig
+from normlab.train.loop import OPTIMIZERS, TrainConfig
 
 DEFAULT_PRESETS = ("baseline", "bn-after", "bn-before")
 
@@ -21,6 +21,8 @@ class StudyConfig:
     bn_momentum: float = 0.99
     bn_epsilon: float = 1e-3
     subset: int | None = None    # train on the first N of the 55,000 training images (quick looks, tests)
+    optimizer: str = "sgd"       # sgd | momentum | adam
+    optimizer_momentum: float = 0.9
 
     def __post_init__(self):
         for name in self.presets:
@@ -37,6 +39,8 @@ class StudyConfig:
             ("bn_momentum", 0 <= self.bn_momentum < 1, "in [0, 1)"),
             ("bn_epsilon", self.bn_epsilon > 0, "> 0"),
             ("subset", self.subset is None or self.subset >= 1, "at least 1"),
+            ("optimizer", self.optimizer in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
+            ("optimizer_momentum", 0 <= self.optimizer_momentum < 1, "in [0, 1)"),
         ]
         for name, ok, rule in rules:
             if not ok:
@@ -47,7 +51,7 @@ class StudyConfig:
         return list(range(self.first_seed, self.first_seed + self.seeds))
 
     def train_config(self) -> TrainConfig:
-        return TrainConfig(self.learning_rate, self.batch_size, self.epochs)
+        return TrainConfig(self.learning_rate, self.batch_size, self.epochs, self.optimizer, self.optimizer_momentum)
 
     def identity(self, preset: str) -> dict:
         """What a checkpoint of ``preset`` must match to be resumed: everything except the epoch count."""

@@ -274,14 +274,15 @@ def find_results(run_dir: Path) -> list[Path]:
 
 
 def report_command(run_dirs: list[Path], out: Path | None = None, control: str | None = None) -> Path:
-    """`normlab report RUN_DIR...`: merge every results.json, write report.html (default RUN_DIRS[0]/report.html)
-    and the Markdown summary beside it (same name, .md); return the HTML path."""
+    """`normlab report RUN_DIR...`: merge every results.json, write an HTML report (default
+    RUN_DIRS[0]/summary.html, beside reproduce's own report.md) and the Markdown summary beside it (same name,
+    .md); return the HTML path."""
     if not run_dirs:
         raise ConfigError("no run directories given")
     paths = [path for run_dir in run_dirs for path in find_results(run_dir)]
     results_list = [load_results(path) for path in paths]
-    out = Path(out) if out is not None else Path(run_dirs[0]) / "report.html"
-    out = out / "report.html" if out.is_dir() else out
+    out = Path(out) if out is not None else Path(run_dirs[0]) / "summary.html"
+    out = out / "summary.html" if out.is_dir() else out
     page = write_html(results_list, out, [str(path.parent) for path in paths], control)
     write_markdown_summary(results_list, out.with_suffix(".md"), control)
     return page

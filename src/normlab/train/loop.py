@@ -28,11 +28,20 @@ class TrainConfig:
     learning_rate: float = 1e-3
     batch_size: int = 32
     epochs: int = 10
+    optimizer: str = "sgd"          # sgd | momentum | adam
+    optimizer_momentum: float = 0.9  # for "momentum" (heavy ball, Keras' SGD(momentum=...))
+
+
+OPTIMIZERS = {
+    # Keras' SGD(learning_rate=1e-3), the study's optimizer: w <- w - lr * g.
+    "sgd": lambda c: optax.sgd(c.learning_rate),
+    "momentum": lambda c: optax.sgd(c.learning_rate, momentum=c.optimizer_momentum),
+    "adam": lambda c: optax.adam(c.learning_rate),
+}
 
 
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
-    """Plain SGD, Keras' ``SGD(learning_rate=1e-3)``: w <- w - lr * g."""
-    return optax.sgd(config.learning_rate)
+    return OPTIMIZERS[config.optimizer](config)
 
 
 def make_epoch(model: Model, optimizer, num_examples: int, batch_size: int):
