@@ -62,3 +62,15 @@ def test_crossentropy_is_stable_and_matches_numpy():
 def test_unknown_preset_is_a_config_error():
     with pytest.raises(ConfigError, match="unknown preset"):
         build("bn-sideways")
+
+
+def test_dense_gradients_match_numpy():
+    """The custom VJP of the dense matmul: dx = g W^T, dW = x^T g, recomputed in float64."""
+    from normlab.nn.dense import matmul
+    rng = np.random.default_rng(1)
+    x, w, g = rng.normal(size=(5, 7)), rng.normal(size=(7, 3)), rng.normal(size=(5, 3))
+    y, vjp = jax.vjp(matmul, jnp.float32(x), jnp.float32(w))
+    dx, dw = vjp(jnp.float32(g))
+    np.testing.assert_allclose(y, x @ w, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dx, g @ w.T, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dw, x.T @ g, rtol=1e-5, atol=1e-5)

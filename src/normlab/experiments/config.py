@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from normlab.errors import ConfigError
 from normlab.nn.models import PRESETS
-from normlab.train.loop import OPTIMIZERS, TrainConfig
+from normlab.train.loop import OPTIMIZERS, TrainConfig, default_seeds_per_program
 
 DEFAULT_PRESETS = ("baseline", "bn-after", "bn-before")
 
@@ -23,6 +23,7 @@ class StudyConfig:
     subset: int | None = None    # train on the first N of the 55,000 training images (quick looks, tests)
     optimizer: str = "sgd"       # sgd | momentum | adam
     optimizer_momentum: float = 0.9
+    seeds_per_program: int | None = None  # vmap width; None: measured default (1 on CPU, all on accelerators)
 
     def __post_init__(self):
         for name in self.presets:
@@ -41,6 +42,7 @@ class StudyConfig:
             ("subset", self.subset is None or self.subset >= 1, "at least 1"),
             ("optimizer", self.optimizer in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
             ("optimizer_momentum", 0 <= self.optimizer_momentum < 1, "in [0, 1)"),
+            ("seeds_per_program", self.seeds_per_program is None or self.seeds_per_program >= 1, "at least 1"),
         ]
         for name, ok, rule in rules:
             if not ok:
@@ -49,6 +51,12 @@ class StudyConfig:
     @property
     def seed_list(self) -> list[int]:
         return list(range(self.first_seed, self.first_seed + self.seeds))
+
+    @property
+    def program_width(self) -> int:
+        """Seeds per compiled program, resolved (see ``train.loop.default_seeds_per_program``)."""
+        width = self.seeds_per_program if self.seeds_per_program is not None else default_seeds_per_program()
+        return self.seeds if width <= 0 else min(width, self.seeds)
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(self.learning_rate, self.batch_size, self.epochs, self.optimizer, self.optimizer_momentum)

@@ -1,7 +1,8 @@
 """The study: every preset trained for several seeds, gathered into one results dict (the ``results.json`` schema).
 
-Each preset's seeds train together as one vmapped program (see ``train.loop``), checkpointed after every
-epoch under ``OUT/checkpoints/PRESET`` so an interrupted study resumes where it stopped.
+Each preset's seeds train through one compiled program, vmapped ``program_width`` seeds at a time (see
+``train.loop``), checkpointed after every epoch under ``OUT/checkpoints/PRESET`` so an interrupted study
+resumes where it stopped.
 """
 
 from dataclasses import replace
@@ -20,8 +21,8 @@ def subset(data, n: int | None):
     return data if n is None else replace(data, x_train=data.x_train[:n], y_train=data.y_train[:n])
 
 
-def run_records(preset: str, params: dict, result: SeedsResult) -> list[dict]:
-    """One ``runs`` entry per seed; compile and train time are shared by the seeds trained together.
+def run_records(preset: str, params: dict, result: SeedsResult, width: int) -> list[dict]:
+    """One ``runs`` entry per seed; compile and train time are those of the preset's whole group of seeds.
 
     A diverged seed keeps the epochs before its first non-finite loss and gets ``status: diverged``.
     """
@@ -38,7 +39,7 @@ def run_records(preset: str, params: dict, result: SeedsResult) -> list[dict]:
             "history": {k: v[i, kept].tolist() for k, v in result.history.items()},
             "test": None if stop is not None else {k: float(v[i]) for k, v in result.test.items()},
             "time": {"compile_s": result.compile_s, "train_s": result.train_s,
-                     "seeds_in_program": len(result.seeds), "resumed_from_epoch": result.resumed_from},
+                     "seeds": len(result.seeds), "seeds_per_program": width, "resumed_from_epoch": result.resumed_from},
         })
     return records
 
@@ -54,7 +55,8 @@ def reproduce(data, config: StudyConfig = StudyConfig(), out: Path | None = None
         callback = None if on_epoch is None else (lambda *args, p=preset: on_epoch(p, *args))
         checkpointing = None if out is None else Checkpointing(Path(out) / "checkpoints" / preset,
                                                                config.identity(preset), resume, warn=warn)
-        result = fit(model, data, config.seed_list, config.train_config(), callback, checkpointing)
-        runs += run_records(preset, param_counts(model), result)
+        result = fit(model, data, config.seed_list, config.train_config(), callback, checkpointing,
+                     config.program_width)
+        runs += run_records(preset, param_counts(model), result, config.program_width)
     return {"provenance": provenance(), "config": config.as_dict(), "runs": runs}
 

@@ -8,7 +8,7 @@
 """
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -94,41 +94,75 @@ def _first_divergence(history: dict) -> list[int | None]:
     return [int(np.argmax(row)) + 1 if row.any() else None for row in bad]
 
 
+def default_seeds_per_program() -> int:
+    """How many seeds one compiled program trains at once (its vmap width).
+
+    Measured on the 2-core CPU: one seed already keeps both cores busy (two single-seed processes side by side
+    ran no faster in total), and vmapping 5 seeds made each seed's epoch 1.6 s -> 2.6 s, since 5 models' weights
+    no longer fit the caches. So on CPU the seeds run one after another through the same compiled program; an
+    accelerator trains them all at once.
+    """
+    return 1 if jax.default_backend() == "cpu" else 0  # 0: all seeds in one program
+
+
 def fit(model: Model, data, seeds: list[int], config: TrainConfig = TrainConfig(),
         on_epoch: Callable[[int, dict, float], None] | None = None,
-        checkpointing: Checkpointing | None = None) -> SeedsResult:
+        checkpointing: Checkpointing | None = None, seeds_per_program: int = 0) -> SeedsResult:
     """Train ``model`` for every seed in ``seeds`` and evaluate like ``model.fit(..., validation_data=...)``.
 
-    ``on_epoch(epoch, metrics, seconds)`` is called after each epoch with host arrays of shape (seeds,) and the
-    epoch's wall time. Compile time is measured apart from training time (ahead-of-time ``lower().compile()``).
-    With ``checkpointing`` the state is saved after every epoch and, if ``resume``, training continues from the
-    newest intact checkpoint — bit for bit as if it had never stopped. Training stops early once every seed
-    has diverged (non-finite loss).
+    Seeds go through vmapped programs of ``seeds_per_program`` seeds (0: all at once); each program size is
+    compiled once. ``on_epoch(epoch, metrics, seconds)`` is called after each epoch of each program with host
+    arrays of shape (seeds in that program,) and the epoch's wall time. Compile time is measured apart from
+    training time (ahead-of-time ``lower().compile()``). With ``checkpointing`` the state is saved after every
+    epoch and, if ``resume``, training continues from the newest intact checkpoint — bit for bit as if it had
+    never stopped. A program stops early once every one of its seeds has diverged (non-finite loss).
     """
+    width = len(seeds) if seeds_per_program <= 0 else min(seeds_per_program, len(seeds))
+    chunks = [list(seeds[i:i + width]) for i in range(0, len(seeds), width)]
     optimizer = make_optimizer(config)
+    arrays = jax.device_put((data.x_train, data.y_train.astype(np.int32), data.x_val, data.y_val.astype(np.int32),
+                             data.x_test, data.y_test.astype(np.int32)))
+    programs: dict[int, tuple] = {}
+    parts = []
+    for chunk in chunks:
+        where = checkpointing
+        if checkpointing is not None and len(chunks) > 1:
+            where = replace(checkpointing, directory=checkpointing.directory / f"seeds-{chunk[0]}-{chunk[-1]}")
+        parts.append(_fit_program(model, optimizer, arrays, len(data.y_train), chunk, config, on_epoch, where,
+                                  programs))
+    return SeedsResult(
+        list(seeds), {k: np.concatenate([p.history[k] for p in parts]) for k in parts[0].history},
+        {k: np.concatenate([p.test[k] for p in parts]) for k in parts[0].test},
+        [d for p in parts for d in p.diverged_epoch], sum(p.compile_s for p in parts),
+        sum(p.train_s for p in parts), jax.tree.map(lambda *a: jnp.concatenate(a), *[p.final_state for p in parts]),
+        min(p.resumed_from for p in parts))
+
+
+def _fit_program(model, optimizer, arrays, num_examples, seeds, config, on_epoch, checkpointing, programs):
+    """One vmapped program over ``seeds``; ``programs`` caches the compiled functions by program width."""
     ts = jax.vmap(lambda seed: create(model, optimizer, seed))(jnp.asarray(seeds, jnp.uint32))
     history = {k: [] for k in ("loss", "accuracy", "val_loss", "val_accuracy")}
     first_epoch, train_s_before = 0, 0.0
     if checkpointing is not None and checkpointing.resume:
         found = checkpoint.latest(checkpointing.directory, checkpointing.identity, checkpointing.warn)
         if found is not None:
-            arrays, record = found
-            ts = checkpoint.restore(arrays, ts)
+            saved, record = found
+            ts = checkpoint.restore(saved, ts)
             history = {k: [np.asarray(v, np.float64) for v in record["history"][k]] for k in history}
             first_epoch, train_s_before = record["epoch"], record["train_s"]
 
-    x_train, y_train, x_val, y_val, x_test, y_test = jax.device_put(
-        (data.x_train, data.y_train.astype(np.int32), data.x_val, data.y_val.astype(np.int32),
-         data.x_test, data.y_test.astype(np.int32)))
-    epoch_fn = jax.jit(jax.vmap(make_epoch(model, optimizer, len(data.y_train), config.batch_size),
-                                in_axes=(0, None, None, None)), donate_argnums=0)
-    eval_fn = jax.jit(jax.vmap(make_evaluate(model), in_axes=(0, 0, None, None)))
-
-    start = time.perf_counter()
-    train_epoch = epoch_fn.lower(ts, x_train, y_train, jnp.int32(0)).compile()
-    evaluate_val = eval_fn.lower(ts.params, ts.model_state, x_val, y_val).compile()
-    evaluate_test = eval_fn.lower(ts.params, ts.model_state, x_test, y_test).compile()
-    compile_s = time.perf_counter() - start
+    x_train, y_train, x_val, y_val, x_test, y_test = arrays
+    compile_s = 0.0
+    if len(seeds) not in programs:
+        epoch_fn = jax.jit(jax.vmap(make_epoch(model, optimizer, num_examples, config.batch_size),
+                                    in_axes=(0, None, None, None)), donate_argnums=0)
+        eval_fn = jax.jit(jax.vmap(make_evaluate(model), in_axes=(0, 0, None, None)))
+        start = time.perf_counter()
+        programs[len(seeds)] = (epoch_fn.lower(ts, x_train, y_train, jnp.int32(0)).compile(),
+                                eval_fn.lower(ts.params, ts.model_state, x_val, y_val).compile(),
+                                eval_fn.lower(ts.params, ts.model_state, x_test, y_test).compile())
+        compile_s = time.perf_counter() - start
+    train_epoch, evaluate_val, evaluate_test = programs[len(seeds)]
 
     start = time.perf_counter()
     for epoch in range(first_epoch, config.epochs):
