@@ -306,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="HTML file (default RUN_DIRS[0]/summary.html)")
     p.add_argument("--control", help="setting or preset to compare against (default baseline)")
     p.set_defaults(func=cmd_report)
+    from normlab.bench.command import add_bench_parser
+    add_bench_parser(sub)  # compiles cold on purpose: bench does not switch on the compile cache
     return parser
 
 

@@ -1,0 +1,88 @@
+"""What every bench child shares: its options, the study's data, epoch-time summary, peak RSS, the JSON result.
+
+Imports nothing but numpy and normlab's data layer, so a Keras or PyTorch child does not pay for JAX.
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+
+BATCH_SIZE = 32
+LEARNING_RATE = 1e-3
+USER_XLA_FLAGS = "NORMLAB_BENCH_USER_XLA_FLAGS"  # the user's XLA_FLAGS, handed from the parent to a peer
+
+
+def user_xla_flags() -> str:
+    """``XLA_FLAGS`` as this process got it at start, before importing ``normlab`` added the engine's flags.
+
+    Peers run with the user's flags, not normlab's tuning; on Linux the start-up environment is in /proc.
+    """
+    try:
+        entries = Path("/proc/self/environ").read_bytes().split(b"\0")
+    except OSError:
+        return os.environ.get("XLA_FLAGS", "")
+    found = [e.split(b"=", 1)[1] for e in entries if e.startswith(b"XLA_FLAGS=")]
+    return found[0].decode() if found else ""
+
+
+def restore_user_xla_flags() -> None:
+    """In a peer child, before its framework starts: undo the engine flags that importing ``normlab`` set."""
+    if USER_XLA_FLAGS in os.environ:
+        os.environ["XLA_FLAGS"] = os.environ.pop(USER_XLA_FLAGS)
+
+
+def child_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--preset", default="bn-after")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--subset", type=int, help="train on the first N training images")
+    parser.add_argument("--data-dir", type=Path)
+    parser.add_argument("--out", type=Path, required=True, help="where to write the JSON result")
+    return parser
+
+
+def load_arrays(args):
+    """The study's split (uint8 images, int labels): train is the first ``--subset`` of the 55,000 if given."""
+    from normlab.data import load
+    data = load(args.data_dir, download=False)
+    n = len(data.y_train) if args.subset is None else args.subset
+    return data, data.x_train[:n], data.y_train[:n].astype(np.int64), data.x_val, data.y_val.astype(np.int64)
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set of this process so far (``ru_maxrss`` is KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def summarize(epoch_times: list[float], n_train: int, compile_s: float | None = None) -> dict:
+    """Steady epoch = median of epochs 2..E; warm-up = epoch 1 minus it, unless the framework compiled apart.
+
+    With an explicit ``compile_s`` (ahead-of-time compilation) every epoch is steady.
+    """
+    if compile_s is not None:
+        steady, method = epoch_times, "explicit (ahead-of-time compile before epoch 1)"
+    elif len(epoch_times) > 1:
+        steady, method = epoch_times[1:], "first epoch minus median steady epoch"
+    else:
+        steady, method = epoch_times, "unknown: one epoch only, so epoch_s includes warm-up"
+    epoch_s = statistics.median(steady)
+    if compile_s is None and len(epoch_times) > 1:
+        compile_s = epoch_times[0] - epoch_s
+    return {"epoch_times_s": epoch_times, "epoch_s": epoch_s, "compile_s": compile_s, "compile_method": method,
+            "samples_per_s": n_train / epoch_s, "n_train": n_train}
+
+
+def write_result(path: Path, result: dict) -> None:
+    """Add this process' peak RSS (unless measured earlier) and write the result atomically."""
+    result.setdefault("peak_rss_mib", peak_rss_mib())
+    result.setdefault("xla_flags", os.environ.get("XLA_FLAGS", ""))
+    result.setdefault("python", sys.version.split()[0])
+    tmp = Path(path).with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    tmp.replace(path)

@@ -1,0 +1,176 @@
+"""Run every system in its own child process, one after another, and gather their results into ``bench.json``.
+
+Children run strictly in sequence: on a small machine two trainings at once would time each other.
+normlab's children get the environment as it is, engine flags included; a peer gets ``XLA_FLAGS`` as the user
+set them (importing ``normlab`` adds the engine's own), so each framework runs as its users run it.
+"""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+from normlab.bench.common import USER_XLA_FLAGS, user_xla_flags
+from normlab.errors import ConfigError
+
+
+class Peer(NamedTuple):
+    module: str
+    args: tuple[str, ...]
+    packages: tuple[str, ...]  # must all be importable, else the peer is skipped
+
+
+PEERS = {
+    "keras-tf": Peer("keras_run", ("--backend", "tensorflow"), ("keras", "tensorflow")),
+    "keras-jax": Peer("keras_run", ("--backend", "jax"), ("keras", "jax")),
+    "torch": Peer("torch_run", (), ("torch",)),
+    "torch-compile": Peer("torch_run", ("--compile",), ("torch",)),
+}
+STUDY_PRESETS, STUDY_SEEDS, STUDY_EPOCHS = ("baseline", "bn-after", "bn-before"), 5, 10
+
+
+@dataclass
+class BenchConfig:
+    preset: str = "bn-after"
+    epochs: int = 3
+    peers: tuple[str, ...] = tuple(PEERS)
+    out: Path = field(default_factory=lambda: Path(f"runs/bench-{time.strftime('%Y%m%d-%H%M%S')}"))
+    subset: int | None = None
+    seeds_vmapped: int = 5
+    keras_jax_spe: tuple[int, ...] = (1, 32, 256)
+    study: bool = False
+    data_dir: Path | None = None
+
+    def __post_init__(self):
+        from normlab.nn.models import build
+        build(self.preset)  # raises ConfigError for an unknown preset
+        unknown = [p for p in self.peers if p not in PEERS]
+        if unknown:
+            raise ConfigError(f"unknown peer(s) {', '.join(unknown)}; choose from {', '.join(PEERS)}")
+
+
+def missing_packages(peer: Peer) -> list[str]:
+    return [p for p in peer.packages if importlib.util.find_spec(p) is None]
+
+
+def spawn(name: str, module: str, args: list[str], config: BenchConfig, preset: str | None = None,
+          epochs: int | None = None) -> dict:
+    """Run ``python -m normlab.bench.<module>`` and return its JSON result with ``status`` ok/skipped/failed."""
+    out, log = config.out / "results" / f"{name}.json", config.out / "logs" / f"{name}.log"
+    argv = [sys.executable, "-m", f"normlab.bench.{module}", "--preset", preset or config.preset,
+            "--epochs", str(epochs or config.epochs), "--out", str(out), *args]
+    argv += ["--subset", str(config.subset)] if config.subset else []
+    argv += ["--data-dir", str(config.data_dir)] if config.data_dir else []
+    env = os.environ if module == "normlab_run" else {**os.environ, USER_XLA_FLAGS: user_xla_flags()}
+    load = os.getloadavg()[0]
+    start = time.perf_counter()
+    with open(log, "w") as log_file:
+        rc = subprocess.run(argv, stdout=log_file, stderr=subprocess.STDOUT, env=env).returncode
+    meta = {"process_s": time.perf_counter() - start, "load_avg_1min_before": load, "log": str(log)}
+    if rc != 0 or not out.is_file():
+        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+        return meta | {"status": "failed", "reason": f"exit code {rc}: {lines[-1] if lines else 'no output'}"}
+    result = meta | json.loads(out.read_text())
+    if "skipped" in result:
+        return result | {"status": "skipped", "reason": result["skipped"]}
+    return result | {"status": "ok"}
+
+
+def setting(name: str, r: dict) -> str:
+    """A short description of how the system ran, for the table."""
+    if name == "normlab":
+        return "1 seed, AOT compile"
+    if name == "normlab-vmap":
+        return f"{r['seeds']} seeds vmapped, per model"
+    if name.startswith("keras"):
+        tried = f" of {','.join(r['spe_trials'])}" if r.get("spe_trials") else ""
+        return f"spe={r['steps_per_execution']}{tried}, jit={r['jit_compile']}"
+    return f"{'compiled' if name == 'torch-compile' else 'eager'}, {r['threads']} threads"
+
+
+def run_bench(config: BenchConfig, note: Callable[[str], None] = print) -> dict:
+    """Train every system, write ``bench.json`` and ``bench.png`` into ``config.out``; return the results."""
+    from normlab.bench.report import plot_bench
+    from normlab.experiments.provenance import provenance
+    from normlab.nn.models import build
+    from normlab.nn.summary import param_counts
+    expected_params = param_counts(build(config.preset))["total"]
+    (config.out / "results").mkdir(parents=True, exist_ok=True)
+    (config.out / "logs").mkdir(exist_ok=True)
+
+    plan = [("normlab", "normlab_run", ["--seeds", "1", "--floor"])]
+    if config.seeds_vmapped > 1:
+        plan.append(("normlab-vmap", "normlab_run", ["--seeds", str(config.seeds_vmapped)]))
+    systems = {}
+    for name in config.peers:
+        peer = PEERS[name]
+        if missing := missing_packages(peer):
+            systems[name] = {"status": "skipped", "reason": f"not installed: {', '.join(missing)} "
+                                                             "(pip install 'normlab[bench]')"}
+            note(f"{name}: skipped, {systems[name]['reason']}")
+            continue
+        spe = ["--spe", ",".join(map(str, config.keras_jax_spe))] if name == "keras-jax" else []
+        plan.append((name, peer.module, [*peer.args, *spe]))
+
+    for name, module, args in plan:
+        note(f"{name}: training {config.preset}, {config.epochs} epoch(s) ...")
+        systems[name] = result = spawn(name, module, args, config)
+        if result["status"] == "ok":
+            result["setting"] = setting(name, result)
+            if "params" in result:
+                result["params_match_normlab"] = result["params"] == expected_params
+        note(f"{name}: {result['status']}" + (f", {result['reason']}" if "reason" in result else
+                                              f", epoch {result['epoch_s']:.2f} s"))
+    systems = {name: systems[name] for name in ("normlab", "normlab-vmap", *config.peers) if name in systems}
+    base = systems["normlab"].get("epoch_s")
+    for result in systems.values():
+        if result["status"] == "ok" and base:
+            result["ratio_vs_normlab"] = result["epoch_s"] / base
+
+    bench = {"provenance": provenance(), "config": json.loads(json.dumps(asdict(config), default=str)),
+             "cpu_count": os.cpu_count(), "expected_params": expected_params, "systems": systems,
+             "notes": ["epoch_s: median steady epoch (normlab: all epochs, compiled ahead of time; peers: 2..E)",
+                       "normlab-vmap epoch_s and samples_per_s are per model (program time / seeds)",
+                       "ratio_vs_normlab = system epoch_s / normlab epoch_s (>1: slower than normlab)",
+                       "peak_rss_mib: ru_maxrss of the system's own child process"]}
+    if base and "floor" in systems["normlab"]:
+        floor = systems["normlab"].pop("floor")
+        bench["floor"] = floor | {"normlab_epoch_s": base, "pct_of_floor": 100 * base / floor["floor_s"]}
+    if config.study:
+        bench["study"] = study(config, systems, note)
+    (config.out / "bench.json").write_text(json.dumps(bench, indent=2))
+    plot_bench(bench, config.out / "bench.png")
+    return bench
+
+
+def study(config: BenchConfig, systems: dict, note: Callable[[str], None]) -> dict:
+    """The reproduce study timed end to end for normlab; for keras-tf estimated from measured epochs."""
+    note("study: normlab reproduce, 3 presets x 5 seeds x 10 epochs ...")
+    measured = spawn("study-normlab", "normlab_run", ["--study"], config)
+    out = {"normlab": measured}
+    keras = systems.get("keras-tf", {})
+    if keras.get("status") != "ok":
+        return out | {"keras-tf": {"status": "skipped", "reason": "keras-tf did not run"}}
+    per_preset = {}
+    for preset in STUDY_PRESETS:
+        if preset == config.preset and keras.get("compile_s") is not None:
+            per_preset[preset] = keras
+        else:
+            note(f"study: keras-tf {preset}, {max(config.epochs, 2)} epochs to measure ...")
+            per_preset[preset] = spawn(f"study-keras-tf-{preset}", "keras_run", ["--backend", "tensorflow"],
+                                       config, preset, max(config.epochs, 2))
+    if any(r["status"] != "ok" for r in per_preset.values()):
+        return out | {"keras-tf": {"status": "failed", "reason": "a per-preset keras-tf run failed"}}
+    estimate = sum(STUDY_SEEDS * (STUDY_EPOCHS * r["epoch_s"] + r["compile_s"]) for r in per_preset.values())
+    keras_tf = {"status": "ok", "total_s": estimate,
+                "per_preset": {p: {k: r[k] for k in ("epoch_s", "compile_s")} for p, r in per_preset.items()},
+                "method": "ESTIMATE from measured epochs: sum over presets of 5 seeds x (10 x steady epoch + "
+                          "warm-up), i.e. a fresh model and fit per seed as in a Keras loop over seeds"}
+    if measured["status"] == "ok":
+        keras_tf["ratio_vs_normlab"] = estimate / measured["total_s"]
+    return out | {"keras-tf": keras_tf}

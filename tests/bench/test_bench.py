@@ -1,0 +1,103 @@
+"""``normlab bench``: option parsing, the models mirrored in each framework, and one short real run.
+
+The real run works with or without the ``[bench]`` extra: a peer whose framework is missing must be listed as
+skipped with its reason, and normlab itself must always be measured.
+"""
+
+import argparse
+import importlib.util
+import json
+import subprocess
+import sys
+
+import pytest
+
+from normlab.bench import runner
+from normlab.bench.command import add_bench_parser, config_from_args
+from normlab.bench.common import summarize
+from normlab.errors import ConfigError
+
+PARAMS = {"baseline": 266_610, "bn-after": 271_346, "bn-before": 270_946}
+
+
+def parse(*argv):
+    parser = argparse.ArgumentParser()
+    add_bench_parser(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["bench", *argv])
+
+
+def test_options_and_defaults(tmp_path):
+    args = parse("--peers", "torch, keras-tf", "--keras-jax-spe", "1,64", "--out", str(tmp_path), "--subset", "100")
+    config = config_from_args(args)
+    assert (config.peers, config.keras_jax_spe, config.subset, config.out) == (("torch", "keras-tf"), (1, 64), 100,
+                                                                                tmp_path)
+    assert (config.preset, config.epochs, config.seeds_vmapped, config.study) == ("bn-after", 3, 5, False)
+    assert args.func.__name__ == "cmd_bench"
+    with pytest.raises(ConfigError, match="unknown peer"):
+        config_from_args(parse("--peers", "mxnet"))
+    with pytest.raises(ConfigError, match="unknown preset"):
+        config_from_args(parse("--preset", "bn-middle"))
+
+
+def test_steady_epoch_excludes_warm_up_unless_compiled_apart():
+    peer = summarize([5.0, 1.0, 1.2, 0.8], 55_000)
+    assert (peer["epoch_s"], peer["compile_s"]) == (1.0, 4.0)
+    normlab = summarize([1.0, 1.2, 0.8], 55_000, compile_s=3.0)
+    assert (normlab["epoch_s"], normlab["compile_s"], normlab["samples_per_s"]) == (1.0, 3.0, 55_000)
+
+
+def test_matmul_floor_skips_the_input_gradient_with_nothing_trainable_before():
+    from normlab.bench.floor import matmul_shapes
+    from normlab.nn.models import build
+    baseline = [name for name, *_ in matmul_shapes(build("baseline"), 32)]
+    assert len(baseline) == 8 and "dense dx=g@W^T" not in baseline  # no BN in front of the first Dense
+    assert len(matmul_shapes(build("bn-after"), 32)) == 9
+
+
+@pytest.mark.parametrize("preset", PARAMS)
+def test_torch_model_matches_normlab_parameter_count(preset):
+    torch = pytest.importorskip("torch")
+    from normlab.bench.torch_run import build_model
+    model = build_model(torch.nn, preset)
+    buffers = [b for name, b in model.named_buffers() if not name.endswith("num_batches_tracked")]
+    assert sum(t.numel() for t in [*model.parameters(), *buffers]) == PARAMS[preset]
+
+
+def test_keras_model_matches_normlab_parameter_count():
+    if importlib.util.find_spec("keras") is None:
+        pytest.skip("keras not installed (the [bench] extra)")
+    code = ("import os; os.environ['KERAS_BACKEND'] = 'jax'; import keras; from normlab.bench.keras_run import "
+            "build_model; print([build_model(keras, p).count_params() for p in ('baseline', 'bn-after', 'bn-before')])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert json.loads(out.strip().splitlines()[-1]) == list(PARAMS.values())
+
+
+@pytest.mark.full_data
+def test_short_bench_on_real_data(real_data, tmp_path, monkeypatch):
+    # A peer that can never be installed, so the skip path runs with and without the [bench] extra.
+    monkeypatch.setitem(runner.PEERS, "torch-compile", runner.Peer("torch_run", ("--compile",), ("no_such_pkg_x",)))
+    config = runner.BenchConfig(epochs=1, subset=2000, peers=("keras-tf", "torch", "torch-compile"),
+                                seeds_vmapped=2, out=tmp_path, data_dir=real_data.source)
+    runner.run_bench(config, note=lambda line: None)
+
+    bench = json.loads((tmp_path / "bench.json").read_text())
+    assert {"provenance", "config", "expected_params", "systems", "notes", "floor"} <= bench.keys()
+    assert bench["expected_params"] == PARAMS["bn-after"]
+    systems = bench["systems"]
+    for name in ("normlab", "normlab-vmap"):
+        r = systems[name]
+        assert r["status"] == "ok", r
+        assert r["epoch_s"] > 0 and r["compile_s"] > 0 and r["peak_rss_mib"] > 100 and r["n_train"] == 2000
+    assert systems["normlab"]["ratio_vs_normlab"] == 1.0 and "per model" in systems["normlab-vmap"]["per_model"]
+    assert bench["floor"]["floor_s"] > 0 and bench["floor"]["pct_of_floor"] > 0
+    assert systems["torch-compile"] == {"status": "skipped",
+                                        "reason": "not installed: no_such_pkg_x (pip install 'normlab[bench]')"}
+    for name, package in (("keras-tf", "tensorflow"), ("torch", "torch")):
+        r = systems[name]
+        if importlib.util.find_spec(package) is None:
+            assert r["status"] == "skipped" and package in r["reason"]
+        else:
+            assert r["status"] == "ok", r
+            assert r["epoch_s"] > 0 and r["params_match_normlab"] and r["ratio_vs_normlab"] > 0
+            assert 0.1 < r["val_accuracy"] <= 1  # 63 steps: well above chance, far from converged
+    assert (tmp_path / "bench.png").stat().st_size > 0
