@@ -1,7 +1,6 @@
 """The ``normlab`` command. User errors (bad data, bad options) end here as one line and exit code 2."""
 
 import argparse
-import difflib
 import shlex
 import sys
 import time
@@ -9,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from normlab.errors import ConfigError, NormlabError
+from normlab.errors import ConfigError, NormlabError, closest
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -36,13 +35,8 @@ def _positive_float(text: str) -> float:
 
 
 def _preset_names(text: str) -> tuple[str, ...]:
-    from normlab.nn.models import PRESETS
-    names = tuple(name.strip() for name in text.split(",") if name.strip())
-    for name in names:
-        if name not in PRESETS:
-            close = difflib.get_close_matches(name, PRESETS, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise ConfigError(f"unknown preset {name!r}: {hint}choose from {', '.join(PRESETS)}")
+    from normlab.nn.models import check_preset
+    names = tuple(check_preset(name.strip()) for name in text.split(",") if name.strip())
     if not names:
         raise ConfigError("--presets is empty")
     return names
@@ -249,8 +243,8 @@ class Parser(argparse.ArgumentParser):
             for action in self._subparsers._group_actions if self._subparsers else []:
                 known += [o for p in action.choices.values() for a in p._actions for o in a.option_strings]
             unknown = message.split(": ", 1)[1].split()[0].split("=")[0]
-            close = difflib.get_close_matches(unknown, known, n=1)
-            message += f" (did you mean {close[0]}?)" if close else ""
+            match = closest(unknown, known)
+            message += f" (did you mean {match}?)" if match else ""
         self.exit(EXIT_USER_ERROR, f"normlab: error: {message}\n")
 
 

@@ -5,6 +5,20 @@ a bad option needs to know what and how to fix it, not a traceback.
 """
 
 
+import difflib
+
+
+def closest(name: str, choices) -> str | None:
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return close[0] if close else None
+
+
+def did_you_mean(name: str, choices) -> str:
+    """``"did you mean 'x'? "`` for the closest of ``choices``, or ``""``: one wording for every typo we catch."""
+    match = closest(name, choices)
+    return f"did you mean {match!r}? " if match else ""
+
+
 class NormlabError(Exception):
     """Base class of every error that is the user's input or environment, not our bug."""
 

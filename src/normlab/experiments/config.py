@@ -4,7 +4,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from normlab.errors import ConfigError
-from normlab.nn.models import PRESETS
+from normlab.nn.models import check_preset
 from normlab.train.loop import OPTIMIZERS, TrainConfig, default_seeds_per_program
 
 DEFAULT_PRESETS = ("baseline", "bn-after", "bn-before")
@@ -27,8 +27,7 @@ class StudyConfig:
 
     def __post_init__(self):
         for name in self.presets:
-            if name not in PRESETS:
-                raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+            check_preset(name)
         if not self.presets:
             raise ConfigError("no presets to run")
         rules = [

@@ -14,7 +14,6 @@
 """
 
 import dataclasses
-import difflib
 import itertools
 import math
 import random
@@ -24,7 +23,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from normlab.errors import ConfigError
+from normlab.errors import ConfigError, did_you_mean
 from normlab.experiments.config import StudyConfig
 
 FIELDS = {f.name: f for f in dataclasses.fields(StudyConfig)}
@@ -56,9 +55,7 @@ def builtin_studies() -> list[str]:
 
 
 def _unknown(kind: str, key: str, known, where: str) -> ConfigError:
-    close = difflib.get_close_matches(key, list(known), n=1)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    return ConfigError(f"{where}: unknown {kind} {key!r}; {hint}known: {', '.join(known)}")
+    return ConfigError(f"{where}: unknown {kind} {key!r}; {did_you_mean(key, known)}known: {', '.join(known)}")
 
 
 def coerce(name: str, value, where: str):
@@ -126,9 +123,8 @@ def load(name_or_path: str | Path) -> Study:
     if str(name_or_path) in builtin_studies():
         return parse(resources.files("normlab.studies").joinpath(f"{name_or_path}.toml").read_text(),
                      f"{name_or_path}.toml")
-    close = difflib.get_close_matches(str(name_or_path), builtin_studies(), n=1)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    raise ConfigError(f"no study file {str(name_or_path)!r}; {hint}built-in: {', '.join(builtin_studies())}")
+    raise ConfigError(f"no study file {str(name_or_path)!r}; {did_you_mean(str(name_or_path), builtin_studies())}"
+                      f"built-in: {', '.join(builtin_studies())}")
 
 
 def expand(sweep: Sweep) -> list[dict]:

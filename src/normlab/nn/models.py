@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 import jax
 
-from normlab.errors import ConfigError
+from normlab.errors import ConfigError, did_you_mean
 from normlab.nn.activations import activation, flatten, leaky_relu
 from normlab.nn.dense import dense
 from normlab.nn.layer import Layer
@@ -72,10 +72,15 @@ def bn_before(momentum: float = 0.99, epsilon: float = 1e-3) -> Model:
 PRESETS = {"baseline": baseline, "bn-after": bn_after, "bn-before": bn_before}
 
 
+def check_preset(name: str) -> str:
+    """The one place a preset name is validated; a typo gets a suggestion."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}: {did_you_mean(name, PRESETS)}choose from {', '.join(PRESETS)}")
+    return name
+
+
 def build(preset: str, **kwargs) -> Model:
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
-    return PRESETS[preset](**kwargs)
+    return PRESETS[check_preset(preset)](**kwargs)
 
 
 def init(model: Model, key):

@@ -23,10 +23,15 @@ FORMAT = 1
 NAME = re.compile(r"epoch-(\d{4,})\.safetensors")
 
 
+def _is_key(leaf) -> bool:
+    """A typed PRNG key: stored as its raw uint32 key data, rewrapped on restore."""
+    return jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+
+
 def _flatten(tree) -> dict[str, np.ndarray]:
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {jax.tree_util.keystr(path): np.asarray(jax.random.key_data(leaf) if jax.dtypes.issubdtype(
-        leaf.dtype, jax.dtypes.prng_key) else leaf) for path, leaf in leaves}
+    return {jax.tree_util.keystr(path): np.asarray(jax.random.key_data(leaf) if _is_key(leaf) else leaf)
+            for path, leaf in leaves}
 
 
 def _digest(arrays: dict[str, np.ndarray], record: dict) -> str:
@@ -100,8 +105,7 @@ def restore(arrays: dict[str, np.ndarray], like):
     restored = []
     for path, leaf in leaves:
         value = arrays[jax.tree_util.keystr(path)]
-        is_key = jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
-        restored.append(jax.random.wrap_key_data(value, impl=jax.random.key_impl(leaf)) if is_key
+        restored.append(jax.random.wrap_key_data(value, impl=jax.random.key_impl(leaf)) if _is_key(leaf)
                         else jax.numpy.asarray(value))
     return jax.tree_util.tree_unflatten(treedef, restored)
 
