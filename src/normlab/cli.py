@@ -136,7 +136,7 @@ def cmd_reproduce(args) -> None:
     from rich.table import Table
     from normlab.report import summary_rows
     config = _study_config(args, presets=None if args.presets is None else list(_preset_names(args.presets)),
-                           seeds=args.seeds, seeds_per_program=args.seeds_per_program)
+                           seeds=args.seeds, seeds_per_program=args.seeds_per_program, workers=args.workers)
     out = Path(args.out or f"runs/reproduce-{time.strftime('%Y%m%d-%H%M%S')}")
     console = Console()
     console.print(f"{len(config.presets)} presets x {config.seeds} seeds x {config.epochs} epochs -> {out}")
@@ -200,7 +200,8 @@ def cmd_run(args) -> None:
                 def on_epoch(preset, epoch, m, seconds, tid=tid):
                     console.print(f"  {tid} {preset} epoch {epoch + 1}: val_accuracy "
                                   f"{np.nanmean(m['val_accuracy']):.4f} ({seconds:.1f}s)", highlight=False)
-                sweep.run_trial(study, tid, overrides, out, data, on_epoch, console.print, write_all)
+                sweep.run_trial(study, tid, overrides, out, data, on_epoch, console.print, write_all,
+                                in_process=args.trial is not None)
     except signals.Interrupted as stop:
         print(f"normlab: interrupted by {stop}; finished trials and epochs are kept in {out}. "
               f"Resume with the same command: normlab {shlex.join(sys.argv[1:])}", file=sys.stderr)
@@ -288,11 +289,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=_positive_int, help="default 5")
     p.add_argument("--seeds-per-program", type=_positive_int,
                    help="seeds vmapped into one compiled program (default: 1 on CPU, where it is fastest; all on GPU)")
+    p.add_argument("--workers", type=_positive_int,
+                   help="training processes, each pinned to a core (default: one per core on CPU, 1 on GPU)")
     p.set_defaults(func=cmd_reproduce)
     p = with_data(sub.add_parser("run", help="run a study TOML file (or a built-in study) and its sweep"))
     p.add_argument("study", help="path to a .toml study, or a built-in name: seed, lr-sweep, batch-size, momentum")
     p.add_argument("--out", type=Path, help="sweep directory (default runs/<study name>); rerun to resume")
-    p.add_argument("--workers", type=_positive_int, default=1, help="trials in parallel processes")
+    p.add_argument("--workers", type=_positive_int, default=1,
+                   help="trials in parallel processes, each training in-process (default 1: one trial at a time, "
+                        "its seeds spread over one process per core)")
     p.add_argument("--trial", help=argparse.SUPPRESS)  # one trial, used by --workers
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("report", help="one self-contained HTML report (and Markdown) from run directories")

@@ -23,6 +23,7 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="run directory (default runs/bench-<time>)")
     p.add_argument("--subset", type=_positive_int, help="train on the first N training images (default all)")
     p.add_argument("--seeds-vmapped", type=int, default=5, help="seeds of normlab-vmap (< 2: skip it)")
+    p.add_argument("--procs", type=int, help="worker processes of normlab-procs (default: one per core; < 2: skip)")
     p.add_argument("--keras-jax-spe", type=lambda t: tuple(map(_positive_int, _names(t))), default=(1, 32, 256),
                    help="steps_per_execution values tried for keras-jax (2 epochs each)")
     p.add_argument("--study", action="store_true", help="also time the 3x5x10 reproduce study (long)")
@@ -34,8 +35,8 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
 def config_from_args(args):
     from normlab.bench.runner import BenchConfig
     options = {k: getattr(args, k) for k in ("preset", "epochs", "peers", "subset", "seeds_vmapped",
-                                             "keras_jax_spe", "study", "data_dir")}
-    return BenchConfig(**options, **({"out": args.out} if args.out else {}))
+                                             "keras_jax_spe", "study", "data_dir", "out", "procs")}
+    return BenchConfig(**{k: v for k, v in options.items() if v is not None})
 
 
 def cmd_bench(args) -> dict:

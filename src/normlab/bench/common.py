@@ -9,6 +9,7 @@ import os
 import resource
 import statistics
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,53 @@ def load_arrays(args):
 def peak_rss_mib() -> float:
     """Peak resident set of this process so far (``ru_maxrss`` is KiB on Linux)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _rss_mib(pid: str) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return next((int(line.split()[1]) / 1024 for line in status if line.startswith("VmRSS:")), 0.0)
+    except OSError:
+        return 0.0
+
+
+def _descendants(pid: int) -> list[str]:
+    children: dict[str, list[str]] = {}
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                children.setdefault(stat.read().rsplit(")", 1)[1].split()[1], []).append(entry)
+        except (OSError, IndexError):
+            continue
+    found, queue = [], [str(pid)]
+    while queue:
+        kids = children.get(queue.pop(), [])
+        found += kids
+        queue += kids
+    return found
+
+
+class PeakTreeRss:
+    """Peak summed resident set of this process and its descendants, sampled every 0.2 s by a thread.
+
+    A study trains in worker processes; ``ru_maxrss`` sees one process only and would miss them.
+    """
+
+    def __enter__(self):
+        self.peak_mib, self._done = 0.0, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.2):
+            pids = [str(os.getpid()), *_descendants(os.getpid())]
+            self.peak_mib = max(self.peak_mib, sum(_rss_mib(pid) for pid in pids))
+
+    def __exit__(self, *exc):
+        self._done.set()
+        self._thread.join()
+        self.peak_mib = max(self.peak_mib, peak_rss_mib())
 
 
 def summarize(epoch_times: list[float], n_train: int, compile_s: float | None = None) -> dict:

@@ -32,9 +32,9 @@ def build_model(keras, preset: str):
     return keras.Sequential(head + body + [out], name=preset)
 
 
-def train(keras, args, arrays, epochs: int, steps_per_execution: int = 1) -> dict:
+def train(keras, args, arrays, epochs: int, steps_per_execution: int = 1, seed: int = 0) -> dict:
     x_train, y_train, x_val, y_val = arrays
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seed)
     model = build_model(keras, args.preset)
     model.compile(loss="sparse_categorical_crossentropy", optimizer=keras.optimizers.SGD(learning_rate=LEARNING_RATE),
                   metrics=["accuracy"], steps_per_execution=steps_per_execution)
@@ -58,6 +58,7 @@ def main(argv=None) -> None:
     parser = child_parser(__doc__)
     parser.add_argument("--backend", choices=("tensorflow", "jax"), required=True)
     parser.add_argument("--spe", default="1", help="steps_per_execution values to try, comma-separated")
+    parser.add_argument("--seeds", type=int, help="the study's way instead: a fresh model and fit per seed, timed")
     args = parser.parse_args(argv)
     restore_user_xla_flags()
     os.environ["KERAS_BACKEND"] = args.backend
@@ -66,6 +67,13 @@ def main(argv=None) -> None:
 
     _, x_train, y_train, x_val, y_val = load_arrays(args)
     arrays = (x_train.astype("float32") / 255, y_train, x_val.astype("float32") / 255, y_val)
+    if args.seeds:
+        start = time.perf_counter()
+        runs = [train(keras, args, arrays, args.epochs, seed=seed) for seed in range(args.seeds)]
+        write_result(args.out, {"total_s": time.perf_counter() - start, "seeds": args.seeds, "epochs": args.epochs,
+                                "val_accuracy": [r["val_accuracy"] for r in runs],
+                                "epoch_s": [r["epoch_s"] for r in runs], "backend": args.backend})
+        return
     settings = [int(s) for s in args.spe.split(",")]
     trials = {}
     if len(settings) > 1:  # 2 epochs each: epoch 2 is the first steady one

@@ -1,4 +1,5 @@
-"""Bench child for normlab: ``fit`` for 1 seed (plus the matmul floor) or N vmapped seeds, or the whole study.
+"""Bench child for normlab: ``fit`` for 1 seed (plus the matmul floor), N vmapped seeds, N seeds in N worker
+processes (one per core), or the whole study.
 
 XLA_FLAGS are left as the environment and the engine set them: the bench measures the engine as users run it.
 """
@@ -8,13 +9,14 @@ import time
 
 import numpy as np
 
-from normlab.bench.common import child_parser, load_arrays, peak_rss_mib, summarize, write_result
+from normlab.bench.common import PeakTreeRss, child_parser, load_arrays, peak_rss_mib, summarize, write_result
 
 
 def main(argv=None) -> None:
     parser = child_parser(__doc__)
     parser.add_argument("--seeds", type=int, default=1, help="seeds trained as one vmapped program")
     parser.add_argument("--floor", action="store_true", help="also time the matmul floor (after training)")
+    parser.add_argument("--procs", type=int, help="seeds trained at once in this many worker processes instead")
     parser.add_argument("--study", action="store_true", help="time the reproduce study end to end instead")
     args = parser.parse_args(argv)
 
@@ -27,6 +29,9 @@ def main(argv=None) -> None:
         write_result(args.out, study(data, args.subset))
         return
     data = dataclasses.replace(data, x_train=x_train, y_train=y_train)
+    if args.procs:
+        write_result(args.out, in_processes(data, args.preset, args.procs, args.epochs))
+        return
 
     model, epoch_times = build(args.preset), []
     result = fit(model, data, list(range(args.seeds)), TrainConfig(epochs=args.epochs),
@@ -46,6 +51,29 @@ def main(argv=None) -> None:
     write_result(args.out, out)
 
 
+def in_processes(data, preset: str, procs: int, epochs: int) -> dict:
+    """``procs`` seeds at once, one worker process per core: per-model time = concurrent epoch time / procs.
+
+    Each worker's first epoch is left out, so only epochs during which all of them train are counted.
+    """
+    from normlab.experiments.config import StudyConfig
+    from normlab.experiments.reproduce import jobs
+    from normlab.experiments.workers import run
+    config = StudyConfig(presets=(preset,), seeds=procs, epochs=epochs, seeds_per_program=1, workers=procs)
+    steady = []
+
+    def on_epoch(_, epoch, metrics, seconds):
+        steady.extend([seconds] if epoch > 0 or epochs == 1 else [])
+
+    with PeakTreeRss() as rss:
+        results = run(jobs(config), config, data, None, False, on_epoch)
+    out = summarize(steady, len(data.y_train), compile_s=max(r.compile_s for r in results))
+    return out | {"seeds": procs, "procs": procs, "program_epoch_s": out["epoch_s"], "epoch_s": out["epoch_s"] / procs,
+                  "samples_per_s": out["samples_per_s"] * procs, "peak_rss_mib": rss.peak_mib,
+                  "val_accuracy": float(np.mean([r.history["val_accuracy"][0, -1] for r in results])),
+                  "per_model": f"epoch_s and samples_per_s are per model: {procs} single-core processes at once"}
+
+
 def study(data, subset: int | None) -> dict:
     """``reproduce`` with its defaults (3 presets x 5 seeds x 10 epochs), compile included, timed end to end.
 
@@ -55,11 +83,15 @@ def study(data, subset: int | None) -> dict:
     from normlab.experiments.reproduce import reproduce
     config = StudyConfig(subset=subset)
     start = time.perf_counter()
-    results = reproduce(data, config)
+    with PeakTreeRss() as rss:
+        results = reproduce(data, config)
     total = time.perf_counter() - start
     per_preset = {p: next(r["time"] for r in results["runs"] if r["preset"] == p) for p in config.presets}
     return {"presets": list(config.presets), "seeds": config.seeds, "epochs": config.epochs, "total_s": total,
-            "per_preset": per_preset, "method": "measured end to end (compile included, no checkpoints)"}
+            "workers": config.worker_count, "per_preset": per_preset, "peak_rss_mib": rss.peak_mib,
+            "val_accuracy": {p: float(np.mean([r["history"]["val_accuracy"][-1] for r in results["runs"]
+                                               if r["preset"] == p])) for p in config.presets},
+            "method": "measured end to end (compile included, no checkpoints); peak RSS summed over its processes"}
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ class BenchConfig:
     out: Path = field(default_factory=lambda: Path(f"runs/bench-{time.strftime('%Y%m%d-%H%M%S')}"))
     subset: int | None = None
     seeds_vmapped: int = 5
+    procs: int = field(default_factory=lambda: len(os.sched_getaffinity(0)))
     keras_jax_spe: tuple[int, ...] = (1, 32, 256)
     study: bool = False
     data_dir: Path | None = None
@@ -87,6 +88,8 @@ def setting(name: str, r: dict) -> str:
         return "1 seed, AOT compile"
     if name == "normlab-vmap":
         return f"{r['seeds']} seeds vmapped, per model"
+    if name == "normlab-procs":
+        return f"{r['procs']} seeds, 1 process per core, per model"
     if name.startswith("keras"):
         tried = f" of {','.join(r['spe_trials'])}" if r.get("spe_trials") else ""
         return f"spe={r['steps_per_execution']}{tried}, jit={r['jit_compile']}"
@@ -106,6 +109,8 @@ def run_bench(config: BenchConfig, note: Callable[[str], None] = print) -> dict:
     plan = [("normlab", "normlab_run", ["--seeds", "1", "--floor"])]
     if config.seeds_vmapped > 1:
         plan.append(("normlab-vmap", "normlab_run", ["--seeds", str(config.seeds_vmapped)]))
+    if config.procs > 1:
+        plan.append(("normlab-procs", "normlab_run", ["--procs", str(config.procs)]))
     systems = {}
     for name in config.peers:
         peer = PEERS[name]
@@ -126,7 +131,8 @@ def run_bench(config: BenchConfig, note: Callable[[str], None] = print) -> dict:
                 result["params_match_normlab"] = result["params"] == expected_params
         note(f"{name}: {result['status']}" + (f", {result['reason']}" if "reason" in result else
                                               f", epoch {result['epoch_s']:.2f} s"))
-    systems = {name: systems[name] for name in ("normlab", "normlab-vmap", *config.peers) if name in systems}
+    systems = {name: systems[name] for name in ("normlab", "normlab-vmap", "normlab-procs", *config.peers)
+               if name in systems}
     base = systems["normlab"].get("epoch_s")
     for result in systems.values():
         if result["status"] == "ok" and base:
@@ -136,41 +142,36 @@ def run_bench(config: BenchConfig, note: Callable[[str], None] = print) -> dict:
              "cpu_count": os.cpu_count(), "expected_params": expected_params, "systems": systems,
              "notes": ["epoch_s: median steady epoch (normlab: all epochs, compiled ahead of time; peers: 2..E)",
                        "normlab-vmap epoch_s and samples_per_s are per model (program time / seeds)",
+                       "normlab-procs epoch_s and samples_per_s are per model (concurrent epoch time / processes)",
                        "ratio_vs_normlab = system epoch_s / normlab epoch_s (>1: slower than normlab)",
-                       "peak_rss_mib: ru_maxrss of the system's own child process"]}
+                       "peak_rss_mib: ru_maxrss of the system's own child process (normlab-procs and the study: "
+                       "sampled sum over the child and its worker processes)"]}
     if base and "floor" in systems["normlab"]:
         floor = systems["normlab"].pop("floor")
         bench["floor"] = floor | {"normlab_epoch_s": base, "pct_of_floor": 100 * base / floor["floor_s"]}
     if config.study:
-        bench["study"] = study(config, systems, note)
+        bench["study"] = study(config, note)
     (config.out / "bench.json").write_text(json.dumps(bench, indent=2))
     plot_bench(bench, config.out / "bench.png")
     return bench
 
 
-def study(config: BenchConfig, systems: dict, note: Callable[[str], None]) -> dict:
-    """The reproduce study timed end to end for normlab; for keras-tf estimated from measured epochs."""
-    note("study: normlab reproduce, 3 presets x 5 seeds x 10 epochs ...")
-    measured = spawn("study-normlab", "normlab_run", ["--study"], config)
-    out = {"normlab": measured}
-    keras = systems.get("keras-tf", {})
-    if keras.get("status") != "ok":
-        return out | {"keras-tf": {"status": "skipped", "reason": "keras-tf did not run"}}
+def study(config: BenchConfig, note: Callable[[str], None]) -> dict:
+    """The reproduce study (3 presets x 5 seeds x 10 epochs) end to end: normlab's ``reproduce`` and, measured
+    the same way, Keras-TF's loop of a fresh model and ``fit`` per seed, with validation after every epoch."""
+    note(f"study: normlab reproduce, {len(STUDY_PRESETS)} presets x {STUDY_SEEDS} seeds x {STUDY_EPOCHS} epochs ...")
+    out = {"normlab": spawn("study-normlab", "normlab_run", ["--study"], config)}
+    if missing := missing_packages(PEERS["keras-tf"]):
+        return out | {"keras-tf": {"status": "skipped", "reason": f"not installed: {', '.join(missing)}"}}
     per_preset = {}
     for preset in STUDY_PRESETS:
-        if preset == config.preset and keras.get("compile_s") is not None:
-            per_preset[preset] = keras
-        else:
-            note(f"study: keras-tf {preset}, {max(config.epochs, 2)} epochs to measure ...")
-            per_preset[preset] = spawn(f"study-keras-tf-{preset}", "keras_run", ["--backend", "tensorflow"],
-                                       config, preset, max(config.epochs, 2))
-    if any(r["status"] != "ok" for r in per_preset.values()):
-        return out | {"keras-tf": {"status": "failed", "reason": "a per-preset keras-tf run failed"}}
-    estimate = sum(STUDY_SEEDS * (STUDY_EPOCHS * r["epoch_s"] + r["compile_s"]) for r in per_preset.values())
-    keras_tf = {"status": "ok", "total_s": estimate,
-                "per_preset": {p: {k: r[k] for k in ("epoch_s", "compile_s")} for p, r in per_preset.items()},
-                "method": "ESTIMATE from measured epochs: sum over presets of 5 seeds x (10 x steady epoch + "
-                          "warm-up), i.e. a fresh model and fit per seed as in a Keras loop over seeds"}
-    if measured["status"] == "ok":
-        keras_tf["ratio_vs_normlab"] = estimate / measured["total_s"]
+        note(f"study: keras-tf {preset}, {STUDY_SEEDS} seeds x {STUDY_EPOCHS} epochs (long) ...")
+        args = ["--backend", "tensorflow", "--seeds", str(STUDY_SEEDS)]
+        per_preset[preset] = spawn(f"study-keras-tf-{preset}", "keras_run", args, config, preset, STUDY_EPOCHS)
+    if failed := [p for p, r in per_preset.items() if r["status"] != "ok"]:
+        return out | {"keras-tf": {"status": "failed", "reason": f"keras-tf failed for {', '.join(failed)}"}}
+    keras_tf = {"status": "ok", "total_s": sum(r["total_s"] for r in per_preset.values()), "per_preset": per_preset,
+                "method": "measured: per preset, one process trains a fresh model per seed with fit(), end to end"}
+    if out["normlab"]["status"] == "ok":
+        keras_tf["ratio_vs_normlab"] = keras_tf["total_s"] / out["normlab"]["total_s"]
     return out | {"keras-tf": keras_tf}

@@ -24,6 +24,7 @@ class StudyConfig:
     optimizer: str = "sgd"       # sgd | momentum | adam
     optimizer_momentum: float = 0.9
     seeds_per_program: int | None = None  # vmap width; None: measured default (1 on CPU, all on accelerators)
+    workers: int | None = None   # training processes; None: measured default (one per core on CPU, else 1)
 
     def __post_init__(self):
         for name in self.presets:
@@ -42,6 +43,7 @@ class StudyConfig:
             ("optimizer", self.optimizer in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
             ("optimizer_momentum", 0 <= self.optimizer_momentum < 1, "in [0, 1)"),
             ("seeds_per_program", self.seeds_per_program is None or self.seeds_per_program >= 1, "at least 1"),
+            ("workers", self.workers is None or self.workers >= 1, "at least 1"),
         ]
         for name, ok, rule in rules:
             if not ok:
@@ -57,15 +59,26 @@ class StudyConfig:
         width = self.seeds_per_program if self.seeds_per_program is not None else default_seeds_per_program()
         return self.seeds if width <= 0 else min(width, self.seeds)
 
+    @property
+    def worker_count(self) -> int:
+        """Training processes, resolved (see ``experiments.workers.default_workers``)."""
+        from normlab.experiments.workers import default_workers
+        return self.workers if self.workers is not None else default_workers()
+
     def train_config(self) -> TrainConfig:
         return TrainConfig(self.learning_rate, self.batch_size, self.epochs, self.optimizer, self.optimizer_momentum)
 
     def identity(self, preset: str) -> dict:
-        """What a checkpoint of ``preset`` must match to be resumed: everything except the epoch count."""
+        """What a checkpoint of ``preset`` must match to be resumed: everything but the epoch count and workers."""
         fields = dataclasses.asdict(self)
-        del fields["presets"], fields["epochs"]
+        del fields["presets"], fields["epochs"], fields["workers"]
         return {"preset": preset, **fields}
 
     def as_dict(self) -> dict:
-        return {**dataclasses.asdict(self), "presets": list(self.presets), "optimizer": "sgd",
-                "validation": "first 5,000 training images"}
+        return {**dataclasses.asdict(self), "presets": list(self.presets), "validation": "first 5,000 training images"}
+
+    @classmethod
+    def from_dict(cls, fields: dict) -> "StudyConfig":
+        """The inverse of ``as_dict`` (how a worker process receives its study)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: tuple(v) if k == "presets" else v for k, v in fields.items() if k in names})

@@ -2,7 +2,8 @@
 
 Each preset's seeds train through one compiled program, vmapped ``program_width`` seeds at a time (see
 ``train.loop``), checkpointed after every epoch under ``OUT/checkpoints/PRESET`` so an interrupted study
-resumes where it stopped.
+resumes where it stopped. On a multi-core CPU the (preset, seeds) jobs run in worker processes, one per core
+(``experiments.workers``).
 """
 
 from dataclasses import replace
@@ -13,7 +14,7 @@ from normlab.experiments.config import StudyConfig
 from normlab.experiments.provenance import provenance
 from normlab.nn.models import build
 from normlab.nn.summary import param_counts
-from normlab.train.loop import Checkpointing, SeedsResult, fit
+from normlab.train.loop import Checkpointing, SeedsResult, fit, merge
 
 
 def subset(data, n: int | None):
@@ -44,19 +45,47 @@ def run_records(preset: str, params: dict, result: SeedsResult, width: int) -> l
     return records
 
 
+def jobs(config: StudyConfig) -> list[tuple[str, list[int]]]:
+    """The study's units of work: each preset's seeds in groups of ``program_width`` (one compiled program each)."""
+    seeds, width = config.seed_list, config.program_width
+    return [(preset, seeds[i:i + width]) for preset in config.presets for i in range(0, len(seeds), width)]
+
+
+def build_model(preset: str, config: StudyConfig):
+    return build(preset) if preset == "baseline" else build(preset, momentum=config.bn_momentum,
+                                                            epsilon=config.bn_epsilon)
+
+
+def train_job(data, config: StudyConfig, preset: str, seeds: list[int], out: Path | None, resume: bool,
+              on_epoch: Callable[[int, dict, float], None] | None = None, warn=print) -> SeedsResult:
+    """Train one job; its checkpoints go where ``fit`` puts a group of seeds, so either path can resume it."""
+    checkpointing = None
+    if out is not None:
+        directory = Path(out) / "checkpoints" / preset
+        if len(seeds) < config.seeds:
+            directory = directory / f"seeds-{seeds[0]}-{seeds[-1]}"
+        checkpointing = Checkpointing(directory, config.identity(preset), resume, warn=warn)
+    return fit(build_model(preset, config), data, seeds, config.train_config(), on_epoch, checkpointing,
+               config.program_width)
+
+
 def reproduce(data, config: StudyConfig = StudyConfig(), out: Path | None = None, resume: bool = False,
               on_epoch: Callable[[str, int, dict, float], None] | None = None, warn=print) -> dict:
-    """Train each preset for ``config.seed_list`` and return ``{"provenance", "config", "runs"}``."""
+    """Train each preset for ``config.seed_list`` and return ``{"provenance", "config", "runs"}``.
+
+    With more than one worker (the default on a multi-core CPU) the jobs run in parallel processes, one per core.
+    """
     data = subset(data, config.subset)
+    todo = jobs(config)
+    if config.worker_count > 1 and len(todo) > 1:
+        from normlab.experiments import workers
+        results = workers.run(todo, config, data, out, resume, on_epoch, warn)
+    else:
+        results = [train_job(data, config, preset, seeds, out, resume,
+                             None if on_epoch is None else (lambda *args, p=preset: on_epoch(p, *args)), warn)
+                   for preset, seeds in todo]
     runs = []
     for preset in config.presets:
-        model = build(preset) if preset == "baseline" else build(preset, momentum=config.bn_momentum,
-                                                                  epsilon=config.bn_epsilon)
-        callback = None if on_epoch is None else (lambda *args, p=preset: on_epoch(p, *args))
-        checkpointing = None if out is None else Checkpointing(Path(out) / "checkpoints" / preset,
-                                                               config.identity(preset), resume, warn=warn)
-        result = fit(model, data, config.seed_list, config.train_config(), callback, checkpointing,
-                     config.program_width)
-        runs += run_records(preset, param_counts(model), result, config.program_width)
+        merged = merge([result for (name, _), result in zip(todo, results) if name == preset])
+        runs += run_records(preset, param_counts(build_model(preset, config)), merged, config.program_width)
     return {"provenance": provenance(), "config": config.as_dict(), "runs": runs}
-

@@ -6,6 +6,7 @@ others from their checkpoints. With ``workers > 1`` trials run as separate ``nor
 so a crash in one cannot take the others down.
 """
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -47,10 +48,14 @@ def prepare(study: Study, out: Path) -> None:
 
 
 def run_trial(study: Study, tid: str, overrides: dict, out: Path, data, on_epoch=None, warn=print,
-              write_reports: Callable[[dict, Path], None] | None = None) -> dict:
-    """Train one trial (all presets x seeds of its configuration) and mark it done."""
+              write_reports: Callable[[dict, Path], None] | None = None, in_process: bool = False) -> dict:
+    """Train one trial (all presets x seeds of its configuration) and mark it done.
+
+    ``in_process``: no worker processes of its own — for a trial that is itself one of several parallel ones.
+    """
     trial_dir = out / "trials" / tid
     config = make_config(study.base, overrides, f"{study.name} trial {tid}")
+    config = dataclasses.replace(config, workers=1) if in_process else config
     manifest = {"study": study.name, "trial": tid, "setting": overrides, "config": config.as_dict(),
                 "provenance": provenance(), "status": "running"}
     _write_json(trial_dir / "manifest.json", manifest)

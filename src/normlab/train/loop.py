@@ -74,7 +74,7 @@ class SeedsResult:
     diverged_epoch: list[int | None]  # per seed: first epoch (1-based) whose training loss was not finite
     compile_s: float
     train_s: float
-    final_state: TrainState
+    final_state: TrainState | None  # None when the seeds trained in another process
     resumed_from: int = 0            # epochs restored from a checkpoint
 
 
@@ -130,11 +130,19 @@ def fit(model: Model, data, seeds: list[int], config: TrainConfig = TrainConfig(
             where = replace(checkpointing, directory=checkpointing.directory / f"seeds-{chunk[0]}-{chunk[-1]}")
         parts.append(_fit_program(model, optimizer, arrays, len(data.y_train), chunk, config, on_epoch, where,
                                   programs))
+    return merge(parts)
+
+
+def merge(parts: list[SeedsResult]) -> SeedsResult:
+    """Groups of seeds as one result: seeds in order, times summed (``final_state`` None if a part has none)."""
+    states = [p.final_state for p in parts]
     return SeedsResult(
-        list(seeds), {k: np.concatenate([p.history[k] for p in parts]) for k in parts[0].history},
+        [s for p in parts for s in p.seeds],
+        {k: np.concatenate([p.history[k] for p in parts]) for k in parts[0].history},
         {k: np.concatenate([p.test[k] for p in parts]) for k in parts[0].test},
         [d for p in parts for d in p.diverged_epoch], sum(p.compile_s for p in parts),
-        sum(p.train_s for p in parts), jax.tree.map(lambda *a: jnp.concatenate(a), *[p.final_state for p in parts]),
+        sum(p.train_s for p in parts),
+        None if any(s is None for s in states) else jax.tree.map(lambda *a: jnp.concatenate(a), *states),
         min(p.resumed_from for p in parts))
 
 
