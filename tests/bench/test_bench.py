@@ -32,6 +32,7 @@ def test_options_and_defaults(tmp_path):
     assert (config.peers, config.keras_jax_spe, config.subset, config.out) == (("torch", "keras-tf"), (1, 64), 100,
                                                                                 tmp_path)
     assert (config.preset, config.epochs, config.seeds_vmapped, config.study) == ("bn-after", 3, 5, False)
+    assert config.rounds == 1 and parse("--rounds", "2").rounds == 2
     assert args.func.__name__ == "cmd_bench"
     with pytest.raises(ConfigError, match="unknown peer"):
         config_from_args(parse("--peers", "mxnet"))
@@ -103,3 +104,11 @@ def test_short_bench_on_real_data(real_data, tmp_path, monkeypatch):
             assert r["epoch_s"] > 0 and r["params_match_normlab"] and r["ratio_vs_normlab"] > 0
             assert 0.1 < r["val_accuracy"] <= 1  # 63 steps: well above chance, far from converged
     assert (tmp_path / "bench.png").stat().st_size > 0
+
+
+def test_best_round_keeps_the_fastest_and_every_rounds_time():
+    rounds = [{"status": "ok", "epoch_s": 2.0}, {"status": "ok", "epoch_s": 1.5}]
+    assert runner.best_round(rounds) == {"status": "ok", "epoch_s": 1.5, "epoch_s_rounds": [2.0, 1.5]}
+    failed = {"status": "failed", "reason": "exit code 1"}
+    assert runner.best_round([rounds[0], failed]) == failed
+    assert runner.best_round(rounds[:1]) == rounds[0]

@@ -26,6 +26,8 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--procs", type=int, help="worker processes of normlab-procs (default: one per core; < 2: skip)")
     p.add_argument("--keras-jax-spe", type=lambda t: tuple(map(_positive_int, _names(t))), default=(1, 32, 256),
                    help="steps_per_execution values tried for keras-jax (2 epochs each)")
+    p.add_argument("--rounds", type=_positive_int, default=1,
+                   help="run every system this many times, interleaved, and keep each one's fastest (noisy machines)")
     p.add_argument("--study", action="store_true", help="also time the 3x5x10 reproduce study (long)")
     p.add_argument("--data-dir", type=Path, help="folder with the Fashion-MNIST IDX files (.gz or plain)")
     p.set_defaults(func=cmd_bench)
@@ -35,7 +37,7 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
 def config_from_args(args):
     from normlab.bench.runner import BenchConfig
     options = {k: getattr(args, k) for k in ("preset", "epochs", "peers", "subset", "seeds_vmapped",
-                                             "keras_jax_spe", "study", "data_dir", "out", "procs")}
+                                             "keras_jax_spe", "study", "data_dir", "out", "procs", "rounds")}
     return BenchConfig(**{k: v for k, v in options.items() if v is not None})
 
 

@@ -61,12 +61,14 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _rss_mib(pid: str) -> float:
+def _memory_mib(pid: str) -> tuple[float, float]:
+    """(RSS, PSS) of one process; PSS counts a page shared by n processes (jaxlib's code, say) as 1/n."""
     try:
-        with open(f"/proc/{pid}/status") as status:
-            return next((int(line.split()[1]) / 1024 for line in status if line.startswith("VmRSS:")), 0.0)
-    except OSError:
-        return 0.0
+        with open(f"/proc/{pid}/smaps_rollup") as rollup:
+            fields = dict(line.split(":", 1) for line in rollup if line.startswith(("Rss:", "Pss:")))
+        return int(fields["Rss"].split()[0]) / 1024, int(fields["Pss"].split()[0]) / 1024
+    except (OSError, KeyError, ValueError):
+        return 0.0, 0.0
 
 
 def _descendants(pid: int) -> list[str]:
@@ -86,13 +88,15 @@ def _descendants(pid: int) -> list[str]:
 
 
 class PeakTreeRss:
-    """Peak summed resident set of this process and its descendants, sampled every 0.2 s by a thread.
+    """Peak memory of this process and its descendants together, sampled every 0.2 s by a thread.
 
-    A study trains in worker processes; ``ru_maxrss`` sees one process only and would miss them.
+    A study trains in worker processes; ``ru_maxrss`` sees one process only and would miss them. ``peak_mib``
+    sums PSS (shared pages split between their users: the tree's real footprint), ``peak_rss_sum_mib`` sums
+    RSS (shared pages counted once per process: an upper bound).
     """
 
     def __enter__(self):
-        self.peak_mib, self._done = 0.0, threading.Event()
+        self.peak_mib, self.peak_rss_sum_mib, self._done = 0.0, 0.0, threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
         return self
@@ -100,12 +104,14 @@ class PeakTreeRss:
     def _sample(self) -> None:
         while not self._done.wait(0.2):
             pids = [str(os.getpid()), *_descendants(os.getpid())]
-            self.peak_mib = max(self.peak_mib, sum(_rss_mib(pid) for pid in pids))
+            rss, pss = (sum(column) for column in zip(*(_memory_mib(pid) for pid in pids)))
+            self.peak_mib, self.peak_rss_sum_mib = max(self.peak_mib, pss), max(self.peak_rss_sum_mib, rss)
 
     def __exit__(self, *exc):
         self._done.set()
         self._thread.join()
-        self.peak_mib = max(self.peak_mib, peak_rss_mib())
+        if not self.peak_mib:  # ended before the first sample
+            self.peak_mib = self.peak_rss_sum_mib = peak_rss_mib()
 
 
 def summarize(epoch_times: list[float], n_train: int, compile_s: float | None = None) -> dict:

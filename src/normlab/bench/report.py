@@ -41,6 +41,9 @@ def footer_lines(bench: dict) -> list[str]:
                      f"{floor['floor_s']:.3f} s/epoch; normlab's epoch is {floor['pct_of_floor']:.0f}% of it")
         lines += [f"  {p['product']:<18} {p['seconds'] * 1e3:8.1f} ms  {p['gflop_per_s']:6.1f} GFLOP/s"
                   for p in floor["products"]]
+    if rounds := {n: r["epoch_s_rounds"] for n, r in bench["systems"].items() if "epoch_s_rounds" in r}:
+        lines.append("epoch s of every round (the fastest is in the table): "
+                     + "; ".join(f"{n} " + ", ".join(f"{t:.2f}" for t in ts) for n, ts in rounds.items()))
     ran = {n: r for n, r in bench["systems"].items() if "load_avg_1min_before" in r}
     lines.append(f"1-min load average before each system ({bench['cpu_count']} cores): "
                  + ", ".join(f"{n} {r['load_avg_1min_before']:.1f}" for n, r in ran.items()))
@@ -54,8 +57,8 @@ def footer_lines(bench: dict) -> list[str]:
         nl, kt = study["normlab"], study["keras-tf"]
         if nl["status"] == "ok":
             lines.append(f"study (3 presets x 5 seeds x 10 epochs, compile included, end to end): normlab "
-                         f"{nl['total_s']:.0f} s with {nl['workers']} worker process(es), peak RSS "
-                         f"{nl['peak_rss_mib']:,.0f} MiB")
+                         f"{nl['total_s']:.0f} s with {nl['workers']} worker process(es), peak memory "
+                         f"{nl['peak_rss_mib']:,.0f} MiB PSS ({nl['peak_rss_sum_mib']:,.0f} MiB RSS summed)")
         if kt["status"] == "ok":
             ratio = f", {kt['ratio_vs_normlab']:.1f}× normlab" if "ratio_vs_normlab" in kt else ""
             lines.append(f"  keras-tf {kt['total_s']:.0f} s measured{ratio}")

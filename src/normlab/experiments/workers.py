@@ -56,7 +56,9 @@ def run(jobs: list[tuple[str, list[int]]], config, data, out: Path | None, resum
         logs = Path(out) / "logs" if out is not None else Path(folder)
         logs.mkdir(parents=True, exist_ok=True)
         messages: queue.Queue = queue.Queue()
-        pool = [_Worker(core, folder, logs / f"worker-{core}.log", messages)
+        import jax
+        cache = jax.config.jax_compilation_cache_dir is not None  # workers cache compiled code iff we do
+        pool = [_Worker(core, folder, cache, logs / f"worker-{core}.log", messages)
                 for core in usable_cores()[:min(config.worker_count, len(jobs))]]
         results: list = [None] * len(jobs)
         pending, idle = list(range(len(jobs))), list(pool)
@@ -96,11 +98,11 @@ def run(jobs: list[tuple[str, list[int]]], config, data, out: Path | None, resum
 
 
 class _Worker:
-    def __init__(self, core: int, folder: str, log: Path, messages: queue.Queue):
+    def __init__(self, core: int, folder: str, cache: bool, log: Path, messages: queue.Queue):
         self.log = log
+        argv = [sys.executable, "-m", "normlab.experiments.workers", str(core), folder, *(["--cache"] if cache else [])]
         with open(log, "w") as log_file:
-            self.process = subprocess.Popen([sys.executable, "-m", "normlab.experiments.workers", str(core), folder],
-                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_file,
+            self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_file,
                                             text=True, bufsize=1, env={**os.environ, **WORKER_ENV})
         threading.Thread(target=self._read, args=(messages,), daemon=True).start()
 
@@ -142,7 +144,7 @@ def _seeds_result(fields: dict):
                        fields["compile_s"], fields["train_s"], None, fields["resumed_from"])
 
 
-def serve(core: int, folder: str) -> int:
+def serve(core: int, folder: str, cache: bool) -> int:
     """A worker: pinned to ``core`` before JAX starts (XLA sizes its thread pool by the cores it may use)."""
     os.sched_setaffinity(0, {core})
     _die_with_parent()
@@ -158,9 +160,10 @@ def serve(core: int, folder: str) -> int:
     from normlab.experiments.config import StudyConfig
     from normlab.experiments.reproduce import train_job
     from normlab.runtime import enable_compile_cache
-    enable_compile_cache()
-    files = [Path(folder) / f"{name}.npy" for name in ARRAYS]
-    data = FashionMNIST(*(np.load(file, allow_pickle=False) for file in files), source=Path(folder))
+    if cache:
+        enable_compile_cache()
+    files = [Path(folder) / f"{name}.npy" for name in ARRAYS]  # mapped: the workers share one copy in memory
+    data = FashionMNIST(*(np.load(file, mmap_mode="r", allow_pickle=False) for file in files), source=Path(folder))
     signals.install()
     try:
         for line in sys.stdin:
@@ -199,4 +202,4 @@ def _die_with_parent() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(serve(int(sys.argv[1]), sys.argv[2]))
+    sys.exit(serve(int(sys.argv[1]), sys.argv[2], "--cache" in sys.argv[3:]))

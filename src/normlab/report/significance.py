@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from normlab.report.stats import mean_std
+
 CONFIDENCE = 0.95
 _TINY, _EPS = 1e-300, 1e-16
 
@@ -96,10 +98,7 @@ def summarize(values, confidence: float = CONFIDENCE) -> Summary:
     x = np.asarray(values, dtype=np.float64)
     if len(x) == 0:
         return Summary(0, None, None, None)
-    if x.min() == x.max():
-        mean, std = float(x[0]), 0.0
-    else:
-        mean, std = float(x.mean()), float(x.std(ddof=1))
+    mean, std = (float(v) for v in mean_std(x))
     if len(x) == 1:
         return Summary(1, mean, None, None)
     half = t_ppf((1.0 + confidence) / 2.0, len(x) - 1) * std / math.sqrt(len(x))

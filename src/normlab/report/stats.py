@@ -33,9 +33,16 @@ def num_epochs(results: dict) -> int:
 
 
 def mean_std(values) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and sample std (ddof=1, 0 for a single seed) over the first axis (seeds); per epoch for histories."""
+    """Mean and sample std (ddof=1) over the first axis (seeds); per epoch for histories.
+
+    A single seed, or identical values, give a std of exactly 0 and the value itself as the mean, not a
+    rounding residue of either.
+    """
     a = np.asarray(values, dtype=np.float64)
-    return a.mean(axis=0), (a.std(axis=0, ddof=1) if len(a) > 1 else np.zeros_like(a[0]))
+    if len(a) == 1:
+        return a[0], np.zeros_like(a[0])
+    same = a.min(axis=0) == a.max(axis=0)
+    return np.where(same, a[0], a.mean(axis=0)), np.where(same, 0.0, a.std(axis=0, ddof=1))
 
 
 def history_stats(runs: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
