@@ -60,17 +60,16 @@ def test_a_workers_error_is_the_studys_error(small_data, tmp_path):
     assert not children(os.getpid())
 
 
-def start(out, env):
-    return subprocess.Popen([sys.executable, "-m", "normlab.cli", "reproduce", "--presets", "bn-after", "--seeds", "2",
+def training_with_workers(out, env):
+    """A reproduce run in a subprocess, once its first checkpoint is on disk; with its worker processes' pids."""
+    proc = subprocess.Popen([sys.executable, "-m", "normlab.cli", "reproduce", "--presets", "bn-after", "--seeds", "2",
                              "--subset", "1500", "--epochs", "8", "--out", str(out)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def wait_for_checkpoint(out, proc):
     deadline = time.monotonic() + 120
     while not list((out / "checkpoints").rglob("epoch-*.safetensors")):
         assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.01)
+    return proc, children(proc.pid)
 
 
 @pytest.fixture(scope="module")
@@ -82,9 +81,7 @@ def env(tmp_path_factory):
 @pytest.mark.full_data
 def test_interrupted_parent_stops_its_workers_and_resumes(tmp_path, env):
     out = tmp_path / "run"
-    proc = start(out, env)
-    wait_for_checkpoint(out, proc)
-    workers = children(proc.pid)
+    proc, workers = training_with_workers(out, env)
     proc.send_signal(signal.SIGINT)  # to the parent alone, as `kill -INT` would: it must pass it on
     _, err = proc.communicate(timeout=180)
     assert proc.returncode == 130 and "Resume with: normlab reproduce" in err and "Traceback" not in err, err
@@ -98,10 +95,7 @@ def test_interrupted_parent_stops_its_workers_and_resumes(tmp_path, env):
 @two_cores
 @pytest.mark.full_data
 def test_killed_parent_leaves_no_orphan_training(tmp_path, env):
-    out = tmp_path / "run"
-    proc = start(out, env)
-    wait_for_checkpoint(out, proc)
-    workers = children(proc.pid)
+    proc, workers = training_with_workers(tmp_path / "run", env)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     deadline = time.monotonic() + 60
