@@ -79,10 +79,12 @@ def env(tmp_path_factory):
 
 @two_cores
 @pytest.mark.full_data
-def test_interrupted_parent_stops_its_workers_and_resumes(tmp_path, env):
+@pytest.mark.parametrize("target", ["parent", "worker"])
+def test_an_interrupt_stops_parent_and_workers_and_resumes(tmp_path, env, target):
     out = tmp_path / "run"
     proc, workers = training_with_workers(out, env)
-    proc.send_signal(signal.SIGINT)  # to the parent alone, as `kill -INT` would: it must pass it on
+    # To one process alone, as `kill -INT` would: the parent must pass it on, or take a worker's as its own.
+    os.kill(proc.pid if target == "parent" else workers[0], signal.SIGINT)
     _, err = proc.communicate(timeout=180)
     assert proc.returncode == 130 and "Resume with: normlab reproduce" in err and "Traceback" not in err, err
     assert len(workers) == 2 and not any(alive(pid) for pid in workers)

@@ -48,16 +48,16 @@ def default_workers() -> int:
 def run(jobs: list[tuple[str, list[int]]], config, data, out: Path | None, resume: bool, on_epoch=None,
         warn=print) -> list:
     """Train ``jobs`` in ``config.worker_count`` processes; return their ``SeedsResult``s in job order."""
+    import jax
     from normlab import signals
     from normlab.errors import NormlabError
+    cache = jax.config.jax_compilation_cache_dir is not None  # workers cache compiled code iff we do
     with tempfile.TemporaryDirectory(prefix="normlab-") as folder:
         for name in ARRAYS:
             np.save(Path(folder) / f"{name}.npy", np.ascontiguousarray(getattr(data, name)), allow_pickle=False)
         logs = Path(out) / "logs" if out is not None else Path(folder)
         logs.mkdir(parents=True, exist_ok=True)
         messages: queue.Queue = queue.Queue()
-        import jax
-        cache = jax.config.jax_compilation_cache_dir is not None  # workers cache compiled code iff we do
         pool = [_Worker(core, folder, cache, logs / f"worker-{core}.log", messages)
                 for core in usable_cores()[:min(config.worker_count, len(jobs))]]
         results: list = [None] * len(jobs)
@@ -74,8 +74,10 @@ def run(jobs: list[tuple[str, list[int]]], config, data, out: Path | None, resum
                 except queue.Empty:
                     continue
                 if message is None:
-                    raise NormlabError(f"a training process stopped unexpectedly (exit {worker.wait()}); "
-                                       f"see {worker.log}")
+                    code = worker.wait()
+                    if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):  # a Ctrl-C that reached it first
+                        raise signals.Interrupted(code - 128)
+                    raise NormlabError(f"a training process stopped unexpectedly (exit {code}); see {worker.log}")
                 if "error" in message:
                     raise NormlabError(message["error"])
                 if "warn" in message:
