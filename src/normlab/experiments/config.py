@@ -13,7 +13,7 @@ DEFAULT_PRESETS = ("baseline", "bn-after", "bn-before")
 @dataclass(frozen=True)
 class StudyConfig:
     presets: tuple[str, ...] = DEFAULT_PRESETS
-    seeds: int = 5               # seeds first_seed, first_seed + 1, ... train together as one vmapped program
+    seeds: int = 5               # seeds first_seed, first_seed + 1, ...
     first_seed: int = 0
     epochs: int = 10
     learning_rate: float = 1e-3

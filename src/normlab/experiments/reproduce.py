@@ -14,7 +14,7 @@ from normlab.experiments.config import StudyConfig
 from normlab.experiments.provenance import provenance
 from normlab.nn.models import build
 from normlab.nn.summary import param_counts
-from normlab.train.loop import Checkpointing, SeedsResult, fit, merge
+from normlab.train.loop import Checkpointing, SeedsResult, fit, group_directory, merge, seed_groups
 
 
 def subset(data, n: int | None):
@@ -47,8 +47,8 @@ def run_records(preset: str, params: dict, result: SeedsResult, width: int) -> l
 
 def jobs(config: StudyConfig) -> list[tuple[str, list[int]]]:
     """The study's units of work: each preset's seeds in groups of ``program_width`` (one compiled program each)."""
-    seeds, width = config.seed_list, config.program_width
-    return [(preset, seeds[i:i + width]) for preset in config.presets for i in range(0, len(seeds), width)]
+    groups = seed_groups(config.seed_list, config.program_width)
+    return [(preset, group) for preset in config.presets for group in groups]
 
 
 def build_model(preset: str, config: StudyConfig):
@@ -61,9 +61,7 @@ def train_job(data, config: StudyConfig, preset: str, seeds: list[int], out: Pat
     """Train one job; its checkpoints go where ``fit`` puts a group of seeds, so either path can resume it."""
     checkpointing = None
     if out is not None:
-        directory = Path(out) / "checkpoints" / preset
-        if len(seeds) < config.seeds:
-            directory = directory / f"seeds-{seeds[0]}-{seeds[-1]}"
+        directory = group_directory(Path(out) / "checkpoints" / preset, seeds, config.seed_list)
         checkpointing = Checkpointing(directory, config.identity(preset), resume, warn=warn)
     return fit(build_model(preset, config), data, seeds, config.train_config(), on_epoch, checkpointing,
                config.program_width)

@@ -22,7 +22,6 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +66,7 @@ def run(jobs: list[tuple[str, list[int]]], config, data, out: Path | None, resum
                 while idle and pending:
                     index = pending.pop(0)
                     preset, seeds = jobs[index]
-                    idle.pop(0).send({"job": index, "preset": preset, "seeds": seeds, "config": asdict(config),
+                    idle.pop(0).send({"job": index, "preset": preset, "seeds": seeds, "config": config.as_dict(),
                                       "out": None if out is None else str(out), "resume": resume})
                 try:
                     worker, message = messages.get(timeout=0.5)
@@ -139,6 +138,13 @@ def _stop(pool: list[_Worker], signum: int) -> None:
             worker.process.kill()
 
 
+def _result_fields(result) -> dict:
+    """A ``SeedsResult`` as JSON fields, all but ``final_state`` (it stays in the worker); see ``_seeds_result``."""
+    return {"seeds": result.seeds, "history": {k: v.tolist() for k, v in result.history.items()},
+            "test": {k: v.tolist() for k, v in result.test.items()}, "diverged_epoch": result.diverged_epoch,
+            "compile_s": result.compile_s, "train_s": result.train_s, "resumed_from": result.resumed_from}
+
+
 def _seeds_result(fields: dict):
     from normlab.train.loop import SeedsResult
     return SeedsResult(fields["seeds"], {k: np.asarray(v, np.float64) for k, v in fields["history"].items()},
@@ -183,10 +189,7 @@ def serve(core: int, folder: str, cache: bool) -> int:
             except NormlabError as error:
                 send({"job": index, "error": str(error)})
                 return 2
-            send({"job": index, "done": {
-                "seeds": result.seeds, "history": {k: v.tolist() for k, v in result.history.items()},
-                "test": {k: v.tolist() for k, v in result.test.items()}, "diverged_epoch": result.diverged_epoch,
-                "compile_s": result.compile_s, "train_s": result.train_s, "resumed_from": result.resumed_from}})
+            send({"job": index, "done": _result_fields(result)})
     except signals.Interrupted as stop:
         return stop.exit_code
     except BrokenPipeError:  # the parent is gone: stop rather than train for nobody

@@ -97,10 +97,9 @@ def _first_divergence(history: dict) -> list[int | None]:
 def default_seeds_per_program() -> int:
     """How many seeds one compiled program trains at once (its vmap width).
 
-    Measured on the 2-core CPU: one seed already keeps both cores busy (two single-seed processes side by side
-    ran no faster in total), and vmapping 5 seeds made each seed's epoch 1.6 s -> 2.6 s, since 5 models' weights
-    no longer fit the caches. So on CPU the seeds run one after another through the same compiled program; an
-    accelerator trains them all at once.
+    Measured on the 2-core CPU: vmapping 5 seeds made each seed's epoch 1.6 s -> 2.6 s, since 5 models' weights
+    no longer fit the caches. So on CPU each program trains one seed (and a study runs several such programs at
+    once in worker processes, one per core: ``experiments.workers``); an accelerator trains them all at once.
     """
     return 1 if jax.default_backend() == "cpu" else 0  # 0: all seeds in one program
 
@@ -117,8 +116,7 @@ def fit(model: Model, data, seeds: list[int], config: TrainConfig = TrainConfig(
     epoch and, if ``resume``, training continues from the newest intact checkpoint — bit for bit as if it had
     never stopped. A program stops early once every one of its seeds has diverged (non-finite loss).
     """
-    width = len(seeds) if seeds_per_program <= 0 else min(seeds_per_program, len(seeds))
-    chunks = [list(seeds[i:i + width]) for i in range(0, len(seeds), width)]
+    chunks = seed_groups(seeds, seeds_per_program)
     optimizer = make_optimizer(config)
     arrays = jax.device_put((data.x_train, data.y_train.astype(np.int32), data.x_val, data.y_val.astype(np.int32),
                              data.x_test, data.y_test.astype(np.int32)))
@@ -126,11 +124,22 @@ def fit(model: Model, data, seeds: list[int], config: TrainConfig = TrainConfig(
     parts = []
     for chunk in chunks:
         where = checkpointing
-        if checkpointing is not None and len(chunks) > 1:
-            where = replace(checkpointing, directory=checkpointing.directory / f"seeds-{chunk[0]}-{chunk[-1]}")
+        if checkpointing is not None:
+            where = replace(checkpointing, directory=group_directory(checkpointing.directory, chunk, seeds))
         parts.append(_fit_program(model, optimizer, arrays, len(data.y_train), chunk, config, on_epoch, where,
                                   programs))
     return merge(parts)
+
+
+def seed_groups(seeds: list[int], seeds_per_program: int) -> list[list[int]]:
+    """``seeds`` in consecutive groups of ``seeds_per_program`` (0: one group), one compiled program each."""
+    width = len(seeds) if seeds_per_program <= 0 else min(seeds_per_program, len(seeds))
+    return [list(seeds[i:i + width]) for i in range(0, len(seeds), width)]
+
+
+def group_directory(directory: Path, group: list[int], seeds: list[int]) -> Path:
+    """Where a group of ``seeds`` checkpoints: ``directory`` itself if it is all of them, else a subfolder."""
+    return directory if len(group) == len(seeds) else directory / f"seeds-{group[0]}-{group[-1]}"
 
 
 def merge(parts: list[SeedsResult]) -> SeedsResult:
