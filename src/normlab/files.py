@@ -1,0 +1,70 @@
+"""Reading and writing user-visible files safely: regular files only, sizes capped, text always UTF-8.
+
+Every file normlab reads from a user's folder goes through ``read_bytes``/``read_text``: a FIFO named like a
+checkpoint would block ``open`` forever and a symlink to ``/dev/zero`` would eat memory, so the file is opened
+non-blocking, must be a regular file, and may not exceed the size the caller expects. Every file normlab writes
+goes through ``write_bytes``/``write_text`` (``normlab.atomic``): whole or not at all.
+"""
+
+import os
+import stat
+from pathlib import Path
+
+from normlab.atomic import write_atomically
+from normlab.errors import NormlabError
+
+MiB = 1 << 20
+
+
+class FileProblem(NormlabError):
+    """A path that is not a readable regular file of an acceptable size; callers re-raise it as their own type."""
+
+
+def read_bytes(path: str | Path, max_bytes: int) -> bytes:
+    """The whole content of the regular file ``path``, at most ``max_bytes`` long; else ``FileProblem``."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as error:
+        raise FileProblem(f"{path}: cannot open ({error.strerror})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise FileProblem(f"{path}: not a regular file")
+        if info.st_size > max_bytes:
+            raise FileProblem(f"{path}: {info.st_size:,} bytes, more than the {max_bytes:,} expected")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            blob = f.read(max_bytes + 1)  # the file may have grown since fstat
+        if len(blob) > max_bytes:
+            raise FileProblem(f"{path}: more than the {max_bytes:,} bytes expected")
+        return blob
+    except OSError as error:
+        raise FileProblem(f"{path}: unreadable ({error.strerror or error})") from None
+    finally:
+        os.close(fd)
+
+
+def read_text(path: str | Path, max_bytes: int) -> str:
+    """``read_bytes`` decoded as UTF-8, whatever the locale says."""
+    blob = read_bytes(path, max_bytes)
+    try:
+        return blob.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise FileProblem(f"{path}: not UTF-8 text (byte {error.start})") from None
+
+
+def write_bytes(path: str | Path, blob: bytes) -> Path:
+    """Atomically replace ``path`` (creating its folder): a crash, a full disk or a signal leaves no torn file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, blob)
+    return path
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """``write_bytes`` of UTF-8 text; characters that cannot be UTF-8 (stray surrogates) become U+FFFD."""
+    return write_bytes(path, text.encode("utf-8", errors="replace"))
+
+
+def display(path: str | Path) -> str:
+    """A path as printable text: bytes of a non-UTF-8 file name show as U+FFFD instead of breaking the output."""
+    return os.fsencode(path).decode("utf-8", errors="replace")
