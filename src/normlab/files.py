@@ -61,7 +61,7 @@ def write_bytes(path: str | Path, blob: bytes) -> Path:
 
 
 def write_text(path: str | Path, text: str) -> Path:
-    """``write_bytes`` of UTF-8 text; characters that cannot be UTF-8 (stray surrogates) become U+FFFD."""
+    """``write_bytes`` of UTF-8 text; characters that cannot be UTF-8 (stray surrogates) become "?"."""
     return write_bytes(path, text.encode("utf-8", errors="replace"))
 
 
