@@ -7,9 +7,7 @@ import os
 import time
 from pathlib import Path
 
-# Fault injection for the crash tests: a pause between the fsynced temp file and the rename, which widens the
-# window in which a SIGKILL lands mid-write. Zero (off) unless the environment sets it.
-FAULT_DELAY_S = float(os.environ.get("NORMLAB_FAULT_WRITE_DELAY_S", "0"))
+from normlab.testpoints import write_delay_s
 
 
 def write_atomically(path: Path, blob: bytes) -> None:
@@ -21,8 +19,8 @@ def write_atomically(path: Path, blob: bytes) -> None:
             f.write(blob)
             f.flush()
             os.fsync(f.fileno())
-        if FAULT_DELAY_S:
-            time.sleep(FAULT_DELAY_S)
+        if delay := write_delay_s():  # crash tests only: widens the window a SIGKILL can land in
+            time.sleep(delay)
         os.replace(tmp, path)
         fd = os.open(path.parent, os.O_RDONLY)
         try:

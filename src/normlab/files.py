@@ -6,9 +6,11 @@ non-blocking, must be a regular file, and may not exceed the size the caller exp
 goes through ``write_bytes``/``write_text`` (``normlab.atomic``): whole or not at all.
 """
 
+import contextlib
 import os
 import stat
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
 from normlab.atomic import write_atomically
 from normlab.errors import NormlabError
@@ -20,27 +22,36 @@ class FileProblem(NormlabError):
     """A path that is not a readable regular file of an acceptable size; callers re-raise it as their own type."""
 
 
-def read_bytes(path: str | Path, max_bytes: int) -> bytes:
-    """The whole content of the regular file ``path``, at most ``max_bytes`` long; else ``FileProblem``."""
+@contextlib.contextmanager
+def open_regular(path: str | Path, max_bytes: int) -> Iterator[BinaryIO]:
+    """``path`` opened for reading if it is a regular file of at most ``max_bytes``; else ``FileProblem``."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as error:
-        raise FileProblem(f"{path}: cannot open ({error.strerror})") from None
+        raise FileProblem(f"{display(path)}: cannot open ({error.strerror})") from None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise FileProblem(f"{path}: not a regular file")
+            raise FileProblem(f"{display(path)}: not a regular file")
         if info.st_size > max_bytes:
-            raise FileProblem(f"{path}: {info.st_size:,} bytes, more than the {max_bytes:,} expected")
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            blob = f.read(max_bytes + 1)  # the file may have grown since fstat
-        if len(blob) > max_bytes:
-            raise FileProblem(f"{path}: more than the {max_bytes:,} bytes expected")
-        return blob
-    except OSError as error:
-        raise FileProblem(f"{path}: unreadable ({error.strerror or error})") from None
-    finally:
+            raise FileProblem(f"{display(path)}: {info.st_size:,} bytes, more than the {max_bytes:,} expected")
+    except BaseException:
         os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as f:
+        yield f
+
+
+def read_bytes(path: str | Path, max_bytes: int) -> bytes:
+    """The whole content of the regular file ``path``, at most ``max_bytes`` long; else ``FileProblem``."""
+    try:
+        with open_regular(path, max_bytes) as f:
+            blob = f.read(max_bytes + 1)  # the file may have grown since it was checked
+    except OSError as error:
+        raise FileProblem(f"{display(path)}: unreadable ({error.strerror or error})") from None
+    if len(blob) > max_bytes:
+        raise FileProblem(f"{display(path)}: more than the {max_bytes:,} bytes expected")
+    return blob
 
 
 def read_text(path: str | Path, max_bytes: int) -> str:
@@ -49,7 +60,7 @@ def read_text(path: str | Path, max_bytes: int) -> str:
     try:
         return blob.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise FileProblem(f"{path}: not UTF-8 text (byte {error.start})") from None
+        raise FileProblem(f"{display(path)}: not UTF-8 text (byte {error.start})") from None
 
 
 def write_bytes(path: str | Path, blob: bytes) -> Path:

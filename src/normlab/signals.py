@@ -1,14 +1,18 @@
-"""SIGINT/SIGTERM as exceptions, held back while a checkpoint is being written.
+"""SIGINT/SIGTERM as an exception, held back while a checkpoint or a report is being written.
 
-A signal that lands mid-write is remembered and raised right after the write, so a Ctrl-C or a job
-scheduler's SIGTERM never costs a finished epoch. The exit codes follow the shell's 128 + signal number.
+``Interrupted`` is a ``BaseException``, like ``KeyboardInterrupt``: no ``except Exception`` on the way up (a
+checkpoint reader that treats any failure as damage, say) can mistake it for an error and carry on. A signal
+that lands inside ``held()`` is remembered and raised right after the block, so a Ctrl-C or a job scheduler's
+SIGTERM never costs a finished epoch or leaves half a report. Exit codes follow the shell: 128 + signal number.
 """
 
 import contextlib
 import signal
 
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-class Interrupted(Exception):
+
+class Interrupted(BaseException):
     def __init__(self, signum: int):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
@@ -26,9 +30,25 @@ def _handler(signum, frame):
         raise Interrupted(signum)
 
 
-def install() -> None:
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, _handler)
+def install() -> dict:
+    """Turn SIGINT/SIGTERM into ``Interrupted``; return the previous handlers for ``restore``."""
+    return {signum: signal.signal(signum, _handler) for signum in SIGNALS}
+
+
+def restore(previous: dict) -> None:
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
+
+
+def ignore() -> None:
+    """Once stopping: a second Ctrl-C must not cut the stop message or the exit short."""
+    for signum in SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+
+
+def pending() -> bool:
+    """Whether a signal arrived inside ``held()`` and waits to be raised."""
+    return bool(_pending)
 
 
 @contextlib.contextmanager

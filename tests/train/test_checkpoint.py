@@ -1,11 +1,13 @@
 """Checkpoints: exact round trip, damage detection, refusal of foreign checkpoints, failed writes, fuzzing."""
 
 import errno
+import json
 import os
 
 import jax
 import numpy as np
 import pytest
+import safetensors.numpy
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from normlab import atomic
@@ -13,11 +15,14 @@ from normlab.errors import CheckpointError
 from normlab.report.results_json import write_results
 from normlab.nn.models import build
 from normlab.train import checkpoint
-from normlab.train.loop import TrainConfig, make_optimizer
+from normlab.train.loop import TrainConfig, _record_problem, make_optimizer
 from normlab.train.state import create
 
 FUZZ_EXAMPLES = int(os.environ.get("NORMLAB_FUZZ_EXAMPLES", "2000"))
 CONFIG = {"preset": "bn-after", "learning_rate": 0.001}
+MAX = 64 << 20
+SEEDS = [0, 1]
+HISTORY = {"loss": [[1.0, float("nan")]], "accuracy": [[0.5, 0.5]], "val_loss": [[1.0, 2.0]], "val_accuracy": [[0.5, 0.5]]}
 
 
 def fresh_state(seed=0):
@@ -31,14 +36,19 @@ def leaves_bytes(tree):
 
 
 def save(directory, epoch, state=None, config=CONFIG, keep=2):
+    history = {k: v * epoch for k, v in HISTORY.items()}
     return checkpoint.save(directory, epoch, state if state is not None else fresh_state(),
-                           {"config": config, "history": {"loss": [[1.0, float("nan")]]}, "train_s": 1.5}, keep)
+                           {"config": config, "seeds": SEEDS, "history": history, "train_s": 1.5}, keep)
+
+
+def latest(directory, config=CONFIG, warn=print):
+    return checkpoint.latest(directory, config, MAX, warn, lambda record: _record_problem(record, SEEDS))
 
 
 def test_round_trip_is_bitwise_exact(tmp_path):
     state = fresh_state(seed=7)
     path = save(tmp_path, 3, state)
-    arrays, record = checkpoint.read(path)
+    arrays, record = checkpoint.read(path, MAX)
     restored = checkpoint.restore(arrays, fresh_state(seed=0))
     assert leaves_bytes(restored) == leaves_bytes(state)
     assert record["epoch"] == 3 and record["config"] == CONFIG and np.isnan(record["history"]["loss"][0][1])
@@ -65,23 +75,23 @@ def test_damaged_newest_is_skipped_for_the_previous(tmp_path, damage):
         blob = b""
     newest.write_bytes(bytes(blob))
     with pytest.raises(CheckpointError):
-        checkpoint.read(newest)
+        checkpoint.read(newest, MAX)
     warnings = []
-    arrays, record = checkpoint.latest(tmp_path, CONFIG, warnings.append)
+    arrays, record = latest(tmp_path, CONFIG, warnings.append)
     assert record["epoch"] == 1 and len(warnings) == 1 and "epoch-0002" in warnings[0]
 
 
 def test_other_config_or_version_is_refused(tmp_path, monkeypatch):
     save(tmp_path, 1)
     with pytest.raises(CheckpointError, match="learning_rate differ"):
-        checkpoint.latest(tmp_path, {**CONFIG, "learning_rate": 0.01})
+        latest(tmp_path, {**CONFIG, "learning_rate": 0.01})
     monkeypatch.setattr(checkpoint, "__version__", "99.0")
     with pytest.raises(CheckpointError, match="written by normlab"):
-        checkpoint.latest(tmp_path, CONFIG)
+        latest(tmp_path, CONFIG)
 
 
 def test_restore_refuses_another_model(tmp_path):
-    arrays, _ = checkpoint.read(save(tmp_path, 1))
+    arrays, _ = checkpoint.read(save(tmp_path, 1), MAX)
     baseline = create(build("baseline"), make_optimizer(TrainConfig()), 0)
     with pytest.raises(CheckpointError, match="do not match"):
         checkpoint.restore(arrays, baseline)
@@ -116,6 +126,62 @@ def test_failed_results_write_keeps_the_previous_results(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
 
 
+def test_a_damaged_checkpoint_is_not_one_of_the_kept(tmp_path):
+    for epoch in (1, 2, 3):
+        save(tmp_path, epoch)
+    third = tmp_path / "epoch-0003.safetensors"
+    blob = bytearray(third.read_bytes())
+    blob[-10] ^= 0x01  # bit rot while training goes on
+    third.write_bytes(bytes(blob))
+    save(tmp_path, 4)
+    assert [e for e, _ in checkpoint.checkpoints(tmp_path)] == [2, 4]
+    for _, path in checkpoint.checkpoints(tmp_path):
+        checkpoint.read(path, MAX)
+
+
+def write_with_valid_digest(path, arrays, record):
+    """A checkpoint whose digest matches whatever record it carries: what a crafted or buggy writer makes."""
+    metadata = {"normlab": json.dumps(record), "sha256": checkpoint._digest(arrays, record)}
+    path.write_bytes(safetensors.numpy.save(arrays, metadata=metadata))
+
+
+@pytest.mark.parametrize("field,value", [
+    ("config", [1, 2]), ("config", None), ("history", None), ("history", {"loss": []}),
+    ("history", {**HISTORY, "loss": [["1.0", 2.0]]}), ("history", {**HISTORY, "loss": [[1.0]]}),
+    ("history", {**HISTORY, "loss": [[1.0, 2.0]] * 2}), ("epoch", "2"), ("epoch", -1), ("epoch", 0), ("epoch", 7),
+    ("epoch", True), ("seeds", [5, 6]), ("seeds", "01"), ("train_s", "x"), ("train_s", float("inf")),
+    ("train_s", -1.0), ("format", "1"),
+])
+def test_a_valid_digest_over_a_malformed_record_is_damage(tmp_path, field, value):
+    save(tmp_path, 1)
+    good_arrays, good_record = checkpoint.read(save(tmp_path, 2), MAX)
+    path = tmp_path / "epoch-0002.safetensors"
+    record = {**good_record, field: value, "config": CONFIG if field != "config" else value}
+    write_with_valid_digest(path, good_arrays, record)
+    warnings = []
+    try:
+        found = latest(tmp_path, CONFIG, warnings.append)
+    except CheckpointError as error:  # another format or normlab version: refused outright, as designed
+        assert field == "format" and "written by normlab" in str(error)
+        return
+    assert found[1]["epoch"] == 1 and len(warnings) == 1 and "epoch-0002" in warnings[0], warnings
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev_zero", "directory"])
+def test_a_checkpoint_that_is_not_a_regular_file_is_skipped_at_once(tmp_path, kind):
+    save(tmp_path, 1)
+    path = tmp_path / "epoch-0002.safetensors"
+    if kind == "fifo":
+        os.mkfifo(path)  # opening it for reading would block forever
+    elif kind == "dev_zero":
+        path.symlink_to("/dev/zero")  # reading it would never end
+    else:
+        path.mkdir()
+    warnings = []
+    assert latest(tmp_path, CONFIG, warnings.append)[1]["epoch"] == 1
+    assert len(warnings) == 1 and "not a regular file" in warnings[0]
+
+
 @pytest.fixture(scope="module")
 def valid_blob(tmp_path_factory):
     return save(tmp_path_factory.mktemp("ckpt"), 1).read_bytes()
@@ -139,7 +205,42 @@ def test_fuzz_loader_raises_only_checkpoint_errors(tmp_path, valid_blob, data):
     path = tmp_path / "epoch-0001.safetensors"
     path.write_bytes(bytes(blob))
     try:
-        arrays, _ = checkpoint.read(path)
+        arrays, record = checkpoint.read(path, MAX)
     except CheckpointError:
         return
-    assert bytes(blob) == valid_blob or isinstance(arrays, dict)
+    # Accepted means: the very content that was saved (a changed byte may only have been JSON white space).
+    good_arrays, good_record = safetensors.numpy.load(valid_blob), json.loads(
+        json.loads(valid_blob[8:8 + int.from_bytes(valid_blob[:8], "little")])["__metadata__"]["normlab"])
+    assert json.dumps(record, sort_keys=True) == json.dumps(good_record, sort_keys=True)
+    assert sorted(arrays) == sorted(good_arrays)
+    assert all(arrays[k].tobytes() == good_arrays[k].tobytes() for k in arrays)
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+                    max_leaves=20)
+
+
+@pytest.mark.fuzz
+@settings(max_examples=FUZZ_EXAMPLES // 4, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+def test_fuzz_records_with_valid_digests_are_used_or_skipped(tmp_path, valid_blob, data):
+    """Past the digest: every record a crafted file can carry is resumed from only if it is well formed."""
+    arrays = safetensors.numpy.load(valid_blob)
+    good = json.loads(json.loads(valid_blob[8:8 + int.from_bytes(valid_blob[:8], "little")])["__metadata__"]["normlab"])
+    if data.draw(st.booleans()):
+        record = {**good, data.draw(st.sampled_from(sorted(good))): data.draw(JSON)}
+    else:
+        record = data.draw(JSON)
+    for stale in tmp_path.glob("epoch-*"):
+        stale.unlink()
+    write_with_valid_digest(tmp_path / "epoch-0001.safetensors", arrays, record)
+    try:
+        found = latest(tmp_path, CONFIG, warn=lambda text: None)
+    except CheckpointError:
+        return  # another format or version: refused outright
+    if found is not None:
+        _, used = found
+        assert used == record and _record_problem(used, SEEDS) is None and used["epoch"] == 1
+        checkpoint.restore(found[0], fresh_state())

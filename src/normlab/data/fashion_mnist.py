@@ -7,6 +7,7 @@ bytes. The study holds out the first 5,000 training images as validation and tra
 
 import hashlib
 import http.client
+import math
 import os
 import tempfile
 import urllib.request
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from normlab.data.idx import REFETCH, read_idx_file
+from normlab.data.idx import REFETCH, archive_cap, read_idx_file
 from normlab.errors import DataError
 
 CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -37,6 +38,11 @@ class IdxFile:
     shape: tuple[int, ...]
     sha256: str  # of the decompressed IDX bytes, checked on every load
     gz_sha256: str  # of the publisher's archive, checked only on download
+
+    @property
+    def size(self) -> int:
+        """Bytes of the decompressed file: the 4-byte magic, one uint32 per dimension, one byte per element."""
+        return 4 + 4 * len(self.shape) + math.prod(self.shape)
 
 
 FILES = (  # order: train images, train labels, test images, test labels
@@ -87,7 +93,8 @@ def candidate_dirs(data_dir: str | Path | None = None) -> list[tuple[Path, str]]
 
 
 def _find(folder: Path, f: IdxFile) -> Path | None:
-    return next((p for p in (folder / f"{f.name}.gz", folder / f.name) if p.is_file()), None)
+    """The file as .gz or plain; anything by that name counts, so a directory or a FIFO is reported, not skipped."""
+    return next((p for p in (folder / f"{f.name}.gz", folder / f.name) if os.path.lexists(p)), None)
 
 
 def _check(what: str, got: str, want: str, fix: str) -> None:
@@ -100,7 +107,7 @@ def _fetch(folder: Path, f: IdxFile, base: str) -> None:
     url = f"{base}/{f.name}.gz"
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
-            gz = response.read()
+            gz = response.read(archive_cap(f.size) + 1)
     except (OSError, ValueError, http.client.HTTPException) as e:
         raise DataError(f"downloading Fashion-MNIST failed: {url}: {e}; {ELSEWHERE}") from e
     bad = f"the download is not the published file; retry later or {ELSEWHERE}"
@@ -109,7 +116,7 @@ def _fetch(folder: Path, f: IdxFile, base: str) -> None:
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(gz)
-        _check(url, read_idx_file(tmp)[1], f.sha256, bad)
+        _check(url, read_idx_file(tmp, f.size)[1], f.sha256, bad)
         os.replace(tmp, folder / f"{f.name}.gz")
     finally:
         Path(tmp).unlink(missing_ok=True)
@@ -143,7 +150,7 @@ def locate(data_dir: str | Path | None = None, download: bool = True) -> Path:
 
 def _read(folder: Path, f: IdxFile, verify: bool) -> np.ndarray:
     path = _find(folder, f)
-    array, sha = read_idx_file(path)
+    array, sha = read_idx_file(path, f.size)
     if verify:
         _check(str(path), sha, f.sha256, REFETCH)
     if array.shape != f.shape:

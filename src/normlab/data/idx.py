@@ -15,6 +15,15 @@ from pathlib import Path
 import numpy as np
 
 from normlab.errors import DataError
+from normlab.files import FileProblem, display, open_regular
+
+MAX_BYTES = 64 << 20  # Fashion-MNIST's largest file is 47 MB; callers that know the exact size pass it
+
+
+def archive_cap(size: int) -> int:
+    """The most bytes a gzip archive of ``size`` bytes can take: deflate adds at most ~0.03% plus headers."""
+    return size + size // 100 + 4096
+
 
 REFETCH = "replace it with a fresh copy (`normlab data` downloads one)"
 
@@ -46,17 +55,22 @@ def read_idx(raw: bytes, name: str) -> np.ndarray:
     return np.frombuffer(raw, np.uint8, size, start).reshape(dims).copy()
 
 
-def read_idx_file(path: str | Path) -> tuple[np.ndarray, str]:
-    """Read a plain or `.gz` IDX file; also return the SHA-256 of the decompressed bytes.
+def read_idx_file(path: str | Path, max_bytes: int = MAX_BYTES) -> tuple[np.ndarray, str]:
+    """Read a plain or `.gz` IDX file of at most ``max_bytes`` (decompressed); also return their SHA-256.
 
     Hashing the decompressed content lets a recompressed copy (Debian's) or an uncompressed one pass the
-    same check as the publisher's archive.
+    same check as the publisher's archive. Decompression streams and stops one byte past ``max_bytes``, so a
+    small archive that expands to gigabytes costs no more memory than a good file.
     """
     path = Path(path)
+    gz = path.suffix == ".gz"
     try:
-        raw = path.read_bytes()
-        if path.suffix == ".gz":
-            raw = gzip.decompress(raw)
+        with open_regular(path, archive_cap(max_bytes) if gz else max_bytes) as f:
+            raw = (gzip.GzipFile(fileobj=f, mode="rb") if gz else f).read(max_bytes + 1)
+    except FileProblem as e:
+        raise _fail(display(path), str(e).removeprefix(f"{display(path)}: ")) from None
     except (EOFError, OSError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
-        raise _fail(str(path), f"unreadable ({e})") from e
-    return read_idx(raw, str(path)), hashlib.sha256(raw).hexdigest()
+        raise _fail(display(path), f"unreadable ({e})") from e
+    if len(raw) > max_bytes:
+        raise _fail(display(path), f"{'expands to' if gz else 'holds'} more than the {max_bytes:,} bytes expected")
+    return read_idx(raw, display(path)), hashlib.sha256(raw).hexdigest()

@@ -15,12 +15,14 @@ import jax
 import numpy as np
 import safetensors.numpy
 
-from normlab import __version__, signals
+from normlab import __version__, signals, testpoints
 from normlab.atomic import write_atomically
 from normlab.errors import CheckpointError
+from normlab.files import FileProblem, read_bytes
 
 FORMAT = 1
-NAME = re.compile(r"epoch-(\d{4,})\.safetensors")
+NAME = re.compile(r"epoch-(\d{4,9})\.safetensors")
+HEADER_BYTES = 64 << 20  # the JSON header (record, history) is far smaller; more means a crafted file
 
 
 def _is_key(leaf) -> bool:
@@ -43,8 +45,17 @@ def _digest(arrays: dict[str, np.ndarray], record: dict) -> str:
     return h.hexdigest()
 
 
+def max_size(state) -> int:
+    """The largest file a checkpoint of ``state`` can be: its arrays plus a generous header."""
+    return sum(a.nbytes for a in _flatten(state).values()) + HEADER_BYTES
+
+
 def save(directory: Path, epoch: int, state, record: dict, keep: int = 2) -> Path:
-    """Write the state after ``epoch`` finished epochs; SIGINT/SIGTERM wait until the write is complete."""
+    """Write the state after ``epoch`` finished epochs; SIGINT/SIGTERM wait until the write is complete.
+
+    Afterwards only the newest ``keep`` checkpoints that read back intact remain: a damaged file is never one
+    of the kept, so ``keep`` good ones are always on disk.
+    """
     directory = Path(directory)
     arrays = _flatten(state)
     record = {**record, "format": FORMAT, "normlab": __version__, "epoch": epoch}
@@ -56,6 +67,7 @@ def save(directory: Path, epoch: int, state, record: dict, keep: int = 2) -> Pat
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise CheckpointError(f"cannot create checkpoint folder {directory}: {error.strerror}") from error
+        testpoints.reached("checkpoint-write")
         for stale in directory.glob(".epoch-*.tmp"):  # left by a process killed mid-write
             stale.unlink(missing_ok=True)
         try:
@@ -63,9 +75,28 @@ def save(directory: Path, epoch: int, state, record: dict, keep: int = 2) -> Pat
         except OSError as error:
             raise CheckpointError(f"could not write checkpoint {path}: {error.strerror or error}; "
                                   f"the previous checkpoints in {directory} are intact") from error
-        for old in sorted(checkpoints(directory), reverse=True)[keep:]:
-            old[1].unlink(missing_ok=True)
+        _prune(directory, path, keep, max_bytes=len(blob) + HEADER_BYTES)
     return path
+
+
+def _prune(directory: Path, newest: Path, keep: int, max_bytes: int) -> None:
+    """Keep ``newest`` and the next ``keep - 1`` intact checkpoints before it; remove the rest."""
+    kept = 1
+    for _, path in sorted(checkpoints(directory), reverse=True):
+        if path == newest:
+            continue
+        if kept < keep and _intact(path, max_bytes):
+            kept += 1
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _intact(path: Path, max_bytes: int) -> bool:
+    try:
+        read(path, max_bytes)
+        return True
+    except CheckpointError:
+        return False
 
 
 def checkpoints(directory: Path) -> list[tuple[int, Path]]:
@@ -76,22 +107,33 @@ def checkpoints(directory: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def read(path: Path) -> tuple[dict[str, np.ndarray], dict]:
-    """Arrays and record of one checkpoint, verified; any damage is a CheckpointError."""
+def read(path: Path, max_bytes: int) -> tuple[dict[str, np.ndarray], dict]:
+    """Arrays and record of one checkpoint, verified; any damage is a CheckpointError.
+
+    Only a regular file of at most ``max_bytes`` is read (a FIFO or a link to /dev/zero named like a checkpoint
+    is damage too), and the record must have the shape ``save`` gives it: a valid digest over a record that
+    ``save`` cannot have written (a crafted file) is no better than a torn one.
+    """
     try:
-        blob = Path(path).read_bytes()
+        blob = read_bytes(path, max_bytes)
         header_size = int.from_bytes(blob[:8], "little")
         if len(blob) < 8 or header_size > len(blob) - 8:
             raise ValueError("truncated header")
         metadata = json.loads(blob[8:8 + header_size])["__metadata__"]
         record, digest = json.loads(metadata["normlab"]), metadata["sha256"]
         arrays = safetensors.numpy.load(blob)
-    except OSError as error:
-        raise CheckpointError(f"{path}: unreadable ({error.strerror})") from error
+        intact = isinstance(record, dict) and isinstance(digest, str) and _digest(arrays, record) == digest
+    except FileProblem as error:
+        raise CheckpointError(str(error)) from None
     except Exception as error:  # the Rust parser raises its own type; any failure here means a damaged file
         raise CheckpointError(f"{path}: not a valid checkpoint ({type(error).__name__}: {error})") from error
-    if not isinstance(record, dict) or not isinstance(digest, str) or _digest(arrays, record) != digest:
+    if not intact:
         raise CheckpointError(f"{path}: checksum mismatch, the file is damaged")
+    epoch = NAME.fullmatch(Path(path).name)
+    if not (isinstance(record.get("epoch"), int) and not isinstance(record["epoch"], bool)
+            and (epoch is None or record["epoch"] == int(epoch.group(1))) and record["epoch"] >= 1
+            and isinstance(record.get("config"), dict)):
+        raise CheckpointError(f"{path}: malformed record (epoch or config), not a checkpoint normlab wrote")
     return arrays, record
 
 
@@ -110,15 +152,19 @@ def restore(arrays: dict[str, np.ndarray], like):
     return jax.tree_util.tree_unflatten(treedef, restored)
 
 
-def latest(directory: Path, config: dict, warn=print):
+def latest(directory: Path, config: dict, max_bytes: int, warn=print, problem=lambda record: None):
     """The newest checkpoint that reads back intact and matches ``config``: (arrays, record) or None.
 
-    Damaged files are reported through ``warn`` and skipped; a checkpoint of another configuration or
-    normlab version is refused outright, since continuing it would silently mix two experiments.
+    Damaged files — unreadable, or whose record ``problem(record)`` finds fault with — are reported through
+    ``warn`` and skipped; a checkpoint of another configuration or normlab version is refused outright, since
+    continuing it would silently mix two experiments.
     """
     for epoch, path in reversed(checkpoints(directory)):
+        testpoints.reached("checkpoint-read")
         try:
-            arrays, record = read(path)
+            arrays, record = read(path, max_bytes)
+            if (fault := problem(record)) is not None:
+                raise CheckpointError(f"{path}: malformed record ({fault}), not a checkpoint normlab wrote")
         except CheckpointError as error:
             warn(f"skipping damaged checkpoint: {error}")
             continue

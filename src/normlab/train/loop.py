@@ -17,6 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from normlab import testpoints
+from normlab.errors import CheckpointError
 from normlab.nn.models import Model
 from normlab.train import checkpoint
 from normlab.train.state import TrainState, create
@@ -86,6 +88,26 @@ class Checkpointing:
     resume: bool = False
     keep: int = 2
     warn: Callable[[str], None] = print
+
+
+METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+
+def _record_problem(record: dict, seeds: list[int]) -> str | None:
+    """What is wrong with a checkpoint record that ``_fit_program`` did not write, or None."""
+    epochs, history, train_s = record["epoch"], record.get("history"), record.get("train_s")
+    if record.get("seeds") != list(seeds):
+        return f"seeds {record.get('seeds')!r}, expected {list(seeds)}"
+    if not isinstance(history, dict) or set(history) != set(METRICS):
+        return f"history needs exactly {', '.join(METRICS)}"
+    for key, per_epoch in history.items():
+        if not (isinstance(per_epoch, list) and len(per_epoch) == epochs and all(
+                isinstance(row, list) and len(row) == len(seeds)
+                and all(type(v) is float for v in row) for row in per_epoch)):
+            return f"history.{key} is not {epochs} epochs x {len(seeds)} seeds of floats"
+    if not (type(train_s) is float and 0 <= train_s < float("inf")):
+        return f"train_s {train_s!r} is not a duration"
+    return None
 
 
 def _first_divergence(history: dict) -> list[int | None]:
@@ -158,12 +180,17 @@ def merge(parts: list[SeedsResult]) -> SeedsResult:
 def _fit_program(model, optimizer, arrays, num_examples, seeds, config, on_epoch, checkpointing, programs):
     """One vmapped program over ``seeds``; ``programs`` caches the compiled functions by program width."""
     ts = jax.vmap(lambda seed: create(model, optimizer, seed))(jnp.asarray(seeds, jnp.uint32))
-    history = {k: [] for k in ("loss", "accuracy", "val_loss", "val_accuracy")}
+    history = {k: [] for k in METRICS}
     first_epoch, train_s_before = 0, 0.0
     if checkpointing is not None and checkpointing.resume:
-        found = checkpoint.latest(checkpointing.directory, checkpointing.identity, checkpointing.warn)
+        found = checkpoint.latest(checkpointing.directory, checkpointing.identity, checkpoint.max_size(ts),
+                                  checkpointing.warn, lambda record: _record_problem(record, seeds))
         if found is not None:
             saved, record = found
+            if record["epoch"] > config.epochs:
+                raise CheckpointError(f"{checkpointing.directory} already holds {record['epoch']} epochs, more than "
+                                      f"the {config.epochs} asked for; ask for at least {record['epoch']} epochs or "
+                                      f"start a new run directory")
             ts = checkpoint.restore(saved, ts)
             history = {k: [np.asarray(v, np.float64) for v in record["history"][k]] for k in history}
             first_epoch, train_s_before = record["epoch"], record["train_s"]
@@ -174,6 +201,7 @@ def _fit_program(model, optimizer, arrays, num_examples, seeds, config, on_epoch
         epoch_fn = jax.jit(jax.vmap(make_epoch(model, optimizer, num_examples, config.batch_size),
                                     in_axes=(0, None, None, None)), donate_argnums=0)
         eval_fn = jax.jit(jax.vmap(make_evaluate(model), in_axes=(0, 0, None, None)))
+        testpoints.reached("compile")
         start = time.perf_counter()
         programs[len(seeds)] = (epoch_fn.lower(ts, x_train, y_train, jnp.int32(0)).compile(),
                                 eval_fn.lower(ts.params, ts.model_state, x_val, y_val).compile(),
@@ -185,6 +213,7 @@ def _fit_program(model, optimizer, arrays, num_examples, seeds, config, on_epoch
     for epoch in range(first_epoch, config.epochs):
         if history["loss"] and all(_first_divergence(history)):
             break
+        testpoints.reached("train")
         epoch_start = time.perf_counter()
         ts, train_metrics = train_epoch(ts, x_train, y_train, jnp.int32(epoch))
         val_loss, val_accuracy = evaluate_val(ts.params, ts.model_state, x_val, y_val)

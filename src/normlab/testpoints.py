@@ -1,0 +1,38 @@
+"""Named moments of a run that the signal and crash tests synchronize on; inert unless the environment asks.
+
+``NORMLAB_TEST_STAGES=FILE`` makes every ``reached(stage)`` append the stage's name to FILE, so a test can wait
+for "compile" (observable state, not a sleep) and then send its signal. ``NORMLAB_TEST_PAUSE_AT=STAGE`` also
+waits at that stage until a signal arrives, so the signal lands exactly there — inside a ``signals.held()``
+block as well. ``NORMLAB_FAULT_WRITE_DELAY_S`` pauses atomic writes between the fsynced temp file and the rename,
+widening the window a SIGKILL can land in. Malformed values switch a test point off; they never stop a run.
+"""
+
+import math
+import os
+import time
+
+from normlab import signals
+
+STAGES = ("start", "data", "checkpoint-read", "compile", "train", "checkpoint-write", "report")
+
+
+def reached(stage: str) -> None:
+    path = os.environ.get("NORMLAB_TEST_STAGES")
+    if not path:
+        return
+    try:
+        with open(path, "a", encoding="utf-8") as log:
+            log.write(f"{stage} {os.getpid()}\n")
+    except OSError:
+        return
+    if os.environ.get("NORMLAB_TEST_PAUSE_AT") == stage:
+        while not signals.pending():  # outside held() the signal raises Interrupted right out of the sleep
+            time.sleep(0.01)
+
+
+def write_delay_s() -> float:
+    try:
+        delay = float(os.environ.get("NORMLAB_FAULT_WRITE_DELAY_S", "0"))
+    except ValueError:
+        return 0.0
+    return delay if math.isfinite(delay) and 0 < delay <= 60 else 0.0
