@@ -1,17 +1,19 @@
 """The ``normlab`` command. User errors (bad data, bad options) end here as one line and exit code 2."""
 
 import argparse
+import math
+import os
+import re
 import shlex
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
+from normlab import signals, testpoints
 from normlab.errors import ConfigError, NormlabError, closest
+from normlab.files import display
 
 EXIT_USER_ERROR = 2
-EXIT_INTERRUPTED = 130
 
 
 def _positive_int(text: str) -> int:
@@ -29,8 +31,8 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
     return value
 
 
@@ -90,24 +92,29 @@ def cmd_inspect(args) -> None:
 
 
 def _run_study(args, config, out: Path, on_epoch, progress=None) -> dict:
-    """Train, checkpointing every epoch; write results.json and the report. Interrupts say how to resume."""
-    from normlab import signals
+    """Train in a run folder this process holds, checkpointing every epoch; write results.json and the report.
+
+    The report is written with SIGINT/SIGTERM held back, so an interrupt there still leaves it whole.
+    """
+    from normlab import rundir
     from normlab.data import load
     from normlab.experiments.reproduce import reproduce
     from normlab.report import write_all
     from normlab.report.results_json import write_results
-    data = load(args.data_dir, verify=not args.no_verify)
     warn = print if progress is None else progress.console.print
-    signals.install()
-    try:
+    with rundir.claim(out):
+        if not args.resume and _holds_a_run(out):
+            raise ConfigError(f"{display(out)} already holds a run; add --resume to continue it, or choose "
+                              f"another --out")
+        args.stop_note = lambda: _resume_note(args, out)
+        testpoints.reached("data")
+        data = load(args.data_dir, verify=not args.no_verify)
         results = reproduce(data, config, out, args.resume, on_epoch, warn)
-    except signals.Interrupted as stop:
-        resume = [a for a in sys.argv[1:] if a != "--resume"] + ([] if args.out else ["--out", str(out)])
-        print(f"normlab: interrupted by {stop}; finished epochs are checkpointed in {out / 'checkpoints'}. "
-              f"Resume with: normlab {shlex.join(resume)} --resume", file=sys.stderr)
-        raise SystemExit(stop.exit_code) from None
-    write_results(results, out / "results.json")
-    write_all(results, out)
+        with signals.held():
+            testpoints.reached("report")
+            write_results(results, out / "results.json")
+            write_all(results, out)
+            args.stop_note = f"the run had finished: results and report are in {display(out)}"
     for run in results["runs"]:
         if run["status"] == "diverged":
             print(f"warning: {run['preset']} seed {run['seed']} diverged at epoch {run['diverged_epoch']} "
@@ -115,10 +122,23 @@ def _run_study(args, config, out: Path, on_epoch, progress=None) -> dict:
     return results
 
 
+def _holds_a_run(out: Path) -> bool:
+    return (out / "results.json").exists() or any((out / "checkpoints").rglob("epoch-*.safetensors"))
+
+
+def _resume_note(args, out: Path) -> str:
+    """What an interrupted train/reproduce left, and the command that carries on from there."""
+    again = [a for a in args.argv if a != "--resume"] + ([] if args.out else ["--out", display(out)])
+    if any((out / "checkpoints").rglob("epoch-*.safetensors")):
+        return (f"finished epochs are checkpointed in {display(out / 'checkpoints')}. "
+                f"Resume with: normlab {shlex.join(again)} --resume")
+    return f"no epoch had finished, so nothing was saved. Start again with: normlab {shlex.join(again)}"
+
+
 def cmd_train(args) -> None:
     config = _study_config(args, presets=list(_preset_names(args.preset)), seeds=1, first_seed=args.seed)
     out = Path(args.out or f"runs/train-{args.preset}-seed{args.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
-    print(f"{args.preset}, seed {args.seed} -> {out}", flush=True)
+    print(f"{args.preset}, seed {args.seed} -> {display(out)}", flush=True)
 
     def on_epoch(preset, epoch, m, seconds):
         print(f"Epoch {epoch + 1}/{config.epochs}\n{seconds:.1f}s - loss: {m['loss'][0]:.4f} - "
@@ -132,86 +152,112 @@ def cmd_train(args) -> None:
 
 def cmd_reproduce(args) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-    from rich.table import Table
-    from normlab.report import summary_rows
     config = _study_config(args, presets=None if args.presets is None else list(_preset_names(args.presets)),
                            seeds=args.seeds, seeds_per_program=args.seeds_per_program, workers=args.workers)
     out = Path(args.out or f"runs/reproduce-{time.strftime('%Y%m%d-%H%M%S')}")
     console = Console()
-    console.print(f"{len(config.presets)} presets x {config.seeds} seeds x {config.epochs} epochs -> {out}")
+    _say(console, f"{len(config.presets)} presets x {config.seeds} seeds x {config.epochs} epochs -> {display(out)}")
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as progress:
         programs = -(-config.seeds // config.program_width)
-        tasks = {p: progress.add_task(f"{p:<10} compiling", total=config.epochs * programs) for p in config.presets}
+        tasks = {p: progress.add_task(f"{escape(p):<10} compiling", total=config.epochs * programs)
+                 for p in config.presets}
 
         def on_epoch(preset, epoch, m, seconds):
-            progress.update(tasks[preset], advance=1, description=f"{preset:<10} epoch {epoch + 1}: val_accuracy "
-                            f"{np.nanmean(m['val_accuracy']):.4f} ({seconds:.1f}s/epoch)")
+            progress.update(tasks[preset], advance=1, description=f"{escape(preset):<10} epoch {epoch + 1}: "
+                            f"val_accuracy {_mean(m['val_accuracy'])} ({seconds:.1f}s/epoch)")
 
         results = _run_study(args, config, out, on_epoch, progress)
-    table = Table(title=f"after {config.epochs} epochs, % mean ± std over seeds; gain vs baseline in pp")
+    console.print(_summary_table(results, config.epochs))
+    _say(console, f"wrote {display(out)}/results.json, history.csv, report.md, learning_curves.png, tensorboard/")
+
+
+def _say(console, text: str) -> None:
+    """Print text as it is: names and paths are the user's, never rich markup."""
+    console.print(text, markup=False, highlight=False)
+
+
+def _mean(values) -> str:
+    """Mean of one epoch's metric over the seeds that have not diverged ("—" when none is left)."""
+    import numpy as np
+    finite = np.asarray(values)[np.isfinite(values)]
+    return f"{finite.mean():.4f}" if finite.size else "—"
+
+
+def _summary_table(results: dict, epochs: int):
+    from rich.table import Table
+    from rich.text import Text
+    from normlab.report import summary_rows
+
+    def cell(value, spread=None, scale=100.0, form=".2f"):
+        if value is None:
+            return "—"
+        return f"{scale * value:{form}}" + ("" if spread is None else f" ± {scale * spread:{form}}")
+
+    table = Table(title=f"after {epochs} epochs, % mean ± std over seeds; gain vs baseline in pp")
     for column in ("preset", "n", "val acc", "test acc", "gain ep 1", "gain final", "compile s", "train s"):
         table.add_column(column, justify="left" if column == "preset" else "right")
     for row in summary_rows(results):
-        gains = ("—", "—") if row["gain_final_pp"] is None else (f"{row['gain_epoch1_pp']:+.2f}",
-                                                                 f"{row['gain_final_pp']:+.2f}")
-        table.add_row(row["preset"], str(row["n"]),
-                      f"{100 * row['final_val_accuracy_mean']:.2f} ± {100 * row['final_val_accuracy_std']:.2f}",
-                      f"{100 * row['test_accuracy_mean']:.2f} ± {100 * row['test_accuracy_std']:.2f}", *gains,
-                      f"{row['compile_s_mean']:.1f}", f"{row['train_s_mean']:.1f}")
-    console.print(table)
-    console.print(f"wrote {out}/results.json, history.csv, report.md, learning_curves.png, tensorboard/")
+        table.add_row(Text(row["preset"]), str(row["n"]),
+                      cell(row["final_val_accuracy_mean"], row["final_val_accuracy_std"]),
+                      cell(row["test_accuracy_mean"], row["test_accuracy_std"]),
+                      cell(row["gain_epoch1_pp"], scale=1.0, form="+.2f"),
+                      cell(row["gain_final_pp"], scale=1.0, form="+.2f"),
+                      cell(row["compile_s_mean"], scale=1.0, form=".1f"), cell(row["train_s_mean"], scale=1.0, form=".1f"))
+    return table
 
 
 def cmd_run(args) -> None:
     from rich.console import Console
-    from normlab import signals
+    from normlab import rundir
     from normlab.data import load
     from normlab.experiments import study as studies
     from normlab.experiments import sweep
     from normlab.report import write_all
     study = studies.load(args.study)
     out = Path(args.out or f"runs/{study.name}")
-    sweep.prepare(study, out)
-    everything = sweep.trials(study)
-    if args.trial is not None:
-        chosen = [t for t in everything if t[0] == args.trial]
-        if not chosen:
-            raise ConfigError(f"no trial {args.trial!r} in {study.name}")
-        everything = chosen
-    pending = [(tid, o) for tid, o in everything if sweep.status(out / "trials" / tid) != "done"]
-    console = Console()
-    console.print(f"{study.name}: {len(everything)} trial(s), {len(everything) - len(pending)} already done, "
-                  f"{len(pending)} to run -> {out}")
-    signals.install()
-    try:
+    # A trial started by `run --workers` is one folder inside a sweep its parent process holds.
+    with rundir.claim(out) if args.trial is None else rundir.claim(out / "trials" / args.trial, ours=True):
+        args.stop_note = (f"finished trials and epochs are kept in {display(out)}. Resume with the same command: "
+                          f"normlab {shlex.join(args.argv)}")
+        sweep.prepare(study, out)
+        everything = sweep.trials(study)
+        if args.trial is not None:
+            everything = [t for t in everything if t[0] == args.trial]
+            if not everything:
+                raise ConfigError(f"no trial {args.trial!r} in {study.name}")
+        pending = [(tid, o) for tid, o in everything if sweep.status(out / "trials" / tid) != "done"]
+        console = Console()
+        _say(console, f"{study.name}: {len(everything)} trial(s), {len(everything) - len(pending)} already done, "
+                      f"{len(pending)} to run -> {display(out)}")
         if args.workers > 1 and len(pending) > 1:
             tail = [*(["--data-dir", str(args.data_dir)] if args.data_dir else []),
                     *(["--no-verify"] if args.no_verify else [])]
             failed = sweep.run_in_processes(out / "study.toml", out, [tid for tid, _ in pending], args.workers,
-                                            tail, console.print)
+                                            tail, lambda text: _say(console, text))
             if failed:
                 raise ConfigError(f"{len(failed)} trial(s) failed: {', '.join(failed)}; see their .log files "
-                                  f"in {out / 'trials'}; rerun the same command to retry them")
+                                  f"in {display(out / 'trials')}; rerun the same command to retry them")
         elif pending:
+            testpoints.reached("data")
             data = load(args.data_dir, verify=not args.no_verify)
             for tid, overrides in pending:
                 def on_epoch(preset, epoch, m, seconds, tid=tid):
-                    console.print(f"  {tid} {preset} epoch {epoch + 1}: val_accuracy "
-                                  f"{np.nanmean(m['val_accuracy']):.4f} ({seconds:.1f}s)", highlight=False)
-                sweep.run_trial(study, tid, overrides, out, data, on_epoch, console.print, write_all,
-                                in_process=args.trial is not None)
-    except signals.Interrupted as stop:
-        print(f"normlab: interrupted by {stop}; finished trials and epochs are kept in {out}. "
-              f"Resume with the same command: normlab {shlex.join(sys.argv[1:])}", file=sys.stderr)
-        raise SystemExit(stop.exit_code) from None
-    if args.trial is None:
-        _sweep_report(out, console)
+                    _say(console, f"  {tid} {preset} epoch {epoch + 1}: val_accuracy {_mean(m['val_accuracy'])} "
+                                  f"({seconds:.1f}s)")
+                sweep.run_trial(study, tid, overrides, out, data, on_epoch, lambda text: _say(console, text),
+                                write_all, in_process=args.trial is not None)
+        if args.trial is None:
+            with signals.held():
+                testpoints.reached("report")
+                _sweep_report(out, console)
 
 
 def _sweep_report(out: Path, console) -> None:
     from rich.table import Table
+    from rich.text import Text
     from normlab.report import html
     from normlab.report.hparams import write_hparams
     page = html.report_command([out], out / "report.html")
@@ -219,34 +265,53 @@ def _sweep_report(out: Path, console) -> None:
     write_hparams(results_list, out / "tensorboard-hparams")
     groups = html.group_settings(results_list)
     title, _, header, rows = html.tables(groups, html.controls(groups))[0]
-    table = Table(title=title)
+    table = Table(title=Text(title))
     for column in header:
-        table.add_column(column)
+        table.add_column(Text(column))
     for row in rows:
-        table.add_row(*map(str, row))
+        table.add_row(*(Text(str(cell)) for cell in row))
     console.print(table)
-    console.print(f"report: {page} (and {page.with_suffix('.md')}); TensorBoard HParams: "
-                  f"tensorboard --logdir {out / 'tensorboard-hparams'}")
+    _say(console, f"report: {display(page)} (and {display(page.with_suffix('.md'))}); TensorBoard HParams: "
+                  f"tensorboard --logdir {display(out / 'tensorboard-hparams')}")
 
 
 def cmd_report(args) -> None:
     from normlab.report.html import report_command
-    page = report_command(args.run_dirs, args.out, args.control)
-    print(f"wrote {page} and {page.with_suffix('.md')}")
+    with signals.held():
+        testpoints.reached("report")
+        page = report_command(args.run_dirs, args.out, args.control)
+        args.stop_note = f"the report was complete: {display(page)}"
+    print(f"wrote {display(page)} and {display(page.with_suffix('.md'))}")
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, but errors are one line, and an unknown option gets a "did you mean"."""
+    """argparse, but errors are one line, and an unknown option gets a "did you mean" among the options of the
+    command it was given to."""
+
+    def parse_args(self, args=None, namespace=None):
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = self._subcommand(getattr(parsed, "command", None)) or self
+            known = [o for action in command._actions for o in action.option_strings]
+            match = closest(extras[0].split("=")[0], known) if extras[0].startswith("-") else None
+            where = f" for `{command.prog}`" if command is not self else ""
+            self.error(f"unrecognized arguments{where}: {' '.join(extras)}"
+                       + (f" (did you mean {match}?)" if match else ""))
+        return parsed
+
+    def _subcommand(self, name):
+        for action in self._subparsers._group_actions if self._subparsers else []:
+            if name in action.choices:
+                return action.choices[name]
+        return None
 
     def error(self, message):
-        if message.startswith("unrecognized arguments: "):
-            known = [o for a in self._actions for o in a.option_strings]
-            for action in self._subparsers._group_actions if self._subparsers else []:
-                known += [o for p in action.choices.values() for a in p._actions for o in a.option_strings]
-            unknown = message.split(": ", 1)[1].split()[0].split("=")[0]
-            match = closest(unknown, known)
-            message += f" (did you mean {match}?)" if match else ""
-        self.exit(EXIT_USER_ERROR, f"normlab: error: {message}\n")
+        self.exit(EXIT_USER_ERROR, f"normlab: error: {_one_line(message)}\n")
+
+
+def _one_line(text: str) -> str:
+    """Control characters (a newline in a file name, a terminal escape) shown escaped: one line, as written."""
+    return re.sub(r"[\x00-\x1f\x7f]", lambda m: repr(m.group())[1:-1], text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -311,26 +376,54 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command in ("train", "reproduce", "run"):
-        from normlab.runtime import enable_compile_cache
-        enable_compile_cache()
+    """The command; its exit code. SIGINT/SIGTERM at any moment end it with 130/143 and one line saying what was
+    kept. Called as the program (``argv`` None), an interrupted run leaves with ``os._exit``: XLA's threads can
+    crash the interpreter's normal shutdown when a signal cut a compilation short (exit 139 instead of 143)."""
+    previous = signals.install()
+    args = None
     try:
+        testpoints.reached("start")
+        for stream in (sys.stdout, sys.stderr):  # a C or ASCII locale must not turn "±" into a crash
+            if hasattr(stream, "reconfigure"):
+                stream.reconfigure(errors="backslashreplace")
+        args = build_parser().parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)
+        args.stop_note = "nothing was written"
+        if args.command in ("train", "reproduce", "run"):
+            from normlab.runtime import enable_compile_cache
+            enable_compile_cache()
         args.func(args)
+        code = 0
+    except signals.Interrupted as stop:
+        signals.ignore()
+        note = getattr(args, "stop_note", "nothing was written")
+        _error(f"interrupted by {stop}; {note() if callable(note) else note}", prefix="normlab: ")
+        code = stop.exit_code
     except NormlabError as error:
-        if args.debug:
+        if args is not None and args.debug:
             raise
-        print(f"normlab: error: {error}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        _error(str(error))
+        code = EXIT_USER_ERROR
     except OSError as error:  # disk full, read-only or vanished output folder: the environment, not a bug
-        if args.debug:
+        if args is not None and args.debug:
             raise
-        print(f"normlab: error: {error.filename or 'output'}: {error.strerror or error}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("normlab: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    return 0
+        _error(f"{display(error.filename) if error.filename else 'output'}: {error.strerror or error}")
+        code = EXIT_USER_ERROR
+    except MemoryError:
+        _error("out of memory; ask for fewer seeds, a smaller batch or a --subset")
+        code = EXIT_USER_ERROR
+    finally:
+        if argv is not None:
+            signals.restore(previous)
+    if argv is None and code in (128 + s for s in signals.SIGNALS):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _error(message: str, prefix: str = "normlab: error: ") -> None:
+    print(prefix + _one_line(message), file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

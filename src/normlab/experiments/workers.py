@@ -74,8 +74,7 @@ def run(jobs: list[tuple[str, list[int]]], config, data, out: Path | None, resum
                     continue
                 if message is None:
                     code = worker.wait()
-                    if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):  # a Ctrl-C that reached it first
-                        raise signals.Interrupted(code - 128)
+                    _raise_if_interrupted(code)  # a Ctrl-C that reached it first
                     raise NormlabError(f"a training process stopped unexpectedly (exit {code}); see {worker.log}")
                 if "error" in message:
                     raise NormlabError(message["error"])
@@ -94,8 +93,15 @@ def run(jobs: list[tuple[str, list[int]]], config, data, out: Path | None, resum
             _stop(pool, signal.SIGTERM)
             raise
         for worker in pool:
-            worker.close()
+            _raise_if_interrupted(worker.close())  # finished its jobs, but a signal for the study is not lost
     return results
+
+
+def _raise_if_interrupted(code: int | None) -> None:
+    from normlab import signals
+    for signum in signals.SIGNALS:
+        if code in (128 + signum, -signum):  # stopped by our handler, or by the signal itself
+            raise signals.Interrupted(signum)
 
 
 class _Worker:
@@ -116,9 +122,9 @@ class _Worker:
         self.process.stdin.write(json.dumps(job) + "\n")
         self.process.stdin.flush()
 
-    def close(self) -> None:
+    def close(self) -> int | None:
         self.process.stdin.close()
-        self.wait()
+        return self.wait()
 
     def wait(self, timeout: float | None = None) -> int | None:
         try:
@@ -154,6 +160,8 @@ def _seeds_result(fields: dict):
 
 def serve(core: int, folder: str, cache: bool) -> int:
     """A worker: pinned to ``core`` before JAX starts (XLA sizes its thread pool by the cores it may use)."""
+    from normlab import signals
+    signals.install()
     os.sched_setaffinity(0, {core})
     _die_with_parent()
     protocol, sys.stdout = sys.stdout, sys.stderr  # stray prints go to the log, never into the protocol
@@ -162,18 +170,17 @@ def serve(core: int, folder: str, cache: bool) -> int:
         protocol.write(json.dumps(message) + "\n")
         protocol.flush()
 
-    from normlab import signals
-    from normlab.data import FashionMNIST
-    from normlab.errors import NormlabError
-    from normlab.experiments.config import StudyConfig
-    from normlab.experiments.reproduce import train_job
-    from normlab.runtime import enable_compile_cache
-    if cache:
-        enable_compile_cache()
-    files = [Path(folder) / f"{name}.npy" for name in ARRAYS]  # mapped: the workers share one copy in memory
-    data = FashionMNIST(*(np.load(file, mmap_mode="r", allow_pickle=False) for file in files), source=Path(folder))
-    signals.install()
     try:
+        from normlab.data import FashionMNIST
+        from normlab.errors import NormlabError
+        from normlab.experiments.config import StudyConfig
+        from normlab.experiments.reproduce import train_job
+        from normlab.runtime import enable_compile_cache
+        if cache:
+            enable_compile_cache()
+        files = [Path(folder) / f"{name}.npy" for name in ARRAYS]  # mapped: the workers share one copy in memory
+        data = FashionMNIST(*(np.load(file, mmap_mode="r", allow_pickle=False) for file in files),
+                            source=Path(folder))
         for line in sys.stdin:
             job = json.loads(line)
             index = job["job"]
@@ -207,4 +214,6 @@ def _die_with_parent() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(serve(int(sys.argv[1]), sys.argv[2], "--cache" in sys.argv[3:]))
+    code = serve(int(sys.argv[1]), sys.argv[2], "--cache" in sys.argv[3:])
+    sys.stderr.flush()
+    os._exit(code)  # as the CLI does: no interpreter shutdown racing XLA's threads after a signal

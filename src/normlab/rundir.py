@@ -1,0 +1,62 @@
+"""A run folder belongs to one normlab process at a time, and normlab never writes into a folder of the user's.
+
+``claim`` takes an exclusive ``fcntl.flock`` on ``FOLDER/.normlab-lock`` (the kernel releases it when the process
+dies, however it dies), so a second run on the same ``--out`` stops with one line naming the holder instead of
+silently replacing its checkpoints. The lock file also marks the folder as normlab's: a non-empty folder without
+it (or the layout of a run from before it existed) is the user's, and is refused rather than overwritten.
+"""
+
+import contextlib
+import fcntl
+import os
+from pathlib import Path
+
+from normlab.errors import ConfigError
+from normlab.files import display
+
+LOCK = ".normlab-lock"
+# What a run folder written before the lock file existed holds; anything else in a non-empty folder is the user's.
+LEGACY_MARKERS = ("checkpoints", "study.toml")
+
+
+def is_run_folder(folder: Path) -> bool:
+    return any((folder / name).exists() for name in (LOCK, *LEGACY_MARKERS))
+
+
+def _holder(fd: int) -> str:
+    try:
+        text = os.pread(fd, 64, 0).decode("ascii", errors="replace").strip()
+    except OSError:
+        text = ""
+    return f"process {text}" if text.isdigit() else "another process"
+
+
+@contextlib.contextmanager
+def claim(folder: Path, option: str = "--out", ours: bool = False):
+    """Hold ``folder`` (created if need be) for the duration of the block; ConfigError if it is not ours to use.
+
+    ``ours``: the folder lies inside a run folder normlab already holds (a sweep's trial), so its content is ours.
+    """
+    folder = Path(folder)
+    shown = display(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{shown} exists and is not a folder; choose another {option}")
+    if not ours and folder.is_dir() and not is_run_folder(folder) and any(folder.iterdir()):
+        raise ConfigError(f"{shown} is not empty and is not a normlab run folder; normlab does not write into "
+                          f"a folder of yours: choose a new or empty {option}")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+    except OSError as error:
+        raise ConfigError(f"cannot use {shown} as a run folder: {error.strerror or error}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"{shown} is in use by normlab {_holder(fd)}; wait for it to finish or choose "
+                              f"another {option}") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield folder
+    finally:
+        os.close(fd)  # releases the lock; the file stays as the folder's mark
