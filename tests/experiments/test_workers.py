@@ -61,15 +61,29 @@ def test_a_workers_error_is_the_studys_error(small_data, tmp_path):
 
 
 def training_with_workers(out, env):
-    """A reproduce run in a subprocess, once its first checkpoint is on disk; with its worker processes' pids."""
+    """A reproduce run in a subprocess, its two workers each held at their first checkpoint write; with their pids.
+
+    Held there (``NORMLAB_TEST_PAUSE_AT``), a worker is certainly mid-job when the test's signal comes: a job of
+    this size trains in well under a second, so a worker signalled "a moment after" may have finished already.
+    """
+    stages = out.parent / "stages"
     proc = subprocess.Popen([sys.executable, "-m", "normlab.cli", "reproduce", "--presets", "bn-after", "--seeds", "2",
                              "--subset", "1500", "--epochs", "8", "--out", str(out)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not list((out / "checkpoints").rglob("epoch-*.safetensors")):
-        assert proc.poll() is None and time.monotonic() < deadline
+                            env={**env, "NORMLAB_TEST_STAGES": str(stages),
+                                 "NORMLAB_TEST_PAUSE_AT": "checkpoint-write"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while len(workers := holding_at(stages, "checkpoint-write")) < 2:
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < deadline
         time.sleep(0.01)
-    return proc, children(proc.pid)
+    assert set(workers) == set(children(proc.pid))
+    return proc, workers
+
+
+def holding_at(stages, stage) -> list[int]:
+    lines = stages.read_text().splitlines() if stages.exists() else []
+    return sorted({int(line.split()[1]) for line in lines if line.split()[0] == stage})
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +103,8 @@ def test_an_interrupt_stops_parent_and_workers_and_resumes(tmp_path, env, target
     assert proc.returncode == 130 and "Resume with: normlab reproduce" in err and "Traceback" not in err, err
     assert len(workers) == 2 and not any(alive(pid) for pid in workers)
     assert not list((out / "checkpoints").rglob(".*.tmp"))
+    # the write each worker was held in was completed, then it stopped: one epoch on disk for each seed
+    assert sorted(p.name for p in (out / "checkpoints").rglob("epoch-*.safetensors")) == ["epoch-0001.safetensors"] * 2
     resumed = subprocess.run([*proc.args, "--resume"], env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert (out / "results.json").is_file()
