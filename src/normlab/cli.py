@@ -46,11 +46,11 @@ def _preset_names(text: str) -> tuple[str, ...]:
 
 def _study_config(args, **fixed):
     """The seed study (studies/seed.toml, what `reproduce` runs) with the options the user gave on top."""
-    from normlab.experiments.study import load, make_config
+    from normlab.experiments.study import builtin, make_config
     given = {"epochs": args.epochs, "learning_rate": args.lr, "batch_size": args.batch_size,
              "bn_momentum": args.bn_momentum, "bn_epsilon": args.bn_eps, "subset": args.subset,
              "optimizer": args.optimizer, **fixed}
-    return make_config(load("seed").base, {k: v for k, v in given.items() if v is not None}, "options")
+    return make_config(builtin("seed").base, {k: v for k, v in given.items() if v is not None}, "options")
 
 
 def cmd_data(args) -> None:
