@@ -286,7 +286,10 @@ def cmd_report(args) -> None:
 
 class Parser(argparse.ArgumentParser):
     """argparse, but errors are one line, and an unknown option gets a "did you mean" among the options of the
-    command it was given to."""
+    command it was given to. No abbreviations: ``--seed`` for ``--seeds`` is a typo to point out, not to guess at."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **{"allow_abbrev": False, **kwargs})
 
     def parse_args(self, args=None, namespace=None):
         parsed, extras = self.parse_known_args(args, namespace)

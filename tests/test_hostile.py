@@ -1,0 +1,298 @@
+"""Hostile use of the real CLI, one class of problem per test: exit code, one line, no traceback, nothing lost.
+
+The signal moments have their own file (test_signals.py); the fuzzing of study files, results.json and
+checkpoint records lives beside the modules that parse them.
+"""
+
+import gzip
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from test_bad_input import NAMES, idx_bytes
+
+TINY = ["--subset", "500", "--epochs", "1"]
+
+
+def normlab(*args, cwd=None, env=None, limit_mb=None, timeout=600):
+    """Run the CLI; ``limit_mb`` caps its address space (RLIMIT_AS), so unbounded memory use fails loudly."""
+    limit = None if limit_mb is None else (
+        lambda: resource.setrlimit(resource.RLIMIT_AS, (limit_mb << 20, limit_mb << 20)))
+    run = subprocess.run([sys.executable, "-m", "normlab.cli", *map(str, args)], capture_output=True, text=True,
+                         cwd=cwd, env={**os.environ, **(env or {})}, preexec_fn=limit, timeout=timeout)
+    return run.returncode, run.stdout, run.stderr.strip()
+
+
+def one_line_error(code, err, *fragments):
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and err.startswith("normlab: error:") and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in err, err
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    """Every file's content, but for the lock file (which names the pid of the folder's latest holder)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != ".normlab-lock"}
+
+
+def start_paused(args, tmp_path, stage):
+    """A CLI process held at ``stage`` until a signal comes (normlab.testpoints); returns once it is there."""
+    stages = tmp_path / f"stages-{len(list(tmp_path.glob('stages-*')))}"
+    proc = subprocess.Popen([sys.executable, "-m", "normlab.cli", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "NORMLAB_TEST_STAGES": str(stages), "NORMLAB_TEST_PAUSE_AT": stage})
+    deadline = time.monotonic() + 600
+    while not (stages.exists() and stage in stages.read_text().split()):
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    return proc
+
+
+def study_file(folder: Path, text: str, name: str = "study.toml") -> Path:
+    path = folder / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# 1. Every run diverged: a result like any other.
+
+@pytest.mark.full_data
+def test_all_runs_diverged_is_a_reported_result(tmp_path):
+    out = tmp_path / "run"
+    code, stdout, err = normlab("train", "baseline", "--lr", "10", *TINY, "--out", out)
+    assert code == 0, err
+    assert err.splitlines() == ["warning: baseline seed 0 diverged at epoch 1 (non-finite loss); recorded in "
+                                "results.json"], err
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert [run["status"] for run in results["runs"]] == ["diverged"]
+    assert "diverged" in (out / "report.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.full_data
+def test_a_sweep_trial_whose_runs_all_diverge_is_done_and_reported(tmp_path):
+    study = study_file(tmp_path, 'name = "hot"\n[config]\npresets = ["baseline"]\nseeds = 1\nepochs = 1\n'
+                                 'subset = 500\n[sweep]\nlearning_rate = [10.0, 0.001]\n')
+    out = tmp_path / "sweep"
+    code, stdout, err = normlab("run", study, "--out", out)
+    assert code == 0, err
+    manifests = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(out.glob("trials/*/manifest.json"))]
+    assert [m["status"] for m in manifests] == ["done", "done"]
+    assert "diverged" in (out / "report.md").read_text(encoding="utf-8")
+    code, stdout, err = normlab("run", study, "--out", out)
+    assert code == 0 and "2 already done, 0 to run" in stdout, err
+
+
+# 2. Signals: test_signals.py at seven moments; here the sweep's trial record.
+
+@pytest.mark.full_data
+def test_an_interrupted_sweep_trial_says_interrupted(tmp_path):
+    study = study_file(tmp_path, '[config]\npresets = ["bn-after"]\nseeds = 1\nepochs = 2\nsubset = 500\n')
+    out = tmp_path / "sweep"
+    proc = start_paused(["run", study, "--out", out], tmp_path, "train")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130 and "Resume with the same command" in err and len(err.splitlines()) == 1, err
+    [manifest] = out.glob("trials/*/manifest.json")
+    assert json.loads(manifest.read_text(encoding="utf-8"))["status"] == "interrupted"
+
+
+# 3. Two processes, one run folder.
+
+@pytest.mark.full_data
+@pytest.mark.parametrize("second", [["train", "bn-after", "--seed", "1", *TINY],
+                                    ["reproduce", "--seeds", "1", *TINY],
+                                    ["train", "bn-after", "--seed", "0", *TINY, "--resume"]])
+def test_a_run_folder_has_one_writer(tmp_path, second):
+    out = tmp_path / "run"
+    first = start_paused(["train", "bn-after", "--seed", "0", *TINY, "--out", out], tmp_path, "train")
+    try:
+        before = tree(out)
+        one_line_error(*[normlab(*second, "--out", out)[i] for i in (0, 2)], f"in use by normlab process {first.pid}")
+        assert tree(out) == before
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=300)
+    assert first.returncode == 143
+
+
+@pytest.mark.full_data
+def test_a_finished_run_is_not_silently_replaced(tmp_path):
+    out = tmp_path / "run"
+    assert normlab("train", "bn-after", *TINY, "--out", out)[0] == 0
+    before = tree(out)
+    code, _, err = normlab("train", "bn-after", "--seed", "1", *TINY, "--out", out)
+    one_line_error(code, err, "already holds a run", "--resume")
+    assert tree(out) == before
+
+
+# 4. The user's own files.
+
+@pytest.mark.parametrize("command", [["train", "bn-after", *TINY], ["reproduce", *TINY], ["run", "seed"]])
+def test_a_folder_of_the_users_is_never_written_into(tmp_path, command):
+    out = tmp_path / "mine"
+    out.mkdir()
+    for name in ("results.json", "report.md", "history.csv"):
+        (out / name).write_text(f"my own {name}\n", encoding="utf-8")
+    before = tree(out)
+    code, _, err = normlab(*command, "--out", out)
+    one_line_error(code, err, "not a normlab run folder")
+    assert tree(out) == before
+
+
+# 5. Values that cannot work: refused where they enter, before any work or memory is spent.
+
+@pytest.mark.parametrize("args,fragment", [
+    (["train", "bn-after", "--lr", "inf"], "finite"),
+    (["train", "bn-after", "--lr", "1e39"], "learning_rate"),
+    (["train", "bn-after", "--bn-eps", "inf"], "finite"),
+    (["train", "bn-after", "--bn-eps", "1e39"], "bn_epsilon"),
+    (["train", "bn-after", "--bn-momentum", "nan"], "bn_momentum"),
+    (["train", "bn-after", "--seed", "5000000000"], "first_seed"),
+    (["train", "bn-after", "--seed", "-1"], "first_seed"),
+    (["reproduce", "--seeds", "2000000000"], "seeds"),
+    (["reproduce", "--batch-size", "2000000000"], "batch_size"),
+    (["reproduce", "--subset", "1000000000000"], "subset"),
+    (["reproduce", "--workers", "1000000"], "workers"),
+])
+def test_impossible_options_are_refused_in_bounded_memory(tmp_path, args, fragment):
+    out = tmp_path / "out"
+    code, _, err = normlab(*args, "--out", out, limit_mb=4096)
+    one_line_error(code, err, fragment)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("text,fragment", [
+    ("[config]\nfirst_seed = 5000000000\n", "first_seed"),
+    ("[config]\nseeds = 2000000000\n", "seeds"),
+    ("[config]\nbatch_size = 2000000000\n", "batch_size"),
+    ("[config]\nlearning_rate = inf\n", "learning_rate"),
+    ("[config]\nbn_epsilon = inf\n", "bn_epsilon"),
+    ("config = 5\n", "config"),
+    ("[sweep.random]\nsamples = \"x\"\nlearning_rate = { uniform = [0.1, 1.0] }\n", "samples"),
+    ("[sweep.random]\nsamples = 2\nlearning_rate = { choice = [] }\n", "choice"),
+    ("[sweep.random]\nsamples = 2\nlearning_rate = { uniform = [1] }\n", "uniform"),
+    ("[sweep.random]\nsamples = 2\nlearning_rate = { log_uniform = [-1, 1] }\n", "log_uniform"),
+    ("[sweep.random]\nsamples = 2\nlearning_rate = 5\n", "learning_rate"),
+    ("name = \"../../escape\"\n", "name"),
+    ("a = " + "[" * 100_000 + "]" * 100_000 + "\n", "nested"),
+])
+def test_impossible_study_files_are_refused_in_bounded_memory(tmp_path, text, fragment):
+    study = study_file(tmp_path, text)
+    code, _, err = normlab("run", study, "--out", tmp_path / "out", limit_mb=4096)
+    one_line_error(code, err, fragment)
+    assert not (tmp_path / "out").exists()
+
+
+# 6. Unbounded resources: memory capped by the sizes the data set has; never a read that blocks.
+
+@pytest.fixture
+def synthetic_data_dir(tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for name, n in zip(NAMES, (60000, 60000, 10000, 10000)):
+        shape = (n, 28, 28) if "images" in name else (n,)
+        (folder / name).write_bytes(idx_bytes(np.zeros(shape)))
+    return folder
+
+
+def test_a_decompression_bomb_is_refused_in_bounded_memory(synthetic_data_dir):
+    """A few MB of .gz with a valid header that expands to 2 GB: refused after reading the expected 47 MB."""
+    target = synthetic_data_dir / NAMES[0]
+    header = target.read_bytes()[:16]
+    target.unlink()
+    zeros = gzip.compress(bytes(16 << 20), compresslevel=1)
+    (synthetic_data_dir / f"{NAMES[0]}.gz").write_bytes(gzip.compress(header) + zeros * 128)  # members concatenate
+    code, _, err = normlab("data", "--no-verify", "--data-dir", synthetic_data_dir, limit_mb=400, timeout=120)
+    one_line_error(code, err, NAMES[0], "expands to more than")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev_zero"])
+def test_a_data_file_that_is_not_a_regular_file_is_refused_at_once(synthetic_data_dir, kind):
+    target = synthetic_data_dir / NAMES[1]
+    target.unlink()
+    if kind == "fifo":
+        os.mkfifo(target)  # opening it would wait forever for a writer
+    else:
+        target.symlink_to("/dev/zero")  # reading it would never end
+    code, _, err = normlab("data", "--no-verify", "--data-dir", synthetic_data_dir, limit_mb=400, timeout=120)
+    one_line_error(code, err, NAMES[1], "not a regular file")
+
+
+@pytest.mark.full_data
+@pytest.mark.parametrize("kind", ["fifo", "dev_zero"])
+def test_a_checkpoint_that_is_not_a_regular_file_is_skipped(tmp_path, kind):
+    out = tmp_path / "run"
+    assert normlab("train", "bn-after", *TINY, "--out", out)[0] == 0
+    bogus = out / "checkpoints" / "bn-after" / "epoch-0002.safetensors"
+    os.mkfifo(bogus) if kind == "fifo" else bogus.symlink_to("/dev/zero")
+    code, stdout, err = normlab("train", "bn-after", "--subset", "500", "--epochs", "2", "--out", out, "--resume",
+                                timeout=300)
+    assert code == 0, err
+    assert "skipping damaged checkpoint" in stdout and "not a regular file" in stdout
+    assert "Epoch 2/2" in stdout and "Epoch 1/2" not in stdout
+
+
+# 7. Built-in names are not shadowed by files; a path is a path.
+
+@pytest.mark.full_data
+def test_a_file_named_like_a_built_in_study_does_not_replace_it(tmp_path):
+    study_file(tmp_path, '[config]\nlearning_rate = 0.5\nepochs = 1\nseeds = 1\nsubset = 500\n', name="seed")
+    code, _, err = normlab("train", "bn-after", *TINY, "--out", tmp_path / "run", cwd=tmp_path)
+    assert code == 0, err
+    assert json.loads((tmp_path / "run" / "results.json").read_text(encoding="utf-8"))["config"][
+        "learning_rate"] == 0.001
+    code, stdout, err = normlab("run", "./seed", "--out", tmp_path / "sweep", cwd=tmp_path)
+    assert code == 0, err
+    trial = json.loads(next((tmp_path / "sweep").glob("trials/*/manifest.json")).read_text(encoding="utf-8"))
+    assert trial["config"]["learning_rate"] == 0.5
+
+
+# 8. Locale and paths.
+
+@pytest.mark.full_data
+def test_an_ascii_locale_and_a_non_utf8_folder_name(tmp_path):
+    env = {"LC_ALL": "C", "LANG": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0", "PYTHONIOENCODING": "ascii"}
+    out = tmp_path / os.fsdecode(b"run-\xff")
+    code, stdout, err = normlab("reproduce", "--presets", "bn-after", "--seeds", "1", *TINY, "--out", out, env=env)
+    assert code == 0, err
+    code, stdout, err = normlab("report", out, env=env)
+    assert code == 0, err
+    page = (out / "summary.html").read_bytes()
+    assert page.decode("utf-8").startswith("<!DOCTYPE html>")  # valid UTF-8 whatever the folder's name
+    assert all(p.stat().st_size > 0 for p in out.iterdir() if p.is_file() and p.name != ".normlab-lock")
+
+
+# 9. Small ones.
+
+@pytest.mark.full_data
+def test_a_malformed_test_variable_does_not_stop_a_run(tmp_path):
+    code, _, err = normlab("train", "bn-after", *TINY, "--out", tmp_path / "run",
+                           env={"NORMLAB_FAULT_WRITE_DELAY_S": "abc", "NORMLAB_TEST_STAGES": ""})
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("args,suggestion", [
+    (["summary", "bn-after", "--study", "F"], None),  # --study belongs to `run`, not to `summary`
+    (["summary", "bn-after", "--seeds", "3"], None),
+    (["train", "bn-after", "--seeds", "3"], "did you mean --seed?"),
+    (["reproduce", "--seed", "3"], "did you mean --seeds?"),
+])
+def test_suggestions_name_only_options_of_the_command(args, suggestion):
+    code, _, err = normlab(*args)
+    one_line_error(code, err, "unrecognized arguments", f"`normlab {args[0]}`")
+    assert (suggestion in err) if suggestion else ("did you mean" not in err)
+
+
+def test_control_characters_in_a_path_stay_on_one_line(tmp_path):
+    code, _, err = normlab("report", tmp_path / "no\nsuch\x1b[2Jrun")
+    one_line_error(code, err, "\\n", "\\x1b")
