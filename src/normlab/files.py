@@ -79,3 +79,20 @@ def write_text(path: str | Path, text: str) -> Path:
 def display(path: str | Path) -> str:
     """A path as printable text: bytes of a non-UTF-8 file name show as U+FFFD instead of breaking the output."""
     return os.fsencode(path).decode("utf-8", errors="replace")
+
+
+def cache_root() -> Path:
+    """normlab's cache folder: ``$XDG_CACHE_HOME/normlab``, else ``~/.cache/normlab``.
+
+    XDG says a relative ``$XDG_CACHE_HOME`` is to be ignored; and with ``HOME`` unset or empty (cron jobs, some CI
+    runners) ``Path.home()`` is "" and the cache would silently land in whatever folder the command ran from, so
+    the home folder then comes from the password database.
+    """
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    if os.path.isabs(xdg):
+        return Path(xdg) / "normlab"
+    home = os.environ.get("HOME", "")
+    if not os.path.isabs(home):
+        import pwd
+        home = pwd.getpwuid(os.getuid()).pw_dir
+    return Path(home) / ".cache" / "normlab"

@@ -29,8 +29,8 @@ def set_xla_flags(environ=os.environ) -> None:
 def compile_cache_dir() -> Path:
     """Per number of usable cores: XLA splits loops by the threads it has, so a program compiled in a one-core
     worker would run slower (and round differently) in a two-core process, and vice versa."""
-    cores = len(os.sched_getaffinity(0))
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "normlab" / "xla" / f"cores-{cores}"
+    from normlab.files import cache_root
+    return cache_root() / "xla" / f"cores-{len(os.sched_getaffinity(0))}"
 
 
 def enable_compile_cache(path: Path | None = None) -> Path:

@@ -18,6 +18,7 @@ import numpy as np
 
 from normlab.data.idx import REFETCH, archive_cap, read_idx_file
 from normlab.errors import DataError
+from normlab.files import cache_root
 
 CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -75,8 +76,8 @@ class FashionMNIST:
 
 
 def cache_dir() -> Path:
-    """Where downloads go: `$XDG_CACHE_HOME/normlab/fashion-mnist`, else under `~/.cache`."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "normlab" / "fashion-mnist"
+    """Where downloads go: `$XDG_CACHE_HOME/normlab/fashion-mnist`, else under `~/.cache` (``files.cache_root``)."""
+    return cache_root() / "fashion-mnist"
 
 
 def candidate_dirs(data_dir: str | Path | None = None) -> list[tuple[Path, str]]:
