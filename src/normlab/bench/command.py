@@ -45,13 +45,15 @@ def cmd_bench(args) -> dict:
     from rich.console import Console
     from normlab.bench.report import bench_table, footer_lines
     from normlab.bench.runner import run_bench
+    from normlab.rundir import claim
     config = config_from_args(args)
     console = Console()
     if not console.is_terminal:  # a log file or pipe: wide enough that the table's rows stay on one line
         console = Console(width=132)
     say = lambda line: console.print(line, highlight=False, markup=False)  # text as is: "normlab[bench]"
     say(f"bench -> {config.out}; each system in its own process, one at a time")
-    bench = run_bench(config, say)
+    with claim(config.out):
+        bench = run_bench(config, say)
     console.print(bench_table(bench))
     for line in footer_lines(bench):
         say(line)

@@ -113,6 +113,7 @@ def run_bench(config: BenchConfig, note: Callable[[str], None] = print) -> dict:
     """Train every system, write ``bench.json`` and ``bench.png`` into ``config.out``; return the results."""
     from normlab.bench.report import plot_bench
     from normlab.experiments.provenance import provenance
+    from normlab.files import write_text
     from normlab.nn.models import build
     from normlab.nn.summary import param_counts
     expected_params = param_counts(build(config.preset))["total"]
@@ -172,7 +173,7 @@ def run_bench(config: BenchConfig, note: Callable[[str], None] = print) -> dict:
         bench["floor"] = floor | {"normlab_epoch_s": base, "pct_of_floor": 100 * base / floor["floor_s"]}
     if config.study:
         bench["study"] = study(config, note)
-    (config.out / "bench.json").write_text(json.dumps(bench, indent=2))
+    write_text(config.out / "bench.json", json.dumps(bench, indent=2))
     plot_bench(bench, config.out / "bench.png")
     return bench
 
