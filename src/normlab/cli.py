@@ -170,7 +170,11 @@ def cmd_reproduce(args) -> None:
                             f"val_accuracy {_mean(m['val_accuracy'])} ({seconds:.1f}s/epoch)")
 
         results = _run_study(args, config, out, on_epoch, progress)
-    console.print(_summary_table(results, config.epochs))
+    table = _summary_table(results, config.epochs)
+    if table.row_count:
+        console.print(table)
+    else:
+        _say(console, "every run diverged: no accuracy to summarize (see the warnings above and report.md)")
     _say(console, f"wrote {display(out)}/results.json, history.csv, report.md, learning_curves.png, tensorboard/")
 
 

@@ -15,7 +15,11 @@ __all__ = ["summary_rows", "write_all"]
 
 
 def write_all(results: dict, out_dir: Path) -> list[Path]:
-    """Write history.csv, TensorBoard runs, both figures and report.md into out_dir; return what was written."""
+    """Write history.csv, TensorBoard runs, both figures and report.md into out_dir; return what was written.
+
+    Every file but the TensorBoard event files is written atomically as UTF-8; runs that diverged, even all of
+    them, are reported as such.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     val_accuracy = plot_val_accuracy(results, out_dir / "val_accuracy.png")

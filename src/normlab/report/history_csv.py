@@ -1,18 +1,21 @@
 """history.csv: every (preset, seed, epoch) as one flat row, for spreadsheets and pandas."""
 
 import csv
+import io
 from pathlib import Path
 
+from normlab.files import write_text
 from normlab.report.stats import HISTORY_KEYS
 
 
 def write_history_csv(results: dict, path: Path) -> Path:
-    """Write one row per preset, seed and 1-based epoch with the four Keras history metrics."""
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(("preset", "seed", "epoch", *HISTORY_KEYS))
-        for run in results["runs"]:
-            columns = zip(*(run["history"][key] for key in HISTORY_KEYS))
-            for epoch, values in enumerate(columns, start=1):
-                writer.writerow((run["preset"], run["seed"], epoch, *values))
-    return path
+    """Write one row per preset, seed and 1-based epoch with the four Keras history metrics (UTF-8, atomic; a run
+    that diverged at epoch 1 has no row)."""
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(("preset", "seed", "epoch", *HISTORY_KEYS))
+    for run in results["runs"]:
+        columns = zip(*(run["history"][key] for key in HISTORY_KEYS))
+        for epoch, values in enumerate(columns, start=1):
+            writer.writerow((run["preset"], run["seed"], epoch, *values))
+    return write_text(path, text.getvalue())

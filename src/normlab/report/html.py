@@ -3,20 +3,24 @@
 Everything is inline — figures as base64 PNG data: URIs, CSS in a <style> tag, no scripts, fonts or links — so
 the page reads the same offline, as a CI artifact or an e-mail attachment. Runs are grouped by *setting*: the
 preset plus the values a sweep varied ("bn-after lr=0.01"). Diverged runs are counted but left out of every
-statistic; significance.py defines the statistics.
+statistic; significance.py defines the statistics. Both files carry a mark ("generator" meta tag, "# normlab
+report" first line) so that `report_command` overwrites its own earlier output and nothing else.
 """
 
 import base64
 import html
 import json
-import math
+import os
 from pathlib import Path
 
 from normlab.errors import ConfigError
-from normlab.report.markdown import MISSING, _table
+from normlab.files import MiB, FileProblem, display, read_bytes, write_text
+from normlab.report.literal import markdown, shown
+from normlab.report.markdown import MISSING, _table, diverged_line
 from normlab.report.plots import learning_curves_png, sweep_png
+from normlab.report.results_json import find_results, load_results
 from normlab.report.significance import Summary, hedges_g, reach_summary, summarize, welch
-from normlab.report.stats import BASELINE, HISTORY_KEYS
+from normlab.report.stats import BASELINE
 
 REACH = 0.85
 SHORT = {"learning_rate": "lr", "batch_size": "batch"}
@@ -25,6 +29,13 @@ h1,h2{font-weight:600}h2{margin-top:1.6em;border-bottom:1px solid #ddd}p.note{co
 table{border-collapse:collapse;margin:.6em 0}th,td{border:1px solid #ccc;padding:.25em .6em}th{background:#f2f2f2}
 td{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}td.t{text-align:left}
 img{max-width:100%}pre{background:#f7f7f7;padding:.6em;overflow:auto;font-size:12px}"""
+HTML_HEAD = "<!DOCTYPE html><html lang=en><head><meta charset=utf-8><meta name=generator content=normlab>"
+MARKDOWN_TITLE = "# normlab report"
+# How our earlier outputs begin, so that they may be replaced (pages from before the generator tag began with the
+# title); a file larger than OURS_MAX_BYTES is not one of them.
+OUR_PAGE = (HTML_HEAD.encode(), b"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>normlab report</title>")
+OUR_MARKDOWN = (f"{MARKDOWN_TITLE}\n".encode(),)
+OURS_MAX_BYTES = 256 * MiB
 BN_EXPLANATION = (
     "Training: for each feature, over the m examples of the mini-batch, batch normalization computes the mean "
     "μ_B = (1/m) Σ x_i and the biased variance σ²_B = (1/m) Σ (x_i − μ_B)², normalizes "
@@ -77,7 +88,7 @@ def controls(groups: dict[str, dict], control: str | None = None) -> dict[str, s
         return dict.fromkeys(groups, control)
     if control is not None and control not in {g["setting"]["preset"] for g in groups.values()}:
         raise ConfigError(f"control {control!r} is neither a setting nor a preset of these runs "
-                          f"(settings: {', '.join(groups)})")
+                          f"(settings: {', '.join(map(repr, groups))})")
     found = {name: label({**g["setting"], "preset": control or BASELINE}) for name, g in groups.items()}
     fallback = None if control else next(iter(groups))
     return {name: other if other in groups else fallback for name, other in found.items()}
@@ -132,8 +143,8 @@ def tables(groups: dict[str, dict], control_of: dict[str, str | None]) -> list[t
 
 
 def _diverged_notes(groups: dict[str, dict]) -> list[str]:
-    return [f"{name} seed {r['seed']} diverged at epoch {r.get('diverged_epoch', '?')} (non-finite loss); "
-            "left out of every statistic." for name, g in groups.items() for r in g["diverged"]]
+    return [f"{diverged_line(name, r)}; left out of every statistic." for name, g in groups.items()
+            for r in g["diverged"]]
 
 
 def _swept(groups: dict[str, dict]) -> dict[str, list]:
@@ -165,14 +176,11 @@ def _overview(groups: dict[str, dict], n_files: int, control_of: dict) -> str:
     values = "; ".join(f"{k} {', '.join(map(_value, vs))}" for k, vs in _swept(groups).items())
     used = ", ".join(dict.fromkeys(c for c in control_of.values() if c)) or "none"
     seeds = ", ".join(str(seed) for seed in sorted({r["seed"] for r in runs}))
-    return (f"{len(groups)} settings ({values}) × seeds {seeds}: {len(runs)} runs of up to {epochs} epochs from "
-            f"{n_files} results file(s). Control: {used}.")
-
-
-def _trimmed(runs: list[dict]) -> list[dict]:
-    """Runs cut to their shortest history, so per-epoch means exist for every epoch drawn."""
-    epochs = min(len(r["history"]["val_accuracy"]) for r in runs)
-    return [{**r, "history": {k: r["history"][k][:epochs] for k in HISTORY_KEYS}} for r in runs]
+    overview = (f"{len(groups)} settings ({values}) × seeds {seeds}: {len(runs)} runs of up to {epochs} epochs from "
+                f"{n_files} results file(s). Control: {used}.")
+    if any(g["ok"] for g in groups.values()):
+        return overview
+    return f"{overview} Every run diverged (non-finite loss): there is no statistic, curve or sweep to show."
 
 
 def _img(png: bytes, alt: str) -> str:
@@ -189,7 +197,10 @@ def _html_table(header: list[str], rows: list[list]) -> str:
 
 def write_html(results_list: list[dict], out: Path, titles: list[str] | None = None,
                control: str | None = None) -> Path:
-    """Write the page: overview, tables, learning curves, sweep plots, BN in brief, every config and provenance."""
+    """Write the page: overview, tables, learning curves, sweep plots, BN in brief, every config and provenance.
+
+    Rendered whole before anything is written, then written atomically: a failure leaves no partial page.
+    """
     groups = group_settings(results_list)
     control_of, esc = controls(groups, control), html.escape
     titles = titles or [f"results {i + 1}" for i in range(len(results_list))]
@@ -198,12 +209,13 @@ def write_html(results_list: list[dict], out: Path, titles: list[str] | None = N
         parts += [f"<h2>{esc(title)}</h2><p class=note>{esc(note)}</p>", _html_table(header, rows)]
     if notes := _diverged_notes(groups):
         parts += [f"<ul>{''.join(f'<li>{esc(note)}</li>' for note in notes)}</ul>"]
-    curves = {name: _trimmed(g["ok"]) for name, g in groups.items() if g["ok"]}
+    curves = {name: g["ok"] for name, g in groups.items() if g["ok"]}
     if curves:
         parts += ["<h2>Learning curves</h2><p class=note>Mean over the seeds that did not diverge (n in the "
                   "legend); the band is ± 1 sample std.</p>", _img(learning_curves_png(curves), "learning curves")]
     for key in _sweep_keys(groups):
-        parts += [f"<h2>Sweep over {esc(key)}</h2>", _img(sweep_png(_sweep_series(groups, key), key), f"sweep {key}")]
+        if series := _sweep_series(groups, key):
+            parts += [f"<h2>Sweep over {esc(key)}</h2>", _img(sweep_png(series, key), f"sweep {key}")]
     parts += ["<h2>How batch normalization works</h2>", *(f"<p>{esc(line)}</p>" for line in BN_EXPLANATION)]
     parts += ["<h2>Configuration and provenance</h2>"]
     for title, results in zip(titles, results_list):
@@ -212,77 +224,49 @@ def write_html(results_list: list[dict], out: Path, titles: list[str] | None = N
         summary = f"{title} — commit {origin.get('git_commit', '?')}, {origin.get('timestamp', '?')}"
         parts += [f"<details><summary>{esc(summary)}</summary><pre>{esc(json.dumps(record, indent=1, default=str))}"
                   "</pre></details>"]
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>normlab report</title>"
-                   f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>\n", encoding="utf-8")
-    return out
+    return write_text(out, f"{HTML_HEAD}<title>normlab report</title><style>{CSS}</style></head>"
+                           f"<body>{''.join(parts)}</body></html>\n")
 
 
 def write_markdown_summary(results_list: list[dict], out: Path, control: str | None = None) -> Path:
     """The page's tables in Markdown, for a README or a pull request."""
     groups = group_settings(results_list)
     control_of = controls(groups, control)
-    lines = ["# normlab report", "", _overview(groups, len(results_list), control_of), ""]
+    lines = [MARKDOWN_TITLE, "", markdown(_overview(groups, len(results_list), control_of)), ""]
     for title, note, header, rows in tables(groups, control_of):
         lines += [f"## {title}", "", note, "", *_table(header, rows), ""]
-    lines += [f"- {note}" for note in _diverged_notes(groups)]
-    Path(out).write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
-    return Path(out)
+    lines += [f"- {markdown(note)}" for note in _diverged_notes(groups)]
+    return write_text(out, "\n".join(lines).rstrip() + "\n")
 
 
-def _problem(run) -> str | None:
-    """What makes a run record unusable, or None."""
-    if not isinstance(run, dict) or not isinstance(run.get("preset"), str) or not isinstance(run.get("seed"), int):
-        return "needs 'preset' (text) and 'seed' (integer)"
-    history = run.get("history")
-    if not isinstance(history, dict) or not all(isinstance(history.get(k), list) for k in HISTORY_KEYS):
-        return f"needs 'history' with lists {', '.join(HISTORY_KEYS)}"
-    if not isinstance(run.get("setting") or {}, dict) or run.get("status", "ok") not in ("ok", "diverged"):
-        return "has a 'setting' that is not an object or a 'status' other than ok/diverged"
-    test = run.get("test")
-    finals = [*history["val_accuracy"][-1:], test.get("accuracy") if isinstance(test, dict) else None]
-    if run.get("status", "ok") == "ok" and not (len(finals) == 2 and all(_sort_key(v)[0] == 0 for v in finals)
-                                               and all(math.isfinite(v) for v in finals)):
-        return "completed but lacks a finite final val_accuracy or test.accuracy"
-    return None
-
-
-def load_results(path: Path) -> dict:
-    """Read and check one results.json; ConfigError (one line) when it is missing or not a study's results."""
+def _refuse_foreign(path: Path, marks: tuple[bytes, ...]) -> None:
+    """ConfigError unless ``path`` is absent or an earlier output of ours (it starts with one of ``marks``)."""
+    if not os.path.lexists(path):
+        return
     try:
-        results = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ConfigError(f"cannot read {path}: {error}") from None
-    if not isinstance(results, dict) or not isinstance(results.get("runs"), list) or not results["runs"]:
-        raise ConfigError(f"{path}: no 'runs' list; is it a results.json of normlab reproduce?")
-    for i, run in enumerate(results["runs"]):
-        if problem := _problem(run):
-            raise ConfigError(f"{path}: run {i} {problem}")
-    return results
-
-
-def find_results(run_dir: Path) -> list[Path]:
-    """RUN_DIR/results.json, or for a sweep directory every results.json below it (trial subdirectories)."""
-    run_dir = Path(run_dir)
-    if (run_dir / "results.json").is_file():
-        return [run_dir / "results.json"]
-    found = sorted(run_dir.rglob("results.json")) if run_dir.is_dir() else []
-    if not found:
-        raise ConfigError(f"no results.json in {run_dir} or below it")
-    return found
+        ours = read_bytes(path, OURS_MAX_BYTES).startswith(marks)
+    except FileProblem:
+        ours = False
+    if not ours:
+        raise ConfigError(f"{shown(path)} exists and was not written by normlab report; "
+                          "move it away or choose another --out")
 
 
 def report_command(run_dirs: list[Path], out: Path | None = None, control: str | None = None) -> Path:
     """`normlab report RUN_DIR...`: merge every results.json, write an HTML report (default
     RUN_DIRS[0]/summary.html, beside reproduce's own report.md) and the Markdown summary beside it (same name,
-    .md); return the HTML path."""
+    .md); return the HTML path. A file in the way that is not an earlier report of ours (a user's notes.html,
+    reproduce's report.md) is a ConfigError, not overwritten."""
     if not run_dirs:
         raise ConfigError("no run directories given")
     paths = [path for run_dir in run_dirs for path in find_results(run_dir)]
     results_list = [load_results(path) for path in paths]
     out = Path(out) if out is not None else Path(run_dirs[0]) / "summary.html"
     out = out / "summary.html" if out.is_dir() else out
-    page = write_html(results_list, out, [str(path.parent) for path in paths], control)
+    if out.suffix == ".md":
+        raise ConfigError(f"--out {shown(out)} would be overwritten by its own Markdown twin; name the .html page")
+    _refuse_foreign(out, OUR_PAGE)
+    _refuse_foreign(out.with_suffix(".md"), OUR_MARKDOWN)
+    page = write_html(results_list, out, [display(path.parent) for path in paths], control)
     write_markdown_summary(results_list, out.with_suffix(".md"), control)
     return page

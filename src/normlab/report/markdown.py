@@ -1,7 +1,12 @@
-"""report.md: the study's numbers as tables a reader can check against the Keras reference and the figure."""
+"""report.md: the study's numbers as tables a reader can check against the Keras reference and the figure.
+
+When every run diverged the report says so and lists them; there is nothing to tabulate or compare.
+"""
 
 from pathlib import Path
 
+from normlab.files import write_text
+from normlab.report.literal import markdown
 from normlab.report.stats import BASELINE, diverged, gain_pp, group_runs, history_stats, num_epochs, test_stats
 
 # Validation accuracy of the public single-seed Keras runs at epochs 1 and 10: what we aim to reproduce.
@@ -27,9 +32,16 @@ def _pp(value: float | None) -> str:
 
 
 def _table(header: list[str], rows: list[list]) -> list[str]:
-    """A Markdown table; every column but the first is right-aligned because it holds numbers."""
-    lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
-    return lines + ["| " + " | ".join(map(str, row)) + " |" for row in rows]
+    """A Markdown table; every column but the first is right-aligned because it holds numbers. Cells are shown
+    literally, so a preset named "a|b" stays one cell."""
+    line = lambda cells: "| " + " | ".join(markdown(c) for c in cells) + " |"  # noqa: E731
+    return [line(header), "|---" + "|---:" * (len(header) - 1) + "|", *map(line, rows)]
+
+
+def diverged_line(name: str, run: dict) -> str:
+    """'NAME seed S diverged at epoch E (non-finite loss)': how every report names a diverged run."""
+    epoch = run.get("diverged_epoch")
+    return f"{name} seed {run['seed']} diverged at epoch {'?' if epoch is None else epoch} (non-finite loss)"
 
 
 def _results_table(groups: dict[str, list[dict]], epochs: list[int]) -> list[str]:
@@ -63,21 +75,22 @@ def _reference_table(groups: dict[str, list[dict]], n_epochs: int) -> list[str]:
 
 
 def _provenance(provenance: dict) -> list[str]:
-    versions = ", ".join(f"{name} {version}" for name, version in provenance.get("versions", {}).items())
+    versions = ", ".join(f"{name} {version}" for name, version in (provenance.get("versions") or {}).items())
+    return [f"- {what}: {markdown(value)}" for what, value in (
+        ("git commit", provenance.get("git_commit", "unknown")), ("device", provenance.get("device", "unknown")),
+        ("timestamp", provenance.get("timestamp", "unknown")), ("versions", versions or "unknown"))]
+
+
+def _diverged_list(results: dict, some_completed: bool) -> list[str]:
+    runs = diverged(results)
+    head = ("Left out of the means above:" if some_completed
+            else f"Every run diverged ({len(runs)} of {len(runs)}): there is no completed run to average, compare "
+                 "or plot.")
+    return [head, "", *(f"- {markdown(diverged_line(run['preset'], run))}" for run in runs), ""] if runs else []
+
+
+def _accuracy(groups: dict[str, list[dict]], n_epochs: int, figure: str) -> list[str]:
     return [
-        f"- git commit: `{provenance.get('git_commit', 'unknown')}`",
-        f"- device: {provenance.get('device', 'unknown')}",
-        f"- timestamp: {provenance.get('timestamp', 'unknown')}",
-        f"- versions: {versions or 'unknown'}",
-    ]
-
-
-def write_markdown(results: dict, path: Path, figure: str) -> Path:
-    """Write the report: the figure (a path relative to the report), results, Keras comparison, provenance."""
-    groups, n_epochs = group_runs(results), num_epochs(results)
-    lines = [
-        "# normlab reproduce",
-        "",
         f"![validation accuracy]({figure})",
         "",
         "## Accuracy over seeds",
@@ -88,9 +101,11 @@ def write_markdown(results: dict, path: Path, figure: str) -> Path:
         "",
         *_results_table(groups, reported_epochs(n_epochs)),
         "",
-        *[f"- {run['preset']} seed {run['seed']} diverged at epoch {run['diverged_epoch']} (non-finite loss); "
-          "left out of the means above." for run in diverged(results)],
-        "",
+    ]
+
+
+def _reference(groups: dict[str, list[dict]], n_epochs: int) -> list[str]:
+    return [
         "## Against the public Keras reference",
         "",
         "Validation accuracy of the public single-seed Keras runs, and our mean at the same epoch; "
@@ -98,9 +113,20 @@ def write_markdown(results: dict, path: Path, figure: str) -> Path:
         "",
         *_reference_table(groups, n_epochs),
         "",
+    ]
+
+
+def write_markdown(results: dict, path: Path, figure: str) -> Path:
+    """Write the report: the figure (a path relative to the report), results, Keras comparison, provenance."""
+    groups, n_epochs = group_runs(results), num_epochs(results)
+    lines = [
+        "# normlab reproduce",
+        "",
+        *(_accuracy(groups, n_epochs, figure) if groups else []),
+        *_diverged_list(results, some_completed=bool(groups)),
+        *(_reference(groups, n_epochs) if groups else []),
         "## Provenance",
         "",
-        *_provenance(results.get("provenance", {})),
+        *_provenance(results.get("provenance") or {}),
     ]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_text(path, "\n".join(lines) + "\n")

@@ -2,6 +2,8 @@
 
 Figures are built with `matplotlib.figure.Figure` rather than pyplot, so nothing touches pyplot's global figure
 list or needs a GUI backend: saving renders with Agg, and the figure is garbage once this module returns.
+Preset names and swept values are user text: every label passes through `literal.matplotlib`, and legends get
+their handles explicitly, because matplotlib drops a label that starts with "_" from an automatic legend.
 """
 
 import io
@@ -10,6 +12,8 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullLocator
 
+from normlab.files import write_bytes
+from normlab.report.literal import matplotlib as literal
 from normlab.report.stats import group_runs, history_stats
 
 # Okabe & Ito (2008): distinguishable under the common colour-vision deficiencies and in greyscale print.
@@ -23,35 +27,48 @@ PANELS = (
     ("val_loss", "Validation loss", "cross-entropy loss"),
 )
 DPI = 120
-# Past eight groups colours repeat, so the line style changes with each round of the palette.
 LINESTYLES = ("-", "--", ":", "-.")
 
 
-def _draw_panel(ax, groups: dict[str, list[dict]], key: str, title: str, ylabel: str, legend: bool = True) -> None:
-    """One metric vs epoch: a line and a ±1 std band per preset, coloured by order of first appearance."""
+def _style(i: int) -> dict:
+    """Colour by order of first appearance; past eight series the line style changes with each round."""
+    return {"color": OKABE_ITO[i % len(OKABE_ITO)], "linestyle": LINESTYLES[i // len(OKABE_ITO) % len(LINESTYLES)]}
+
+
+def _draw_panel(ax, groups: dict[str, list[dict]], key: str, title: str, ylabel: str, legend: bool = True) -> list:
+    """One metric vs epoch: a line and a ±1 std band per preset; returns the lines, for a shared legend. With no
+    completed run the panel says that every run diverged."""
+    lines = []
     for i, (preset, runs) in enumerate(groups.items()):
         mean, std = history_stats(runs, key)
         epochs = range(1, len(mean) + 1)
-        colour, style = OKABE_ITO[i % len(OKABE_ITO)], LINESTYLES[i // len(OKABE_ITO) % len(LINESTYLES)]
-        ax.plot(epochs, mean, color=colour, linestyle=style, marker="o", markersize=3,
-                label=f"{preset} (n={len(runs)})")
-        ax.fill_between(epochs, mean - std, mean + std, color=colour, alpha=0.2, linewidth=0)
+        lines += ax.plot(epochs, mean, marker="o", markersize=3, label=f"{literal(preset)} (n={len(runs)})",
+                         **_style(i))
+        ax.fill_between(epochs, mean - std, mean + std, color=lines[-1].get_color(), alpha=0.2, linewidth=0)
+    if not groups:
+        ax.text(0.5, 0.5, "every run diverged: no curve", transform=ax.transAxes, ha="center", va="center")
     ax.set(title=title, xlabel="epoch", ylabel=ylabel)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
-    if legend:
-        ax.legend(fontsize="small")
+    if legend and lines:
+        _legend(ax, lines, fontsize="small")
+    return lines
+
+
+def _legend(owner, handles: list, **options) -> None:
+    """A legend of exactly these handles: labels passed explicitly are shown even when they start with "_"."""
+    owner.legend(handles, [h.get_label() for h in handles], **options)
 
 
 def _learning_curves_figure(groups: dict[str, list[dict]], shared_legend: bool = False) -> Figure:
     """The 2×2 grid; with many groups one legend below the grid keeps the curves uncovered."""
     fig = Figure(figsize=(10, 7.5 if shared_legend else 7), layout="constrained")
     axes = fig.subplots(2, 2).ravel()
-    for ax, panel in zip(axes, PANELS):
-        _draw_panel(ax, groups, *panel, legend=not shared_legend)
+    lines = [_draw_panel(ax, groups, *panel, legend=not shared_legend) for ax, panel in zip(axes, PANELS)]
     if shared_legend:
         fig.suptitle("Learning curves: mean over seeds, band ± 1 std")
-        fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=min(4, len(groups)))
+        if lines[0]:
+            _legend(fig, lines[0], loc="outside lower center", ncols=min(4, len(groups)))
     return fig
 
 
@@ -64,12 +81,12 @@ def png_bytes(fig: Figure) -> bytes:
 
 def plot_learning_curves(results: dict, path: Path) -> Path:
     """Save the 2×2 grid of training/validation accuracy and loss."""
-    _learning_curves_figure(group_runs(results)).savefig(path, dpi=DPI)
-    return path
+    return write_bytes(path, png_bytes(_learning_curves_figure(group_runs(results))))
 
 
 def learning_curves_png(groups: dict[str, list[dict]]) -> bytes:
-    """The same 2×2 grid for any grouping of runs (label -> runs with equally long histories), as PNG bytes."""
+    """The same 2×2 grid for any grouping of runs (label -> completed runs), as PNG bytes; each curve is as long
+    as the shortest history of its group."""
     return png_bytes(_learning_curves_figure(groups, shared_legend=True))
 
 
@@ -83,21 +100,22 @@ def sweep_png(series: dict[str, list[tuple[float, float, tuple[float, float] | N
     ax = fig.subplots()
     xs = [x for points in series.values() for x, _, _ in points]
     log = min(xs) > 0 and max(xs) / min(xs) >= 10
+    bars = []
     for i, (label, points) in enumerate(series.items()):
         points = sorted(points, key=lambda p: p[0])
         x = [p[0] for p in points]
         y = [100 * p[1] for p in points]
         err = [[100 * (p[1] - p[2][0]) if p[2] else 0 for p in points],
                [100 * (p[2][1] - p[1]) if p[2] else 0 for p in points]]
-        ax.errorbar(x, y, yerr=err, color=OKABE_ITO[i % len(OKABE_ITO)], marker="o", markersize=4, capsize=3,
-                    linestyle=LINESTYLES[i // len(OKABE_ITO) % len(LINESTYLES)], label=label)
-    name = key.replace("_", " ")
+        bars.append(ax.errorbar(x, y, yerr=err, marker="o", markersize=4, capsize=3, label=literal(label),
+                                **_style(i)))
+    name = literal(key.replace("_", " "))
     ax.set(title=f"Final validation accuracy vs {name}", xlabel=name + (" (log scale)" if log else ""),
            ylabel="final validation accuracy (%)", xscale="log" if log else "linear")
     ax.set_xticks(sorted(set(xs)), labels=[f"{x:g}" for x in sorted(set(xs))])
     ax.xaxis.set_minor_locator(NullLocator())
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small", title="error bars: 95% CI", title_fontsize="small")
+    _legend(ax, bars, fontsize="small", title="error bars: 95% CI", title_fontsize="small")
     return png_bytes(fig)
 
 
@@ -105,5 +123,4 @@ def plot_val_accuracy(results: dict, path: Path) -> Path:
     """Save validation accuracy alone: the headline figure the README embeds."""
     fig = Figure(figsize=(6, 4), layout="constrained")
     _draw_panel(fig.subplots(), group_runs(results), *PANELS[1])
-    fig.savefig(path, dpi=DPI)
-    return path
+    return write_bytes(path, png_bytes(fig))

@@ -1,9 +1,30 @@
-"""``results.json``: the machine-readable record of a study; other tools read its key names."""
+"""``results.json``: the machine-readable record of a study; other tools read its key names.
+
+Writing is ours and atomic. Reading takes any file a user points at, so ``load_results`` checks every field the
+report later uses and turns anything else into one ConfigError line: after it, no writer meets a value it cannot
+handle. Numbers must be finite and within float32's range (training is float32, so nothing real is larger, and
+means over seeds cannot overflow); accuracies lie in [0, 1].
+"""
 
 import json
+import os
+import re
 from pathlib import Path
 
+import numpy as np
+
 from normlab.atomic import write_atomically
+from normlab.errors import ConfigError
+from normlab.files import MiB, FileProblem, display, read_text
+from normlab.report.literal import shown
+from normlab.report.stats import HISTORY_KEYS
+
+# A results.json holds a few kB per run; 64 MiB is far beyond any study and still parses in seconds.
+MAX_BYTES = 64 * MiB
+# Ours nest 4 deep; the bound keeps json.dumps of a config (the HTML page echoes it) clear of the recursion limit.
+MAX_DEPTH = 32
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def write_results(results: dict, path: Path) -> Path:
@@ -12,3 +33,132 @@ def write_results(results: dict, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, json.dumps(results, indent=1, allow_nan=False).encode())
     return path
+
+
+def _number(v, low: float = -FLOAT32_MAX, high: float = FLOAT32_MAX) -> bool:
+    """A real number (not a bool) in [low, high]; NaN fails every comparison, and ints compare exactly."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and low <= v <= high
+
+
+def _integer(v, low: float, high: float) -> bool:
+    return isinstance(v, int) and _number(v, low, high)
+
+
+def _text(v) -> bool:
+    """A str every encoder takes: a JSON "\\ud800" escape gives a lone surrogate that no font or file can hold."""
+    return isinstance(v, str) and not _SURROGATE.search(v)
+
+
+def _optional(v, kind: type) -> bool:
+    return v is None or isinstance(v, kind)
+
+
+def _history_problem(history) -> str | None:
+    if not isinstance(history, dict) or not all(isinstance(history.get(k), list) for k in HISTORY_KEYS):
+        return f"needs 'history' with lists {', '.join(HISTORY_KEYS)}"
+    if len({len(history[k]) for k in HISTORY_KEYS}) > 1:
+        return "has history lists of different lengths"
+    for key in HISTORY_KEYS:
+        accuracy = key.endswith("accuracy")
+        if not all(_number(v, 0, 1) if accuracy else _number(v) for v in history[key]):
+            return f"has a history '{key}' value that is not a finite number" + (" in [0, 1]" if accuracy else "")
+    return None
+
+
+def _test_problem(test, required: bool) -> str | None:
+    if test is None and not required:
+        return None
+    if not (isinstance(test, dict) and _number(test.get("loss")) and _number(test.get("accuracy"), 0, 1)):
+        return "needs 'test' with a finite loss and an accuracy in [0, 1]"
+    return None
+
+
+def _problem(run) -> str | None:
+    """What makes a run record unusable, or None."""
+    if not isinstance(run, dict):
+        return "is not an object"
+    if not (_text(run.get("preset")) and run["preset"]) or not _integer(run.get("seed"), -2**63, 2**63 - 1):
+        return "needs 'preset' (text) and 'seed' (a 64-bit integer)"
+    status = run.get("status", "ok")  # results from before statuses existed: every run completed
+    if status not in ("ok", "diverged"):
+        return "has a 'status' other than ok/diverged"
+    epoch = run.get("diverged_epoch")
+    if epoch is not None and not _integer(epoch, 1, FLOAT32_MAX):
+        return "has a 'diverged_epoch' that is not an epoch number (1 or more)"
+    if problem := _history_problem(run.get("history")) or _test_problem(run.get("test"), status == "ok"):
+        return problem
+    if status == "ok" and not run["history"]["val_accuracy"]:
+        return "completed but has no epoch in its history"
+    setting = run.get("setting")
+    if not _optional(setting, dict) or not all(
+            _text(k) and (_text(v) or isinstance(v, bool) or _number(v)) for k, v in (setting or {}).items()):
+        return "has a 'setting' that is not an object of text, finite numbers and booleans"
+    time = run.get("time")
+    if not _optional(time, dict) or not all(_number(v) for k, v in (time or {}).items() if k.endswith("_s")):
+        return "has a 'time' that is not an object of finite seconds"
+    if not _optional(run.get("params"), dict):
+        return "has 'params' that are not an object"
+    return None
+
+
+def _study_problem(results: dict) -> str | None:
+    study = results.get("study") or {}
+    if not isinstance(study, dict) or not _text(study.get("trial", "run")):
+        return "has a 'study' that is not an object with a text 'trial'"
+    if not _optional(results.get("provenance"), dict):
+        return "has a 'provenance' that is not an object"
+    return None
+
+
+def _too_deep(value, limit: int = MAX_DEPTH) -> bool:
+    """Whether lists and objects nest more than ``limit`` deep; iterative, so no depth can exhaust the stack."""
+    stack = [(value, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth > limit:
+                return True
+            stack += [(v, depth + 1) for v in (value.values() if isinstance(value, dict) else value)]
+    return False
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a finite number; JSON has no NaN or Infinity")
+
+
+def load_results(path: Path) -> dict:
+    """Read and check one results.json; ConfigError (one line) when it is unreadable or not a study's results."""
+    where = shown(path)
+    try:
+        results = json.loads(read_text(path, MAX_BYTES), parse_constant=_no_constant)
+    except FileProblem as error:
+        raise ConfigError(f"cannot read {where}: {str(error).removeprefix(f'{display(path)}: ')}") from None
+    except (ValueError, RecursionError) as error:  # JSONDecodeError, NaN, ints of over 4300 digits, deep nesting
+        raise ConfigError(f"cannot read {where}: not valid JSON ({' '.join(str(error).split())[:200]})") from None
+    if not isinstance(results, dict) or not isinstance(results.get("runs"), list) or not results["runs"]:
+        raise ConfigError(f"{where}: no 'runs' list; is it a results.json of normlab reproduce?")
+    if _too_deep(results):
+        raise ConfigError(f"{where}: nested more than {MAX_DEPTH} levels deep; not a results.json of normlab")
+    if problem := _study_problem(results):
+        raise ConfigError(f"{where}: {problem}")
+    for i, run in enumerate(results["runs"]):
+        if problem := _problem(run):
+            raise ConfigError(f"{where}: run {i} {problem}")
+    return results
+
+
+def find_results(run_dir: Path) -> list[Path]:
+    """RUN_DIR/results.json, or for a sweep directory every regular results.json below it (trial folders).
+
+    The walk does not follow symbolic links to folders (a link loop would never end) and skips a results.json that
+    is not a regular file (a FIFO would block); RUN_DIR/results.json itself is always taken, so load_results says
+    what is wrong with it.
+    """
+    run_dir = Path(run_dir)
+    if os.path.lexists(run_dir / "results.json"):
+        return [run_dir / "results.json"]
+    found = sorted(Path(folder) / "results.json" for folder, _, names in os.walk(run_dir)
+                   if "results.json" in names and os.path.isfile(Path(folder) / "results.json"))
+    if not found:
+        raise ConfigError(f"no results.json in {shown(run_dir)} or below it")
+    return found

@@ -9,6 +9,7 @@ Undefined quantities are ``None``, never NaN: the std, interval, test and effect
 and the test and effect size when both groups have zero variance (identical values: the standard error is 0).
 """
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -65,8 +66,12 @@ def t_cdf(t: float, df: float) -> float:
     return t_sf(-t, df)
 
 
+@functools.lru_cache(maxsize=256)
 def t_ppf(p: float, df: float) -> float:
-    """Quantile of Student's t: bisection on the tail probability (monotone, so it cannot fail to converge)."""
+    """Quantile of Student's t: bisection on the tail probability (monotone, so it cannot fail to converge).
+
+    Cached: every interval of a report asks for the same few (0.975, n − 1); one bisection costs about 1 ms.
+    """
     if not 0.0 < p < 1.0:
         raise ValueError(f"p must be in (0, 1), got {p}")
     if p == 0.5:
@@ -117,14 +122,17 @@ def welch(a, b) -> Welch | None:
 
     $t = (\bar a - \bar b)/\sqrt{v_a + v_b}$ with $v_i = s_i^2/n_i$; Welch–Satterthwaite
     $\nu = (v_a + v_b)^2 / \left(v_a^2/(n_a-1) + v_b^2/(n_b-1)\right)$; $p = 2\,P(T_\nu > |t|)$.
-    None when a group has fewer than two values or both have zero variance.
+    None when a group has fewer than two values or both have zero variance (or spreads too small to square).
     """
     sa, sb = summarize(a), summarize(b)
-    if sa.n < 2 or sb.n < 2 or sa.std == sb.std == 0.0:
+    if sa.n < 2 or sb.n < 2:
         return None
     va, vb = sa.std**2 / sa.n, sb.std**2 / sb.n
+    if va + vb == 0.0:  # identical values, or spreads so small (~1e-162) that their squares underflow
+        return None
     t = (sa.mean - sb.mean) / math.sqrt(va + vb)
-    df = (va + vb) ** 2 / (va**2 / (sa.n - 1) + vb**2 / (sb.n - 1))
+    share = va / (va + vb)  # df from the shares: the same value, and no underflow of va² for tiny spreads
+    df = 1.0 / (share**2 / (sa.n - 1) + (1.0 - share) ** 2 / (sb.n - 1))
     return Welch(t, df, min(1.0, 2.0 * t_sf(abs(t), df)))
 
 
@@ -136,10 +144,12 @@ def hedges_g(a, b) -> float | None:
     ($J \approx 1 - 3/(4\nu - 1)$; 0.56 for two seeds each, 0.80 for three). None when undefined, as for `welch`.
     """
     sa, sb = summarize(a), summarize(b)
-    if sa.n < 2 or sb.n < 2 or sa.std == sb.std == 0.0:
+    if sa.n < 2 or sb.n < 2:
         return None
     nu = sa.n + sb.n - 2
     pooled = math.sqrt(((sa.n - 1) * sa.std**2 + (sb.n - 1) * sb.std**2) / nu)
+    if pooled == 0.0:  # as for `welch`
+        return None
     j = math.exp(math.lgamma(nu / 2) - math.lgamma((nu - 1) / 2)) / math.sqrt(nu / 2)
     return j * (sa.mean - sb.mean) / pooled
 

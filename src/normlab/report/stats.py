@@ -2,7 +2,8 @@
 
 Every number in the plots, the Markdown report and the CLI summary comes from here, so they always agree.
 The spread is the sample standard deviation over seeds (ddof=1; shown as 0 for a single seed), and every
-table shows n next to it. Runs that diverged (non-finite loss) are left out of every mean and listed apart.
+table shows n next to it. Runs that diverged (non-finite loss) are left out of every mean and listed apart; when
+every run diverged there is no row, no curve and no mean, and each writer says so instead.
 """
 
 import numpy as np
@@ -28,8 +29,9 @@ def group_runs(results: dict) -> dict[str, list[dict]]:
 
 
 def num_epochs(results: dict) -> int:
-    """Epochs every run has: the shortest history, so any epoch below it exists for every preset."""
-    return min(len(run["history"]["val_accuracy"]) for run in completed(results))
+    """Epochs every completed run has: the shortest history, so any epoch below it exists for every preset; 0 when
+    no run completed."""
+    return min((len(run["history"]["val_accuracy"]) for run in completed(results)), default=0)
 
 
 def mean_std(values) -> tuple[np.ndarray, np.ndarray]:
@@ -46,8 +48,10 @@ def mean_std(values) -> tuple[np.ndarray, np.ndarray]:
 
 
 def history_stats(runs: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
-    """Per-epoch mean and spread of one history metric over a preset's seeds."""
-    return mean_std([run["history"][key] for run in runs])
+    """Per-epoch mean and spread of one history metric over a preset's seeds, for the epochs all of them have
+    (studies merged from runs of different lengths)."""
+    epochs = min(len(run["history"][key]) for run in runs)
+    return mean_std([run["history"][key][:epochs] for run in runs])
 
 
 def test_stats(runs: list[dict], key: str = "accuracy") -> tuple[float, float]:
@@ -69,7 +73,8 @@ def gain_pp(groups: dict[str, list[dict]], preset: str, epoch: int) -> float | N
 
 
 def summary_rows(results: dict) -> list[dict]:
-    """One row per preset for the CLI table: accuracies as fractions, gains in pp, times in seconds."""
+    """One row per preset with a completed run, for the CLI table: accuracies as fractions, gains in pp, times in
+    seconds. Empty when every run diverged."""
     groups, final = group_runs(results), num_epochs(results)
     rows = []
     for preset, runs in groups.items():
