@@ -108,13 +108,13 @@ def test_unreadable_or_wrong_kind_of_path(data_dir, tmp_path):
     (["reproduce", "--presets", "baseline,bn_before"], "did you mean 'bn-before'"),
     (["reproduce", "--bn-momentun", "0.9"], "did you mean --bn-momentum?"),
     (["reproduce", "--lr", "abc"], "expected a number, got 'abc'"),
-    (["reproduce", "--lr", "0"], "must be > 0"),
-    (["reproduce", "--lr", "-1"], "must be > 0"),
+    (["reproduce", "--lr", "0"], "must be a finite number > 0"),
+    (["reproduce", "--lr", "-1"], "must be a finite number > 0"),
     (["reproduce", "--batch-size", "0"], "must be at least 1"),
     (["reproduce", "--epochs", "0"], "must be at least 1"),
-    (["reproduce", "--bn-momentum", "1.0"], "bn_momentum must be in [0, 1), got 1.0"),
-    (["reproduce", "--bn-momentum", "-0.5"], "bn_momentum must be in [0, 1)"),
-    (["reproduce", "--bn-eps", "0"], "must be > 0"),
+    (["reproduce", "--bn-momentum", "1.0"], "bn_momentum must be a number in [0, 1) as float32, got 1.0"),
+    (["reproduce", "--bn-momentum", "-0.5"], "bn_momentum must be a number in [0, 1)"),
+    (["reproduce", "--bn-eps", "0"], "must be a finite number > 0"),
     (["reproduce", "--seeds", "2.5"], "expected a whole number"),
 ])
 def test_bad_options_fail_before_any_work(tmp_path, args, fragment):

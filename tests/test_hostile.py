@@ -7,7 +7,6 @@ checkpoint records lives beside the modules that parse them.
 import gzip
 import json
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -22,12 +21,16 @@ from test_bad_input import NAMES, idx_bytes
 TINY = ["--subset", "500", "--epochs", "1"]
 
 
+# Sets RLIMIT_AS, then becomes the CLI: no preexec_fn, which would fork this multithreaded (JAX) test process.
+LIMITED = ("import os, resource, sys; limit = int(sys.argv[1]); resource.setrlimit(resource.RLIMIT_AS, (limit, limit)); "
+           "os.execv(sys.executable, [sys.executable, '-m', 'normlab.cli', *sys.argv[2:]])")
+
+
 def normlab(*args, cwd=None, env=None, limit_mb=None, timeout=600):
     """Run the CLI; ``limit_mb`` caps its address space (RLIMIT_AS), so unbounded memory use fails loudly."""
-    limit = None if limit_mb is None else (
-        lambda: resource.setrlimit(resource.RLIMIT_AS, (limit_mb << 20, limit_mb << 20)))
-    run = subprocess.run([sys.executable, "-m", "normlab.cli", *map(str, args)], capture_output=True, text=True,
-                         cwd=cwd, env={**os.environ, **(env or {})}, preexec_fn=limit, timeout=timeout)
+    head = ["-m", "normlab.cli"] if limit_mb is None else ["-c", LIMITED, str(limit_mb << 20)]
+    run = subprocess.run([sys.executable, *head, *map(str, args)], capture_output=True, text=True,
+                         cwd=cwd, env={**os.environ, **(env or {})}, timeout=timeout)
     return run.returncode, run.stdout, run.stderr.strip()
 
 
