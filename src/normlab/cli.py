@@ -390,9 +390,10 @@ def main(argv: list[str] | None = None) -> int:
     args = None
     try:
         testpoints.reached("start")
-        for stream in (sys.stdout, sys.stderr):  # a C or ASCII locale must not turn "±" into a crash
-            if hasattr(stream, "reconfigure"):
-                stream.reconfigure(errors="backslashreplace")
+        with signals.held():  # a signal inside reconfigure() leaves stderr unwritable ("lost sys.stderr")
+            for stream in (sys.stdout, sys.stderr):  # a C or ASCII locale must not turn "±" into a crash
+                if hasattr(stream, "reconfigure"):
+                    stream.reconfigure(errors="backslashreplace")
         args = build_parser().parse_args(argv)
         args.argv = list(sys.argv[1:] if argv is None else argv)
         args.stop_note = "nothing was written"
