@@ -41,3 +41,8 @@ def test_the_cache_is_never_relative_to_the_working_folder(monkeypatch, home, xd
     assert files.cache_root() == Path(pwd.getpwuid(os.getuid()).pw_dir) / ".cache" / "normlab"
     monkeypatch.setenv("XDG_CACHE_HOME", "/somewhere")
     assert files.cache_root() == Path("/somewhere/normlab")
+
+
+def test_messages_stay_one_printable_line():
+    assert files.one_line("a\nb\x1b[31m") == "a\\nb\\x1b[31m"
+    assert files.one_line(os.fsdecode(b"dir\xff")) == "dir\ufffd"

@@ -3,7 +3,6 @@
 import argparse
 import math
 import os
-import re
 import shlex
 import sys
 import time
@@ -11,7 +10,7 @@ from pathlib import Path
 
 from normlab import signals, testpoints
 from normlab.errors import ConfigError, NormlabError, closest
-from normlab.files import display
+from normlab.files import display, one_line
 
 EXIT_USER_ERROR = 2
 
@@ -313,12 +312,7 @@ class Parser(argparse.ArgumentParser):
         return None
 
     def error(self, message):
-        self.exit(EXIT_USER_ERROR, f"normlab: error: {_one_line(message)}\n")
-
-
-def _one_line(text: str) -> str:
-    """Control characters (a newline in a file name, a terminal escape) shown escaped: one line, as written."""
-    return re.sub(r"[\x00-\x1f\x7f]", lambda m: repr(m.group())[1:-1], text)
+        self.exit(EXIT_USER_ERROR, f"normlab: error: {one_line(message)}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -431,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _error(message: str, prefix: str = "normlab: error: ") -> None:
-    print(prefix + _one_line(message), file=sys.stderr, flush=True)
+    print(prefix + one_line(message), file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -81,6 +81,12 @@ def display(path: str | Path) -> str:
     return os.fsencode(path).decode("utf-8", errors="replace")
 
 
+def one_line(text: str | Path) -> str:
+    """Text or a path for a one-line message: ``display``, and control characters (a newline in a file name, a
+    terminal escape) written as escapes, so the message stays one line and shows what was there."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in display(text))
+
+
 def cache_root() -> Path:
     """normlab's cache folder: ``$XDG_CACHE_HOME/normlab``, else ``~/.cache/normlab``.
 

@@ -15,7 +15,7 @@ import pytest
 from normlab.report import write_all
 from normlab.report.hparams import write_hparams
 from normlab.report.html import find_results, load_results, report_command, write_html
-from normlab.report.literal import markdown, path_component, shown
+from normlab.report.literal import markdown, path_component
 from normlab.report.plots import _learning_curves_figure, sweep_png
 from normlab.report.tensorboard import write_tensorboard
 
@@ -199,7 +199,3 @@ def test_a_planted_trial_id_cannot_steer_hparams_out_of_its_folder(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep"]
     assert sorted(p.name for p in (tmp_path / "sweep").iterdir()) == ["hp", "summary.html", "summary.md", "trials"]
 
-
-def test_shown_paths_are_one_printable_line():
-    assert shown("a\nb\x1b[31m") == "a\\nb\\x1b[31m"
-    assert shown(os.fsdecode(b"dir\xff")) == "dir\ufffd"

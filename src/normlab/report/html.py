@@ -14,8 +14,8 @@ import os
 from pathlib import Path
 
 from normlab.errors import ConfigError
-from normlab.files import MiB, FileProblem, display, read_bytes, write_text
-from normlab.report.literal import markdown, shown
+from normlab.files import MiB, FileProblem, display, one_line, read_bytes, write_text
+from normlab.report.literal import markdown
 from normlab.report.markdown import MISSING, _table, diverged_line
 from normlab.report.plots import learning_curves_png, sweep_png
 from normlab.report.results_json import find_results, load_results
@@ -248,7 +248,7 @@ def _refuse_foreign(path: Path, marks: tuple[bytes, ...]) -> None:
     except FileProblem:
         ours = False
     if not ours:
-        raise ConfigError(f"{shown(path)} exists and was not written by normlab report; "
+        raise ConfigError(f"{one_line(path)} exists and was not written by normlab report; "
                           "move it away or choose another --out")
 
 
@@ -264,7 +264,7 @@ def report_command(run_dirs: list[Path], out: Path | None = None, control: str |
     out = Path(out) if out is not None else Path(run_dirs[0]) / "summary.html"
     out = out / "summary.html" if out.is_dir() else out
     if out.suffix == ".md":
-        raise ConfigError(f"--out {shown(out)} would be overwritten by its own Markdown twin; name the .html page")
+        raise ConfigError(f"--out {one_line(out)} would be overwritten by its own Markdown twin; name the .html page")
     _refuse_foreign(out, OUR_PAGE)
     _refuse_foreign(out.with_suffix(".md"), OUR_MARKDOWN)
     page = write_html(results_list, out, [display(path.parent) for path in paths], control)

@@ -1,15 +1,14 @@
-"""User text shown as itself in every medium the report writes: Markdown, matplotlib, file names, messages.
+"""User text shown as itself in every medium the report writes: Markdown, matplotlib figures, file names.
 
 Preset names, swept values and trial ids come from user files. Each medium gives some characters a meaning —
-``|`` ends a Markdown cell, ``$…$`` is mathtext, ``/`` and ``..`` walk the file system, a newline splits an error
-message — so each gets one function here that takes the meaning away and keeps the text readable. (HTML needs
-nothing beyond ``html.escape``.)
+``|`` ends a Markdown cell, ``$…$`` is mathtext, ``/`` and ``..`` walk the file system — so each gets one function
+here that takes the meaning away and keeps the text readable. (HTML needs nothing beyond ``html.escape``; one-line
+messages use ``files.one_line``.)
 """
 
 import hashlib
 import re
 
-from normlab.files import display
 
 # Inline Markdown syntax (GitHub's ``~`` strike-through and ``$`` math included), escaped with a backslash
 # (CommonMark: any ASCII punctuation may be); ``<``, ``>``, ``&`` become entities so no renderer sees a tag.
@@ -56,8 +55,3 @@ def path_component(text) -> str:
     name = _UNSAFE_CHAR.sub("_", text[:80])
     digest = hashlib.sha256(text.encode("utf-8", errors="surrogatepass")).hexdigest()[:8]
     return f"{'_' + name[1:] if name.startswith('.') else name}-{digest}"
-
-
-def shown(path) -> str:
-    """A path for a one-line message: non-UTF-8 bytes as U+FFFD, control characters (a newline, ESC) as escapes."""
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in display(path))

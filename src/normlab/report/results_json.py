@@ -13,10 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from normlab.atomic import write_atomically
 from normlab.errors import ConfigError
-from normlab.files import MiB, FileProblem, display, read_text
-from normlab.report.literal import shown
+from normlab.files import MiB, FileProblem, display, one_line, read_text, write_text
 from normlab.report.stats import HISTORY_KEYS
 
 # A results.json holds a few kB per run; 64 MiB is far beyond any study and still parses in seconds.
@@ -29,10 +27,7 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 def write_results(results: dict, path: Path) -> Path:
     """Written atomically, so a crash or a full disk never leaves a half-written results.json."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, json.dumps(results, indent=1, allow_nan=False).encode())
-    return path
+    return write_text(path, json.dumps(results, indent=1, allow_nan=False))
 
 
 def _number(v, low: float = -FLOAT32_MAX, high: float = FLOAT32_MAX) -> bool:
@@ -128,7 +123,7 @@ def _no_constant(name: str):
 
 def load_results(path: Path) -> dict:
     """Read and check one results.json; ConfigError (one line) when it is unreadable or not a study's results."""
-    where = shown(path)
+    where = one_line(path)
     try:
         results = json.loads(read_text(path, MAX_BYTES), parse_constant=_no_constant)
     except FileProblem as error:
@@ -160,5 +155,5 @@ def find_results(run_dir: Path) -> list[Path]:
     found = sorted(Path(folder) / "results.json" for folder, _, names in os.walk(run_dir)
                    if "results.json" in names and os.path.isfile(Path(folder) / "results.json"))
     if not found:
-        raise ConfigError(f"no results.json in {shown(run_dir)} or below it")
+        raise ConfigError(f"no results.json in {one_line(run_dir)} or below it")
     return found
