@@ -138,6 +138,21 @@ def test_a_finished_run_is_not_silently_replaced(tmp_path):
     assert tree(out) == before
 
 
+@pytest.mark.parametrize("holds,command", [("study.toml", ["train", "bn-after", *TINY]),
+                                           ("study.toml", ["reproduce", *TINY, "--resume"]),
+                                           ("results.json", ["run", "seed"])])
+def test_a_sweep_and_a_run_never_share_a_folder(tmp_path, holds, command):
+    """A sweep's report gathers every results.json below it: a train run inside it would join the sweep."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".normlab-lock").write_text("", encoding="utf-8")
+    (out / holds).write_text("{}", encoding="utf-8")
+    before = tree(out)
+    code, _, err = normlab(*command, "--out", out)
+    one_line_error(code, err, "choose another --out")
+    assert tree(out) == before
+
+
 # 4. The user's own files.
 
 @pytest.mark.parametrize("command", [["train", "bn-after", *TINY], ["reproduce", *TINY], ["run", "seed"]])
@@ -299,3 +314,14 @@ def test_suggestions_name_only_options_of_the_command(args, suggestion):
 def test_control_characters_in_a_path_stay_on_one_line(tmp_path):
     code, _, err = normlab("report", tmp_path / "no\nsuch\x1b[2Jrun")
     one_line_error(code, err, "\\n", "\\x1b")
+
+
+def test_overlapping_report_folders_count_each_run_once(tmp_path):
+    run = {"preset": "bn-after", "seed": 0, "status": "ok", "diverged_epoch": None, "test": {"loss": 0.5, "accuracy": 0.8},
+           "history": {"loss": [0.6], "accuracy": [0.7], "val_loss": [0.5], "val_accuracy": [0.8]}}
+    (tmp_path / "runs" / "a").mkdir(parents=True)
+    (tmp_path / "runs" / "a" / "results.json").write_text(json.dumps({"runs": [run]}), encoding="utf-8")
+    code, _, err = normlab("report", tmp_path / "runs" / "a", tmp_path / "runs", tmp_path / "runs" / "a" / ".." / "a",
+                           "--out", tmp_path / "page.html")
+    assert code == 0, err
+    assert "from 1 results file(s)" in (tmp_path / "page.md").read_text(encoding="utf-8")

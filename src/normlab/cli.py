@@ -102,9 +102,10 @@ def _run_study(args, config, out: Path, on_epoch, progress=None) -> dict:
     from normlab.report.results_json import write_results
     warn = print if progress is None else progress.console.print
     with rundir.claim(out):
-        if not args.resume and _holds_a_run(out):
-            raise ConfigError(f"{display(out)} already holds a run; add --resume to continue it, or choose "
-                              f"another --out")
+        if (held := rundir.holds(out)) == "sweep" or (held and not args.resume):
+            raise ConfigError(f"{display(out)} already holds a {held}; "
+                              + ("choose another --out" if held == "sweep" else
+                                 "add --resume to continue it, or choose another --out"))
         args.stop_note = lambda: _resume_note(args, out)
         testpoints.reached("data")
         data = load(args.data_dir, verify=not args.no_verify)
@@ -119,10 +120,6 @@ def _run_study(args, config, out: Path, on_epoch, progress=None) -> dict:
             print(f"warning: {run['preset']} seed {run['seed']} diverged at epoch {run['diverged_epoch']} "
                   f"(non-finite loss); recorded in results.json", file=sys.stderr)
     return results
-
-
-def _holds_a_run(out: Path) -> bool:
-    return (out / "results.json").exists() or any((out / "checkpoints").rglob("epoch-*.safetensors"))
 
 
 def _resume_note(args, out: Path) -> str:
@@ -223,6 +220,8 @@ def cmd_run(args) -> None:
     out = Path(args.out or f"runs/{study.name}")
     # A trial started by `run --workers` is one folder inside a sweep its parent process holds.
     with rundir.claim(out) if args.trial is None else rundir.claim(out / "trials" / args.trial, ours=True):
+        if args.trial is None and rundir.holds(out) == "run":
+            raise ConfigError(f"{display(out)} holds a train or reproduce run, not a sweep; choose another --out")
         args.stop_note = (f"finished trials and epochs are kept in {display(out)}. Resume with the same command: "
                           f"normlab {shlex.join(args.argv)}")
         sweep.prepare(study, out)

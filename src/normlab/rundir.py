@@ -23,6 +23,19 @@ def is_run_folder(folder: Path) -> bool:
     return any((folder / name).exists() for name in (LOCK, *LEGACY_MARKERS))
 
 
+def holds(folder: Path) -> str | None:
+    """What ``folder`` holds already: "sweep" (``normlab run``), "run" (train/reproduce/bench) or None.
+
+    A sweep's report gathers every results.json below it, so the two kinds never share a folder.
+    """
+    if (folder / "study.toml").exists():
+        return "sweep"
+    if any((folder / name).exists() for name in ("results.json", "bench.json")) or any(
+            (folder / "checkpoints").rglob("epoch-*.safetensors")):
+        return "run"
+    return None
+
+
 def _holder(fd: int) -> str:
     try:
         text = os.pread(fd, 64, 0).decode("ascii", errors="replace").strip()

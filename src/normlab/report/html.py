@@ -259,7 +259,8 @@ def report_command(run_dirs: list[Path], out: Path | None = None, control: str |
     reproduce's report.md) is a ConfigError, not overwritten."""
     if not run_dirs:
         raise ConfigError("no run directories given")
-    paths = [path for run_dir in run_dirs for path in find_results(run_dir)]
+    # each results file once, however often the folders given overlap ("runs/a runs/a", "runs runs/a")
+    paths = list({path.resolve(): path for run_dir in run_dirs for path in find_results(run_dir)}.values())
     results_list = [load_results(path) for path in paths]
     out = Path(out) if out is not None else Path(run_dirs[0]) / "summary.html"
     out = out / "summary.html" if out.is_dir() else out
