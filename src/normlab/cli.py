@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from normlab import signals, testpoints
+from normlab import signals
 from normlab.errors import ConfigError, NormlabError, closest
 from normlab.files import display, one_line
 
@@ -107,11 +107,11 @@ def _run_study(args, config, out: Path, on_epoch, progress=None) -> dict:
                               + ("choose another --out" if held == "sweep" else
                                  "add --resume to continue it, or choose another --out"))
         args.stop_note = lambda: _resume_note(args, out)
-        testpoints.reached("data")
+        signals.safe_point("data")
         data = load(args.data_dir, verify=not args.no_verify)
         results = reproduce(data, config, out, args.resume, on_epoch, warn)
         with signals.held():
-            testpoints.reached("report")
+            signals.safe_point("report")
             write_results(results, out / "results.json")
             write_all(results, out)
             args.stop_note = f"the run had finished: results and report are in {display(out)}"
@@ -243,7 +243,7 @@ def cmd_run(args) -> None:
                 raise ConfigError(f"{len(failed)} trial(s) failed: {', '.join(failed)}; see their .log files "
                                   f"in {display(out / 'trials')}; rerun the same command to retry them")
         elif pending:
-            testpoints.reached("data")
+            signals.safe_point("data")
             data = load(args.data_dir, verify=not args.no_verify)
             for tid, overrides in pending:
                 def on_epoch(preset, epoch, m, seconds, tid=tid):
@@ -253,7 +253,7 @@ def cmd_run(args) -> None:
                                 write_all, in_process=args.trial is not None)
         if args.trial is None:
             with signals.held():
-                testpoints.reached("report")
+                signals.safe_point("report")
                 _sweep_report(out, console)
 
 
@@ -280,7 +280,7 @@ def _sweep_report(out: Path, console) -> None:
 def cmd_report(args) -> None:
     from normlab.report.html import report_command
     with signals.held():
-        testpoints.reached("report")
+        signals.safe_point("report")
         page = report_command(args.run_dirs, args.out, args.control)
         args.stop_note = f"the report was complete: {display(page)}"
     print(f"wrote {display(page)} and {display(page.with_suffix('.md'))}")
@@ -377,16 +377,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """The command; its exit code. SIGINT/SIGTERM at any moment end it with 130/143 and one line saying what was
-    kept. Called as the program (``argv`` None), an interrupted run leaves with ``os._exit``: XLA's threads can
-    crash the interpreter's normal shutdown when a signal cut a compilation short (exit 139 instead of 143)."""
+    kept (``signals``: acted on at the next safe point). Called as the program (``argv`` None), an interrupted run
+    leaves with ``os._exit``: XLA's threads can crash the interpreter's normal shutdown after an interrupted
+    compilation (exit 139 instead of 143)."""
     previous = signals.install()
     args = None
     try:
-        testpoints.reached("start")
-        with signals.held():  # a signal inside reconfigure() leaves stderr unwritable ("lost sys.stderr")
-            for stream in (sys.stdout, sys.stderr):  # a C or ASCII locale must not turn "±" into a crash
-                if hasattr(stream, "reconfigure"):
-                    stream.reconfigure(errors="backslashreplace")
+        signals.safe_point("start")
+        for stream in (sys.stdout, sys.stderr):  # a C or ASCII locale must not turn "±" into a crash
+            if hasattr(stream, "reconfigure"):
+                stream.reconfigure(errors="backslashreplace")
         args = build_parser().parse_args(argv)
         args.argv = list(sys.argv[1:] if argv is None else argv)
         args.stop_note = "nothing was written"
@@ -394,26 +394,13 @@ def main(argv: list[str] | None = None) -> int:
             from normlab.runtime import enable_compile_cache
             enable_compile_cache()
         args.func(args)
+        signals.check()  # a signal after the last safe point still ends the command as interrupted
         code = 0
-    except signals.Interrupted as stop:
-        signals.ignore()
-        note = getattr(args, "stop_note", "nothing was written")
-        _error(f"interrupted by {stop}; {note() if callable(note) else note}", prefix="normlab: ")
-        code = stop.exit_code
-    except NormlabError as error:
-        if args is not None and args.debug:
-            raise
-        _error(str(error))
-        code = EXIT_USER_ERROR
-    except OSError as error:  # disk full, read-only or vanished output folder: the environment, not a bug
-        if args is not None and args.debug:
-            raise
-        _error(f"{display(error.filename) if error.filename else 'output'}: {error.strerror or error}")
-        code = EXIT_USER_ERROR
-    except MemoryError:
-        _error("out of memory; ask for fewer seeds, a smaller batch or a --subset")
-        code = EXIT_USER_ERROR
+    except BaseException as error:
+        signals.ignore()  # from here on the command is ending: a second Ctrl-C must not cut its last line
+        code = _exit_code(error, args)
     finally:
+        signals.ignore()
         if argv is not None:
             signals.restore(previous)
     if argv is None and code in (128 + s for s in signals.SIGNALS):
@@ -421,6 +408,26 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.flush()
         os._exit(code)
     return code
+
+
+def _exit_code(error: BaseException, args) -> int:
+    """What the command's end means: an interrupt (whatever exception it became), a user error, or our bug."""
+    if (stop := signals.interruption(error)) is not None:
+        signals.clear()
+        note = getattr(args, "stop_note", "nothing was written")
+        _error(f"interrupted by {stop}; {note() if callable(note) else note}", prefix="normlab: ")
+        return stop.exit_code
+    if isinstance(error, SystemExit) or (args is not None and args.debug):
+        raise error
+    if isinstance(error, NormlabError):
+        _error(str(error))
+    elif isinstance(error, OSError):  # disk full, read-only or vanished output folder: the environment, not a bug
+        _error(f"{display(error.filename) if error.filename else 'output'}: {error.strerror or error}")
+    elif isinstance(error, MemoryError):
+        _error("out of memory; ask for fewer seeds, a smaller batch or a --subset")
+    else:
+        raise error
+    return EXIT_USER_ERROR
 
 
 def _error(message: str, prefix: str = "normlab: error: ") -> None:

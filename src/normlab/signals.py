@@ -1,13 +1,22 @@
-"""SIGINT/SIGTERM as an exception, held back while a checkpoint or a report is being written.
+"""SIGINT/SIGTERM, recorded when they arrive and acted on at safe points, where stopping leaves nothing half-done.
 
-``Interrupted`` is a ``BaseException``, like ``KeyboardInterrupt``: no ``except Exception`` on the way up (a
-checkpoint reader that treats any failure as damage, say) can mistake it for an error and carry on. A signal
-that lands inside ``held()`` is remembered and raised right after the block, so a Ctrl-C or a job scheduler's
-SIGTERM never costs a finished epoch or leaves half a report. Exit codes follow the shell: 128 + signal number.
+Python runs a signal handler between any two bytecodes of the main thread — inside a garbage-collector callback,
+a ``__del__``, or a callback that C++ (XLA, nanobind) made into Python. An exception raised there is dropped
+("Exception ignored in _xla_gc_callback"), turned into an ImportError by an extension module's initializer, or
+ends the process in ``std::terminate`` (exit 134). So the handler only records the signal, and the code raises
+``Interrupted`` itself at *safe points* (``safe_point``: data loading, each checkpoint read, compilation, each
+epoch, …) and after ``held()`` blocks (a checkpoint or report write, which thus always completes). Blocking waits
+in plain Python (a worker waiting for its next job, a download, a child process) run ``interruptible()``: there
+the handler raises at once, since nothing but CPython itself is on the stack.
+
+``Interrupted`` is a ``BaseException``, like ``KeyboardInterrupt``, so no ``except Exception`` on the way up
+mistakes it for an error. Exit codes follow the shell: 128 + signal number.
 """
 
 import contextlib
 import signal
+
+from normlab import testpoints
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -20,18 +29,18 @@ class Interrupted(BaseException):
 
 
 _held = 0
-_pending: list[int] = []
+_interruptible = 0
+_received: list[int] = []
 
 
 def _handler(signum, frame):
-    if _held:
-        _pending.append(signum)
-    else:
+    _received.append(signum)
+    if _interruptible and not _held:
         raise Interrupted(signum)
 
 
 def install() -> dict:
-    """Turn SIGINT/SIGTERM into ``Interrupted``; return the previous handlers for ``restore``."""
+    """Record SIGINT/SIGTERM from now on; return the previous handlers for ``restore``."""
     return {signum: signal.signal(signum, _handler) for signum in SIGNALS}
 
 
@@ -46,21 +55,52 @@ def ignore() -> None:
         signal.signal(signum, signal.SIG_IGN)
 
 
-def pending() -> bool:
-    """Whether a signal arrived inside ``held()`` and waits to be raised."""
-    return bool(_pending)
+def interruption(error: BaseException) -> Interrupted | None:
+    """Why a command that ended with ``error`` was interrupted, if it was: the first signal it received, whatever
+    exception that became on the way up (an extension module's initializer makes it an ImportError), or the
+    ``Interrupted`` itself (a worker process's signal, passed on)."""
+    if _received:
+        return Interrupted(_received[0])
+    return error if isinstance(error, Interrupted) else None
+
+
+def clear() -> None:
+    """Forget received signals, once the command has stopped for them."""
+    _received.clear()
+
+
+def check() -> None:
+    """Raise ``Interrupted`` for a received signal, unless inside ``held()``."""
+    if _received and not _held:
+        raise Interrupted(_received[0])
+
+
+def safe_point(stage: str) -> None:
+    """A moment where stopping is safe: a received signal is raised here. Tests synchronize on these moments
+    (``testpoints``), and may hold the process here until their signal arrives."""
+    testpoints.reached(stage, waiting=lambda: not _received)
+    check()
 
 
 @contextlib.contextmanager
 def held():
-    """Defer SIGINT/SIGTERM (when `install`ed) until the block is done, then raise the first one."""
+    """Complete the block whatever arrives (a checkpoint, a report), then act on a signal received meanwhile."""
     global _held
     _held += 1
     try:
         yield
     finally:
         _held -= 1
-    if not _held and _pending:
-        signum = _pending[0]
-        _pending.clear()
-        raise Interrupted(signum)
+    check()
+
+
+@contextlib.contextmanager
+def interruptible():
+    """A blocking wait in plain Python: a signal interrupts it at once instead of at the next safe point."""
+    global _interruptible
+    check()
+    _interruptible += 1
+    try:
+        yield
+    finally:
+        _interruptible -= 1

@@ -1,22 +1,21 @@
 """Named moments of a run that the signal and crash tests synchronize on; inert unless the environment asks.
 
-``NORMLAB_TEST_STAGES=FILE`` makes every ``reached(stage)`` append the stage's name to FILE, so a test can wait
-for "compile" (observable state, not a sleep) and then send its signal. ``NORMLAB_TEST_PAUSE_AT=STAGE`` also
-waits at that stage until a signal arrives, so the signal lands exactly there — inside a ``signals.held()``
-block as well. ``NORMLAB_FAULT_WRITE_DELAY_S`` pauses atomic writes between the fsynced temp file and the rename,
-widening the window a SIGKILL can land in. Malformed values switch a test point off; they never stop a run.
+``NORMLAB_TEST_STAGES=FILE`` makes every ``reached(stage)`` append the stage's name and the pid to FILE, so a
+test can wait for "compile" (observable state, not a sleep) and then send its signal. ``NORMLAB_TEST_PAUSE_AT=
+STAGE`` also waits at that stage until a signal has arrived, so the signal lands exactly there — inside a
+``signals.held()`` block as well. ``NORMLAB_FAULT_WRITE_DELAY_S`` pauses atomic writes between the fsynced temp
+file and the rename, widening the window a SIGKILL can land in. Malformed values switch a test point off; they
+never stop a run. The stages are ``signals.safe_point``s: see there.
 """
 
 import math
 import os
 import time
-
-from normlab import signals
-
-STAGES = ("start", "data", "checkpoint-read", "compile", "train", "checkpoint-write", "report")
+from typing import Callable
 
 
-def reached(stage: str) -> None:
+def reached(stage: str, waiting: Callable[[], bool]) -> None:
+    """Log ``stage``; if it is the pause stage, sleep while ``waiting()`` (no signal yet)."""
     path = os.environ.get("NORMLAB_TEST_STAGES")
     if not path:
         return
@@ -26,7 +25,7 @@ def reached(stage: str) -> None:
     except OSError:
         return
     if os.environ.get("NORMLAB_TEST_PAUSE_AT") == stage:
-        while not signals.pending():  # outside held() the signal raises Interrupted right out of the sleep
+        while waiting():
             time.sleep(0.01)
 
 

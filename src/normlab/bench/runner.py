@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, NamedTuple
 
+from normlab import signals
 from normlab.bench.common import USER_XLA_FLAGS, user_xla_flags
 from normlab.errors import ConfigError
 
@@ -72,7 +73,8 @@ def spawn(name: str, module: str, args: list[str], config: BenchConfig, preset: 
     load = os.getloadavg()[0]
     start = time.perf_counter()
     with open(log, "w") as log_file:
-        rc = subprocess.run(argv, stdout=log_file, stderr=subprocess.STDOUT, env=env).returncode
+        with signals.interruptible():  # minutes of a peer's training: a Ctrl-C stops it (run() kills the child)
+            rc = subprocess.run(argv, stdout=log_file, stderr=subprocess.STDOUT, env=env).returncode
     meta = {"process_s": time.perf_counter() - start, "load_avg_1min_before": load, "log": str(log)}
     if rc != 0 or not out.is_file():
         lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]

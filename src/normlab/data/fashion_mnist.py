@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from normlab import signals
 from normlab.data.idx import REFETCH, archive_cap, read_idx_file
 from normlab.errors import DataError
 from normlab.files import cache_root
@@ -107,7 +108,7 @@ def _fetch(folder: Path, f: IdxFile, base: str) -> None:
     """Download one archive; keep it (atomically renamed) only if both checksums match."""
     url = f"{base}/{f.name}.gz"
     try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
+        with signals.interruptible(), urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
             gz = response.read(archive_cap(f.size) + 1)
     except (OSError, ValueError, http.client.HTTPException) as e:
         raise DataError(f"downloading Fashion-MNIST failed: {url}: {e}; {ELSEWHERE}") from e

@@ -103,13 +103,15 @@ def run_in_processes(study_file: Path, out: Path, pending: list[str], workers: i
                 with open(out / "trials" / f"{tid}.log", "w", encoding="utf-8") as log:
                     running[tid] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
                 say(f"started trial {tid}")
+            signals.check()
             for tid, proc in list(running.items()):
                 if proc.poll() is not None:
                     del running[tid]
                     say(f"trial {tid} {'done' if proc.returncode == 0 else f'failed (exit {proc.returncode})'}")
                     if proc.returncode != 0:
                         failed.append(tid)
-            time.sleep(0.2)
+            with signals.interruptible():
+                time.sleep(0.2)
     except BaseException as stop:
         # The trials checkpoint and record themselves as interrupted; none may outlive this process.
         for proc in running.values():

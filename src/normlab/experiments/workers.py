@@ -68,6 +68,7 @@ def run(jobs: list[tuple[str, list[int]]], config, data, out: Path | None, resum
                     preset, seeds = jobs[index]
                     idle.pop(0).send({"job": index, "preset": preset, "seeds": seeds, "config": config.as_dict(),
                                       "out": None if out is None else str(out), "resume": resume})
+                signals.check()  # a Ctrl-C for the study stops it within half a second
                 try:
                     worker, message = messages.get(timeout=0.5)
                 except queue.Empty:
@@ -181,7 +182,11 @@ def serve(core: int, folder: str, cache: bool) -> int:
         files = [Path(folder) / f"{name}.npy" for name in ARRAYS]  # mapped: the workers share one copy in memory
         data = FashionMNIST(*(np.load(file, mmap_mode="r", allow_pickle=False) for file in files),
                             source=Path(folder))
-        for line in sys.stdin:
+        while True:
+            with signals.interruptible():  # idle between jobs: a signal needs no safe point to stop it here
+                line = sys.stdin.readline()
+            if not line:
+                break
             job = json.loads(line)
             index = job["job"]
 
@@ -197,10 +202,12 @@ def serve(core: int, folder: str, cache: bool) -> int:
                 send({"job": index, "error": str(error)})
                 return 2
             send({"job": index, "done": _result_fields(result)})
-    except signals.Interrupted as stop:
-        return stop.exit_code
     except BrokenPipeError:  # the parent is gone: stop rather than train for nobody
         return 1
+    except BaseException as error:
+        if (stop := signals.interruption(error)) is not None:
+            return stop.exit_code
+        raise
     return 0
 
 

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 import safetensors.numpy
 
-from normlab import __version__, signals, testpoints
+from normlab import __version__, signals
 from normlab.atomic import write_atomically
 from normlab.errors import CheckpointError
 from normlab.files import FileProblem, read_bytes
@@ -67,7 +67,7 @@ def save(directory: Path, epoch: int, state, record: dict, keep: int = 2) -> Pat
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise CheckpointError(f"cannot create checkpoint folder {directory}: {error.strerror}") from error
-        testpoints.reached("checkpoint-write")
+        signals.safe_point("checkpoint-write")
         for stale in directory.glob(".epoch-*.tmp"):  # left by a process killed mid-write
             stale.unlink(missing_ok=True)
         try:
@@ -160,7 +160,7 @@ def latest(directory: Path, config: dict, max_bytes: int, warn=print, problem=la
     continuing it would silently mix two experiments.
     """
     for epoch, path in reversed(checkpoints(directory)):
-        testpoints.reached("checkpoint-read")
+        signals.safe_point("checkpoint-read")
         try:
             arrays, record = read(path, max_bytes)
             if (fault := problem(record)) is not None:

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from normlab import testpoints
+from normlab import signals
 from normlab.errors import CheckpointError
 from normlab.nn.models import Model
 from normlab.train import checkpoint
@@ -201,7 +201,7 @@ def _fit_program(model, optimizer, arrays, num_examples, seeds, config, on_epoch
         epoch_fn = jax.jit(jax.vmap(make_epoch(model, optimizer, num_examples, config.batch_size),
                                     in_axes=(0, None, None, None)), donate_argnums=0)
         eval_fn = jax.jit(jax.vmap(make_evaluate(model), in_axes=(0, 0, None, None)))
-        testpoints.reached("compile")
+        signals.safe_point("compile")
         start = time.perf_counter()
         programs[len(seeds)] = (epoch_fn.lower(ts, x_train, y_train, jnp.int32(0)).compile(),
                                 eval_fn.lower(ts.params, ts.model_state, x_val, y_val).compile(),
@@ -213,7 +213,7 @@ def _fit_program(model, optimizer, arrays, num_examples, seeds, config, on_epoch
     for epoch in range(first_epoch, config.epochs):
         if history["loss"] and all(_first_divergence(history)):
             break
-        testpoints.reached("train")
+        signals.safe_point("train")
         epoch_start = time.perf_counter()
         ts, train_metrics = train_epoch(ts, x_train, y_train, jnp.int32(epoch))
         val_loss, val_accuracy = evaluate_val(ts.params, ts.model_state, x_val, y_val)
