@@ -11,6 +11,7 @@ from tensorboardX import SummaryWriter
 from normlab.report.literal import path_component
 
 # Keras history key -> TensorBoard tag; the "train/" and "val/" prefixes put each pair on one dashboard card.
+TEST_KEYS = ("loss", "accuracy")
 TAGS = {"loss": "train/loss", "accuracy": "train/accuracy", "val_loss": "val/loss", "val_accuracy": "val/accuracy"}
 
 
@@ -30,7 +31,9 @@ def write_tensorboard(results: dict, root: Path) -> list[Path]:
                 for epoch, value in enumerate(run["history"][key], start=1):
                     writer.add_scalar(tag, value, epoch)
             last = len(run["history"]["loss"])
-            for key, value in (run.get("test") or {}).items():  # a diverged run has no test result
-                writer.add_scalar(f"test/{key}", value, last)
+            test = run.get("test") or {}  # a diverged run has no test result
+            for key in TEST_KEYS:  # only the metrics results.json defines; other keys are not ours to log
+                if key in test:
+                    writer.add_scalar(f"test/{key}", test[key], last)
         run_dirs.append(run_dir)
     return run_dirs
