@@ -1,5 +1,7 @@
-"""Shared fixtures: a small synthetic Fashion-MNIST-shaped data set, and the real one when it is present."""
+"""Shared fixtures: a small synthetic Fashion-MNIST-shaped data set, full-size synthetic IDX files, and the real data."""
 
+import shutil
+import struct
 from types import SimpleNamespace
 
 import numpy as np
@@ -33,3 +35,30 @@ def real_data():
         return load(download=False)
     except DataError as error:
         pytest.skip(f"real Fashion-MNIST not found ({error}); `make test` fetches it")
+
+
+NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """An independent IDX writer: magic 0x0000, type 0x08 (uint8), ndim, big-endian sizes, data."""
+    return struct.pack(f">HBB{array.ndim}I", 0, 8, array.ndim, *array.shape) + array.astype(np.uint8).tobytes()
+
+
+@pytest.fixture(scope="session")
+def synthetic_dir(tmp_path_factory):
+    """Well-formed files of the right shapes but synthetic content (so their SHA-256 is not Fashion-MNIST's)."""
+    folder = tmp_path_factory.mktemp("synthetic")
+    rng = np.random.default_rng(0)
+    for name, n in zip(NAMES, (60000, 60000, 10000, 10000)):
+        shape = (n, 28, 28) if "images" in name else (n,)
+        high = 256 if "images" in name else 10
+        (folder / name).write_bytes(idx_bytes(rng.integers(0, high, shape)))
+    return folder
+
+
+@pytest.fixture
+def data_dir(synthetic_dir, tmp_path):
+    folder = tmp_path / "data"
+    shutil.copytree(synthetic_dir, folder)
+    return folder

@@ -1,40 +1,13 @@
 """Every bad input a user can give us: one line naming the file or option, the problem and the fix; exit 2."""
 
 import gzip
-import shutil
-import struct
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-
-
-def idx_bytes(array: np.ndarray) -> bytes:
-    """An independent IDX writer: magic 0x0000, type 0x08 (uint8), ndim, big-endian sizes, data."""
-    return struct.pack(f">HBB{array.ndim}I", 0, 8, array.ndim, *array.shape) + array.astype(np.uint8).tobytes()
-
-
-@pytest.fixture(scope="module")
-def synthetic_dir(tmp_path_factory):
-    """Well-formed files of the right shapes but synthetic content (so their SHA-256 is not Fashion-MNIST's)."""
-    folder = tmp_path_factory.mktemp("synthetic")
-    rng = np.random.default_rng(0)
-    for name, n in zip(NAMES, (60000, 60000, 10000, 10000)):
-        shape = (n, 28, 28) if "images" in name else (n,)
-        high = 256 if "images" in name else 10
-        (folder / name).write_bytes(idx_bytes(rng.integers(0, high, shape)))
-    return folder
-
-
-@pytest.fixture
-def data_dir(synthetic_dir, tmp_path):
-    folder = tmp_path / "data"
-    shutil.copytree(synthetic_dir, folder)
-    return folder
-
+from conftest import NAMES, idx_bytes
 
 def normlab(*args):
     run = subprocess.run([sys.executable, "-m", "normlab.cli", *map(str, args)], capture_output=True, text=True,

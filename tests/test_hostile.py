@@ -13,10 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from test_bad_input import NAMES, idx_bytes
+from conftest import NAMES
 
 TINY = ["--subset", "500", "--epochs", "1"]
 
@@ -213,36 +212,26 @@ def test_impossible_study_files_are_refused_in_bounded_memory(tmp_path, text, fr
 
 # 6. Unbounded resources: memory capped by the sizes the data set has; never a read that blocks.
 
-@pytest.fixture
-def synthetic_data_dir(tmp_path):
-    folder = tmp_path / "data"
-    folder.mkdir()
-    for name, n in zip(NAMES, (60000, 60000, 10000, 10000)):
-        shape = (n, 28, 28) if "images" in name else (n,)
-        (folder / name).write_bytes(idx_bytes(np.zeros(shape)))
-    return folder
-
-
-def test_a_decompression_bomb_is_refused_in_bounded_memory(synthetic_data_dir):
+def test_a_decompression_bomb_is_refused_in_bounded_memory(data_dir):
     """A few MB of .gz with a valid header that expands to 2 GB: refused after reading the expected 47 MB."""
-    target = synthetic_data_dir / NAMES[0]
+    target = data_dir / NAMES[0]
     header = target.read_bytes()[:16]
     target.unlink()
     zeros = gzip.compress(bytes(16 << 20), compresslevel=1)
-    (synthetic_data_dir / f"{NAMES[0]}.gz").write_bytes(gzip.compress(header) + zeros * 128)  # members concatenate
-    code, _, err = normlab("data", "--no-verify", "--data-dir", synthetic_data_dir, limit_mb=400, timeout=120)
+    (data_dir / f"{NAMES[0]}.gz").write_bytes(gzip.compress(header) + zeros * 128)  # members concatenate
+    code, _, err = normlab("data", "--no-verify", "--data-dir", data_dir, limit_mb=400, timeout=120)
     one_line_error(code, err, NAMES[0], "expands to more than")
 
 
 @pytest.mark.parametrize("kind", ["fifo", "dev_zero"])
-def test_a_data_file_that_is_not_a_regular_file_is_refused_at_once(synthetic_data_dir, kind):
-    target = synthetic_data_dir / NAMES[1]
+def test_a_data_file_that_is_not_a_regular_file_is_refused_at_once(data_dir, kind):
+    target = data_dir / NAMES[1]
     target.unlink()
     if kind == "fifo":
         os.mkfifo(target)  # opening it would wait forever for a writer
     else:
         target.symlink_to("/dev/zero")  # reading it would never end
-    code, _, err = normlab("data", "--no-verify", "--data-dir", synthetic_data_dir, limit_mb=400, timeout=120)
+    code, _, err = normlab("data", "--no-verify", "--data-dir", data_dir, limit_mb=400, timeout=120)
     one_line_error(code, err, NAMES[1], "not a regular file")
 
 
