@@ -10,10 +10,12 @@ import json
 import numpy as np
 import pytest
 
-from normlab.report import summary_rows, write_all
+from normlab.report import write_all
 from normlab.report.hparams import write_hparams
 from normlab.report.html import report_command, write_html, write_markdown_summary
-from normlab.report.stats import HISTORY_KEYS
+from normlab.report.results_json import HISTORY_KEYS
+from normlab.report.stats import group_runs
+from normlab.report.summary import terminal_table
 
 EPOCHS = 4
 
@@ -61,7 +63,6 @@ def test_write_all_writes_every_file(case, tmp_path):
     with open(tmp_path / "history.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == sum(len(r["history"]["loss"]) for r in results["runs"])
-    assert [p.name for p in (tmp_path / "tensorboard").iterdir()] != []
     report = (tmp_path / "report.md").read_text(encoding="utf-8")
     for line in diverged_lines(results):
         assert f"- {line}" in report
@@ -84,18 +85,16 @@ def test_report_md_of_a_mixed_study_averages_the_common_epochs(tmp_path):
     assert "| baseline | 1 |" in report and "| bn-before |" not in report  # bn-before never completed
 
 
-def test_summary_rows_skip_presets_without_a_completed_run():
-    assert summary_rows(ALL_DIVERGED) == []
-    rows = {row["preset"]: row for row in summary_rows(MIXED)}
+def test_terminal_table_skips_presets_without_a_completed_run():
+    assert terminal_table(group_runs(ALL_DIVERGED)).rows == ()
+    rows = {row[0]: row for row in terminal_table(group_runs(MIXED)).rows}
     assert list(rows) == ["baseline", "bn-after"]
-    assert rows["baseline"]["n"] == 1 and rows["bn-after"]["n"] == 2
+    assert rows["baseline"][1] == "1" and rows["bn-after"][1] == "2"
     baseline_final = MIXED["runs"][0]["history"]["val_accuracy"][EPOCHS - 1]
     after_final = np.mean([r["history"]["val_accuracy"][EPOCHS - 1] for r in MIXED["runs"][2:4]])
-    assert rows["bn-after"]["gain_final_pp"] == pytest.approx(100 * (after_final - baseline_final))
+    assert rows["bn-after"][5] == f"{100 * (after_final - baseline_final):+.2f}"  # gain final
     for row in rows.values():
-        assert all(row[k] is not None for k in ("final_val_accuracy_mean", "final_val_accuracy_std",
-                                                "test_accuracy_mean", "test_accuracy_std", "compile_s_mean",
-                                                "train_s_mean", "gain_epoch1_pp", "gain_final_pp"))
+        assert "—" not in row and all(row)
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -17,7 +17,7 @@ from normlab.report.hparams import write_hparams
 from normlab.report.html import find_results, load_results, report_command, write_html
 from normlab.report.literal import markdown, path_component
 from normlab.report.plots import _learning_curves_figure, sweep_png
-from normlab.report.tensorboard import write_tensorboard
+from normlab.report.results_json import Run
 
 NASTY = ["a|b", "x`y`", "<script>alert(1)</script>", "a & b", "line\nbreak\r\n", "- item", "# title", "1. first",
          "---", "*bold* _it_ [link](http://x)", "$\\foo$", "back\\|slash", "_hidden", "\ud800surrogate"]
@@ -142,7 +142,7 @@ def legend_texts(legend) -> list[tuple[str, bool]]:
 
 def test_figure_labels_are_literal_and_underscore_labels_stay(tmp_path):
     names = ["a$\\foo$b", "_hidden", "$x$ and $y$", "plain"]
-    groups = {name: [run(name)] for name in names}
+    groups = {name: [Run.from_dict(run(name))] for name in names}
     expected = [(f"{name} (n=1)", False) for name in names]
     fig = _learning_curves_figure(groups)
     assert legend_texts(fig.axes[0].get_legend()) == expected
@@ -157,7 +157,7 @@ def test_figure_labels_are_literal_and_underscore_labels_stay(tmp_path):
 
 def test_a_huge_label_is_cut_to_fit_the_figure():
     """100,000 characters would take Agg about a minute to lay out; the legend shows the first 79 and "…"."""
-    fig = _learning_curves_figure({"x" * 100_000: [run("x")], "y\n" * 50: [run("y")]})
+    fig = _learning_curves_figure({"x" * 100_000: [Run.from_dict(run("x"))], "y\n" * 50: [Run.from_dict(run("y"))]})
     texts = [text for text, _ in legend_texts(fig.axes[0].get_legend())]
     assert texts == ["x" * 79 + "… (n=1)", "y " * 39 + "y… (n=1)"]
 
@@ -177,17 +177,15 @@ def tree(root: Path) -> set[str]:
             for name in dirs + files}
 
 
-def test_tensorboard_and_hparams_directories_never_leave_their_root(tmp_path):
+def test_hparams_directories_never_leave_their_root(tmp_path):
+    """(TensorBoard's run directories: tests/report/test_tensorboard.py.)"""
     runs = [run(name, 7) for name in PATHS]
     out = tmp_path / "deep" / "er"
-    write_tensorboard({"runs": runs}, out / "tb")
     write_hparams([{"runs": runs, "study": {"trial": trial}} for trial in ("../../../evil", "/abs", "..", "t")],
                   out / "hp")
-    outside = {p for p in tree(tmp_path) if not p.startswith(("deep/er/tb/", "deep/er/hp/"))}
-    assert outside == {"deep", "deep/er", "deep/er/tb", "deep/er/hp"}
-    assert len(list((out / "tb").iterdir())) == len(PATHS)  # one folder per preset, none merged
+    outside = {p for p in tree(tmp_path) if not p.startswith("deep/er/hp/")}
+    assert outside == {"deep", "deep/er", "deep/er/hp"}
     assert len(list((out / "hp").iterdir())) == 4
-    assert all(p.name == "seed7" for p in (out / "tb").glob("*/*"))
 
 
 def test_a_planted_trial_id_cannot_steer_hparams_out_of_its_folder(tmp_path):

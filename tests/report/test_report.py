@@ -1,13 +1,13 @@
 """The report layer on a synthetic study: every file is read back and checked against numbers computed here."""
 
 import csv
-import struct
 
 import numpy as np
 import pytest
 
-from normlab.report import summary_rows, write_all
-from normlab.report.markdown import reported_epochs
+from normlab.report import write_all
+from normlab.report.stats import group_runs
+from normlab.report.summary import reported_epochs, terminal_table
 
 EPOCHS, SEEDS = 4, (0, 1, 2)
 # Validation accuracy at epoch 1 rises 0.03 per epoch; seeds spread ±0.01 around it.
@@ -70,58 +70,6 @@ def test_history_csv_has_one_row_per_preset_seed_epoch(out):
     assert float(row["loss"]) == history["loss"][2]
 
 
-def _varint(buf: bytes, i: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = buf[i]
-        value |= (byte & 0x7F) << shift
-        i, shift = i + 1, shift + 7
-        if byte < 0x80:
-            return value, i
-
-
-def _fields(buf: bytes):
-    """(field number, raw value) of a protobuf message: enough of the wire format to read Event scalars."""
-    i = 0
-    while i < len(buf):
-        key, i = _varint(buf, i)
-        wire = key & 7
-        if wire == 0:
-            value, i = _varint(buf, i)
-        elif wire == 2:
-            size, i = _varint(buf, i)
-            value, i = buf[i:i + size], i + size
-        else:
-            size = {1: 8, 5: 4}[wire]
-            value, i = buf[i:i + size], i + size
-        yield key >> 3, value
-
-
-def read_scalars(run_dir) -> dict[str, dict[int, float]]:
-    """tag -> {step: value}, parsed from TFRecord framing (u64 length, u32 crc, data, u32 crc) and Event protos."""
-    scalars: dict[str, dict[int, float]] = {}
-    for path in run_dir.glob("events.out.tfevents.*"):
-        data, i = path.read_bytes(), 0
-        while i < len(data):
-            (size,) = struct.unpack_from("<Q", data, i)
-            event = dict(_fields(data[i + 12:i + 12 + size]))  # Event: step = 2, summary = 5
-            i += 12 + size + 4
-            for field, value in _fields(event.get(5, b"")):  # Summary.value = 1: Value(tag = 1, simple_value = 2)
-                value = dict(_fields(value))
-                scalars.setdefault(value[1].decode(), {})[event[2]] = struct.unpack("<f", value[2])[0]
-        assert i == len(data)
-    return scalars
-
-
-def test_tensorboard_has_every_scalar_per_run(out):
-    for run in RESULTS["runs"]:
-        scalars = read_scalars(out / "tensorboard" / run["preset"] / f"seed{run['seed']}")
-        assert set(scalars) == {"train/loss", "train/accuracy", "val/loss", "val/accuracy", "test/loss", "test/accuracy"}
-        assert list(scalars["val/accuracy"]) == list(range(1, EPOCHS + 1))
-        np.testing.assert_allclose(list(scalars["val/accuracy"].values()), run["history"]["val_accuracy"], rtol=1e-6)
-        assert scalars["test/accuracy"] == pytest.approx({EPOCHS: run["test"]["accuracy"]}, rel=1e-6)
-
-
 @pytest.mark.parametrize("name", ["learning_curves.png", "val_accuracy.png"])
 def test_figures_are_nontrivial_pngs(out, name):
     data = (out / name).read_bytes()
@@ -157,21 +105,27 @@ def test_single_seed_shows_zero_std_and_negative_gain(tmp_path):
     assert "| -10.00 pp |" in row  # 60 % vs the baseline mean of 70 % at epoch 1
 
 
+def terminal_rows(results: dict) -> dict[str, dict[str, str]]:
+    """preset -> {column header: cell} of the table `reproduce` prints."""
+    table = terminal_table(group_runs(results))
+    return {row[0]: {c.header: cell for c, cell in zip(table.columns, row)} for row in table.rows}
+
+
 def test_without_baseline_there_is_no_gain():
     results = make_results([r for r in RESULTS["runs"] if r["preset"] != "baseline"])
-    assert [row["gain_final_pp"] for row in summary_rows(results)] == [None]
+    assert [(row["gain ep 1"], row["gain final"]) for row in terminal_rows(results).values()] == [("—", "—")]
 
 
-def test_summary_rows():
-    rows = {row["preset"]: row for row in summary_rows(RESULTS)}
+def test_terminal_table():
+    rows = terminal_rows(RESULTS)
     assert list(rows) == list(START)
+    assert terminal_table(group_runs(RESULTS)).title.startswith(f"after {EPOCHS} epochs")
     after = rows["bn-after"]
-    assert after["n"] == 3
-    assert after["final_val_accuracy_mean"] == pytest.approx(val_acc(RESULTS, "bn-after", EPOCHS).mean())
-    assert after["final_val_accuracy_std"] == pytest.approx(val_acc(RESULTS, "bn-after", EPOCHS).std(ddof=1))
-    assert after["gain_epoch1_pp"] == pytest.approx(10.0)
-    assert rows["baseline"]["gain_final_pp"] == pytest.approx(0.0)
-    assert after["train_s_mean"] == pytest.approx(20.0) and after["compile_s_mean"] == pytest.approx(3.0)
+    assert after["n"] == "3" and after["val acc"] == percent(val_acc(RESULTS, "bn-after", EPOCHS))
+    tests = np.array([r["test"]["accuracy"] for r in RESULTS["runs"] if r["preset"] == "bn-after"])
+    assert after["test acc"] == percent(tests)
+    assert after["gain ep 1"] == "+10.00" and rows["baseline"]["gain final"] == "+0.00"
+    assert after["train s"] == "20.0" and after["compile s"] == "3.0"
 
 
 @pytest.mark.parametrize("n_epochs, expected", [(1, [1]), (4, [1, 4]), (10, [1, 5, 10]), (12, [1, 5, 10, 12])])

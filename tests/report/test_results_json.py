@@ -134,6 +134,15 @@ def test_valid_results_load_unchanged(tmp_path):
     assert load_results(tmp_path / "results.json") == valid()
 
 
+def test_runs_are_typed_records_with_the_defaults_of_older_files():
+    old = {k: v for k, v in run().items() if k not in ("status", "diverged_epoch", "setting", "params")}
+    records = results_json.runs({"runs": [old, run(setting=None), valid()["runs"][3]]})
+    assert [(r.status, r.diverged, r.setting) for r in records[:2]] == [("ok", False, {})] * 2
+    assert records[0].params is None and records[1].params == {"total": 10}
+    assert records[0].final_val_accuracy == old["history"]["val_accuracy"][-1] and records[0].seed == 0
+    assert (records[2].diverged, records[2].diverged_epoch, records[2].test) == (True, 2, None)
+
+
 def test_extreme_but_valid_values_make_a_report(tmp_path):
     """The bounds themselves are allowed: float32's largest loss, accuracies 0 and 1, the smallest spreads."""
     results = valid()

@@ -5,7 +5,7 @@ import io
 from pathlib import Path
 
 from normlab.files import write_text
-from normlab.report.stats import HISTORY_KEYS
+from normlab.report.results_json import HISTORY_KEYS, runs
 
 
 def write_history_csv(results: dict, path: Path) -> Path:
@@ -14,8 +14,8 @@ def write_history_csv(results: dict, path: Path) -> Path:
     text = io.StringIO()
     writer = csv.writer(text)
     writer.writerow(("preset", "seed", "epoch", *HISTORY_KEYS))
-    for run in results["runs"]:
-        columns = zip(*(run["history"][key] for key in HISTORY_KEYS))
+    for run in runs(results):
+        columns = zip(*(run.history[key] for key in HISTORY_KEYS))
         for epoch, values in enumerate(columns, start=1):
-            writer.writerow((run["preset"], run["seed"], epoch, *values))
+            writer.writerow((run.preset, run.seed, epoch, *values))
     return write_text(path, text.getvalue())

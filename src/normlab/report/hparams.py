@@ -5,6 +5,7 @@ from pathlib import Path
 from tensorboardX import SummaryWriter
 
 from normlab.report.literal import printable
+from normlab.report.results_json import Run, runs
 from normlab.report.tensorboard import run_directory
 
 
@@ -12,22 +13,20 @@ def _hparam(value):
     return value if isinstance(value, (int, float, bool)) else printable(value)
 
 
-def _metrics(run: dict) -> dict[str, float]:
+def _metrics(run: Run) -> dict[str, float]:
     """Final val/test accuracy of a completed run; the epoch a diverged one stopped at (when recorded)."""
-    if run.get("status") != "diverged":
-        return {"hparam/val_accuracy": run["history"]["val_accuracy"][-1],
-                "hparam/test_accuracy": run["test"]["accuracy"]}
-    epoch = run.get("diverged_epoch")
-    return {} if epoch is None else {"hparam/diverged_epoch": float(epoch)}
+    if not run.diverged:
+        return {"hparam/val_accuracy": run.final_val_accuracy, "hparam/test_accuracy": run.test["accuracy"]}
+    return {} if run.diverged_epoch is None else {"hparam/diverged_epoch": float(run.diverged_epoch)}
 
 
 def write_hparams(results_list: list[dict], root: Path) -> Path:
     """One run per (trial, preset, seed): its swept values + preset + seed, and final val/test metrics."""
     for results in results_list:
         trial = (results.get("study") or {}).get("trial", "run")
-        for run in results["runs"]:
-            hparams = {printable(k): _hparam(v) for k, v in {**(run.get("setting") or {}), "preset": run["preset"],
-                                                              "seed": run["seed"]}.items()}
-            with SummaryWriter(logdir=str(run_directory(root, trial, run["preset"], f"seed{run['seed']}"))) as writer:
+        for run in runs(results):
+            hparams = {printable(k): _hparam(v)
+                       for k, v in {**run.setting, "preset": run.preset, "seed": run.seed}.items()}
+            with SummaryWriter(logdir=str(run_directory(root, trial, run.preset, f"seed{run.seed}"))) as writer:
                 writer.add_hparams(hparams, _metrics(run), name=".")
     return root

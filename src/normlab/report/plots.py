@@ -14,6 +14,7 @@ from matplotlib.ticker import MaxNLocator, NullLocator
 
 from normlab.files import write_bytes
 from normlab.report.literal import matplotlib as literal
+from normlab.report.results_json import Run
 from normlab.report.stats import group_runs, history_stats
 
 # Okabe & Ito (2008): distinguishable under the common colour-vision deficiencies and in greyscale print.
@@ -35,7 +36,7 @@ def _style(i: int) -> dict:
     return {"color": OKABE_ITO[i % len(OKABE_ITO)], "linestyle": LINESTYLES[i // len(OKABE_ITO) % len(LINESTYLES)]}
 
 
-def _draw_panel(ax, groups: dict[str, list[dict]], key: str, title: str, ylabel: str, legend: bool = True) -> list:
+def _draw_panel(ax, groups: dict[str, list[Run]], key: str, title: str, ylabel: str, legend: bool = True) -> list:
     """One metric vs epoch: a line and a ±1 std band per preset; returns the lines, for a shared legend. With no
     completed run the panel says that every run diverged."""
     lines = []
@@ -60,7 +61,7 @@ def _legend(owner, handles: list, **options) -> None:
     owner.legend(handles, [h.get_label() for h in handles], **options)
 
 
-def _learning_curves_figure(groups: dict[str, list[dict]], shared_legend: bool = False) -> Figure:
+def _learning_curves_figure(groups: dict[str, list[Run]], shared_legend: bool = False) -> Figure:
     """The 2×2 grid; with many groups one legend below the grid keeps the curves uncovered."""
     fig = Figure(figsize=(10, 7.5 if shared_legend else 7), layout="constrained")
     axes = fig.subplots(2, 2).ravel()
@@ -84,7 +85,7 @@ def plot_learning_curves(results: dict, path: Path) -> Path:
     return write_bytes(path, png_bytes(_learning_curves_figure(group_runs(results))))
 
 
-def learning_curves_png(groups: dict[str, list[dict]]) -> bytes:
+def learning_curves_png(groups: dict[str, list[Run]]) -> bytes:
     """The same 2×2 grid for any grouping of runs (label -> completed runs), as PNG bytes; each curve is as long
     as the shortest history of its group."""
     return png_bytes(_learning_curves_figure(groups, shared_legend=True))

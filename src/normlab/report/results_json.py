@@ -1,28 +1,67 @@
-"""``results.json``: the machine-readable record of a study; other tools read its key names.
+"""``results.json``: the machine-readable record of a study, and the one place that knows its schema.
 
-Writing is ours and atomic. Reading takes any file a user points at, so ``load_results`` checks every field the
-report later uses and turns anything else into one ConfigError line: after it, no writer meets a value it cannot
-handle. Numbers must be finite and within float32's range (training is float32, so nothing real is larger, and
-means over seeds cannot overflow); accuracies lie in [0, 1].
+Other tools read its key names, so they never change; the report reads runs only as typed `Run` records, whose
+defaults stand for keys that older files lack. Writing is ours and atomic. Reading takes any file a user points
+at, so ``load_results`` checks every field the report later uses and turns anything else into one ConfigError
+line: after it, no writer meets a value it cannot handle. Numbers must be finite and within float32's range
+(training is float32, so nothing real is larger, and means over seeds cannot overflow); accuracies lie in [0, 1].
 """
 
 import json
 import os
 import re
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 
 from normlab.errors import ConfigError
 from normlab.files import MiB, FileProblem, display, one_line, read_text, write_text
-from normlab.report.stats import HISTORY_KEYS
 
+HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
+OK, DIVERGED = "ok", "diverged"  # a run's status: DIVERGED when training met a non-finite loss
 # A results.json holds a few kB per run; 64 MiB is far beyond any study and still parses in seconds.
 MAX_BYTES = 64 * MiB
 # Ours nest 4 deep; the bound keeps json.dumps of a config (the HTML page echoes it) clear of the recursion limit.
 MAX_DEPTH = 32
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 _SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run (a preset and a seed) of results.json, as the report reads it.
+
+    Built from a record that training wrote or `load_results` checked. A key that is null, or missing (results
+    from before it existed), takes its default: the run completed, and has no setting, time or params.
+    """
+    preset: str
+    seed: int
+    history: dict[str, list[float]]
+    test: dict[str, float] | None = None
+    status: str = OK
+    diverged_epoch: int | None = None
+    time: dict[str, float] = field(default_factory=dict)
+    params: dict[str, int] | None = None
+    setting: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, run: dict) -> "Run":
+        return cls(**{f.name: run[f.name] for f in fields(cls) if run.get(f.name) is not None})
+
+    @property
+    def diverged(self) -> bool:
+        """The one rule for what every writer leaves out of its statistics: training met a non-finite loss."""
+        return self.status == DIVERGED
+
+    @property
+    def final_val_accuracy(self) -> float:
+        return self.history["val_accuracy"][-1]
+
+
+def runs(results: dict) -> list[Run]:
+    """Every run of a study, in file order."""
+    return [Run.from_dict(run) for run in results["runs"]]
 
 
 def write_results(results: dict, path: Path) -> Path:
@@ -74,15 +113,15 @@ def _problem(run) -> str | None:
         return "is not an object"
     if not (_text(run.get("preset")) and run["preset"]) or not _integer(run.get("seed"), -2**63, 2**63 - 1):
         return "needs 'preset' (text) and 'seed' (a 64-bit integer)"
-    status = run.get("status", "ok")  # results from before statuses existed: every run completed
-    if status not in ("ok", "diverged"):
+    status = run.get("status", OK)  # results from before statuses existed: every run completed
+    if status not in (OK, DIVERGED):
         return "has a 'status' other than ok/diverged"
     epoch = run.get("diverged_epoch")
     if epoch is not None and not _integer(epoch, 1, FLOAT32_MAX):
         return "has a 'diverged_epoch' that is not an epoch number (1 or more)"
-    if problem := _history_problem(run.get("history")) or _test_problem(run.get("test"), status == "ok"):
+    if problem := _history_problem(run.get("history")) or _test_problem(run.get("test"), status == OK):
         return problem
-    if status == "ok" and not run["history"]["val_accuracy"]:
+    if status == OK and not run["history"]["val_accuracy"]:
         return "completed but has no epoch in its history"
     setting = run.get("setting")
     if not _optional(setting, dict) or not all(
