@@ -45,16 +45,13 @@ def _holder(fd: int) -> str:
 
 
 @contextlib.contextmanager
-def claim(folder: Path, option: str = "--out", ours: bool = False):
-    """Hold ``folder`` (created if need be) for the duration of the block; ConfigError if it is not ours to use.
-
-    ``ours``: the folder lies inside a run folder normlab already holds (a sweep's trial), so its content is ours.
-    """
+def claim(folder: Path, option: str = "--out"):
+    """Hold ``folder`` (created if need be) for the duration of the block; ConfigError if it is not ours to use."""
     folder = Path(folder)
     shown = display(folder)
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"{shown} exists and is not a folder; choose another {option}")
-    if not ours and folder.is_dir() and not is_run_folder(folder) and any(folder.iterdir()):
+    if folder.is_dir() and not is_run_folder(folder) and any(folder.iterdir()):
         raise ConfigError(f"{shown} is not empty and is not a normlab run folder; normlab does not write into "
                           f"a folder of yours: choose a new or empty {option}")
     try:

@@ -1,21 +1,85 @@
-"""Jobs in worker processes, one per core: one process' numbers, its checkpoints, and nothing lost on a stop."""
+"""The one pool: jobs in worker processes pinned to their share of the cores, or here when there is one; a study's
+and a sweep's jobs alike, one process' numbers and checkpoints, and no process left after a stop."""
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
 from normlab.errors import NormlabError
+from normlab.experiments import sweep, workers
 from normlab.experiments.config import StudyConfig
 from normlab.experiments.reproduce import reproduce
+from normlab.experiments.study import make_config, parse
 
 CONFIG = StudyConfig(presets=("baseline", "bn-after"), seeds=2, epochs=2)
+STUDY = parse('name = "t"\n[config]\npresets = ["bn-after"]\nseeds = 2\nepochs = 1\n'
+              '[sweep]\nlearning_rate = [0.01, 0.1]\n', "t.toml")
 two_cores = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one worker per core needs two cores")
+
+
+def where(job: dict, arrays: dict, send) -> dict:
+    """A pool target (imported by name in the workers) that says where it runs; job ``fail`` fails."""
+    send({"started": job["n"], "pid": os.getpid(), "cores": sorted(os.sched_getaffinity(0))})
+    if job.get("fail") == job["n"]:
+        raise NormlabError(f"job {job['n']} cannot")
+    return {"cache": jax.config.jax_compilation_cache_dir, "total": int(arrays["x"].sum())}
+
+
+def pool(jobs: list[dict], tmp_path) -> dict[int, list[dict]]:
+    messages: dict[int, list[dict]] = {}
+    workers.run("test_workers:where", jobs, {"x": np.arange(10)}, 8,
+                lambda index, message: messages.setdefault(index, []).append(message), tmp_path / "logs")
+    return messages
+
+
+@pytest.fixture
+def targets(monkeypatch, tmp_path):
+    """This module can be imported by name, here and in workers, which cache compiled code in a folder of ours."""
+    monkeypatch.syspath_prepend(Path(__file__).parent)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    before = jax.config.jax_compilation_cache_dir
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path / "parent-cache"))  # workers cache iff we do
+    yield
+    jax.config.update("jax_compilation_cache_dir", before)
+
+
+def test_cores_are_shared_out_as_evenly_as_possible(monkeypatch):
+    monkeypatch.setattr(workers, "usable_cores", lambda: [0, 1, 2])
+    assert workers.core_shares(2) == [[0, 1], [2]]
+    monkeypatch.setattr(workers, "usable_cores", lambda: [0, 2, 3, 5, 6])
+    assert workers.core_shares(3) == [[0, 2], [3, 5], [6]]
+    assert workers.core_shares(5) == [[0], [2], [3], [5], [6]]
+
+
+def test_one_job_runs_here_on_every_core(targets, tmp_path):
+    assert pool([{"n": 0}], tmp_path) == {0: [{"started": 0, "pid": os.getpid(), "cores": workers.usable_cores()},
+                                              {"done": {"cache": str(tmp_path / "parent-cache"), "total": 45}}]}
+    assert not children(os.getpid())
+
+
+@two_cores
+def test_jobs_go_to_workers_pinned_to_disjoint_shares_with_their_own_compile_cache(targets, tmp_path):
+    messages = pool([{"n": n, "fail": 1} for n in range(4)], tmp_path)
+    assert sorted(messages) == [0, 1, 2, 3] and messages[1][1] == {"error": "job 1 cannot"}
+    started = {n: m[0] for n, m in messages.items()}
+    # jobs 0 and 1 went out at once, one to each worker; a user error ends a job, not its worker
+    assert started[0]["pid"] != started[1]["pid"] and {s["pid"] for s in started.values()} == {
+        started[0]["pid"], started[1]["pid"]} and os.getpid() not in {s["pid"] for s in started.values()}
+    assert sorted({tuple(s["cores"]) for s in started.values()}) == [tuple(share) for share in workers.core_shares(2)]
+    for n in (0, 2, 3):  # the compile cache, enabled after pinning, is that of programs compiled for that many cores
+        assert messages[n][1]["done"]["cache"].endswith(f"cores-{len(started[n]['cores'])}")
+        assert messages[n][1]["done"]["total"] == 45
+    assert not children(os.getpid())
 
 
 def children(pid: int) -> list[int]:
@@ -39,15 +103,18 @@ def alive(pid: int) -> bool:
 def test_workers_give_one_process_numbers_and_checkpoints(small_data, tmp_path):
     epochs = []
     alone = reproduce(small_data, replace(CONFIG, workers=1))
-    parallel = reproduce(small_data, replace(CONFIG, workers=2), tmp_path,
-                         on_epoch=lambda preset, epoch, metrics, seconds: epochs.append((preset, epoch)))
+    parallel = reproduce(small_data, replace(CONFIG, workers=2), tmp_path, on_epoch=epochs.append)
     assert [(r["preset"], r["seed"]) for r in parallel["runs"]] == [(r["preset"], r["seed"]) for r in alone["runs"]]
     for a, b in zip(alone["runs"], parallel["runs"]):
         for metric in ("loss", "val_loss"):  # XLA rounds differently with one core than with two
             np.testing.assert_allclose(b["history"][metric], a["history"][metric], rtol=1e-4)
         np.testing.assert_allclose(b["test"]["loss"], a["test"]["loss"], rtol=1e-4)
         assert b["status"] == a["status"] == "ok"
-    assert sorted(epochs) == sorted((p, e) for p in CONFIG.presets for e in range(2) for _ in range(2))
+    # every epoch of every job, then its test, each event with the job it belongs to
+    assert sorted((e.job.preset, e.seeds, e.epoch, e.stage) for e in epochs) == sorted(
+        (p, [seed], epoch, stage) for p in CONFIG.presets for seed in (0, 1)
+        for epoch, stage in ((1, "trained"), (2, "trained"), (2, "test")))
+    assert all(e.job.folder == tmp_path and e.job.trial is None for e in epochs)
     for preset in CONFIG.presets:  # where the in-process path puts a group of seeds, so either can resume
         for seed in (0, 1):
             assert (tmp_path / "checkpoints" / preset / f"seeds-{seed}-{seed}" / "epoch-0002.safetensors").is_file()
@@ -60,25 +127,57 @@ def test_a_workers_error_is_the_studys_error(small_data, tmp_path):
     assert not children(os.getpid())
 
 
-def training_with_workers(out, env):
-    """A reproduce run in a subprocess, its two workers each held at their first checkpoint write; with their pids.
+def test_a_sweeps_trials_are_jobs_of_one_pool(small_data, tmp_path):
+    events, said = [], []
+    assert sweep.run(STUDY, tmp_path, sweep.trials(STUDY), small_data, 2, events.append, said.append) == []
+    for tid, overrides in sweep.trials(STUDY):
+        trial = tmp_path / "trials" / tid
+        assert json.loads((trial / "manifest.json").read_text())["status"] == "done"
+        runs = json.loads((trial / "results.json").read_text())["runs"]
+        assert [(r["seed"], r["setting"]) for r in runs] == [(s, {"preset": "bn-after", **overrides}) for s in (0, 1)]
+        for seed in (0, 1):  # where `reproduce` puts a job, so a trial resumes either way
+            assert (trial / "checkpoints" / "bn-after" / f"seeds-{seed}-{seed}" / "epoch-0001.safetensors").is_file()
+    assert sorted((e.job.trial, e.seeds, e.stage) for e in events) == sorted(
+        (tid, [seed], stage) for tid, _ in sweep.trials(STUDY) for seed in (0, 1) for stage in ("trained", "test"))
+    assert sorted(said) == sorted(f"trial {tid} done" for tid, _ in sweep.trials(STUDY))
+
+
+def test_a_failed_trial_leaves_the_others_to_finish(small_data, tmp_path):
+    (first, overrides), (second, _) = sweep.trials(STUDY)
+    # two epochs in the first trial's checkpoints, more than its study asks for: its job fails, and only it
+    reproduce(small_data, replace(make_config(STUDY.base, overrides, "test"), epochs=2, workers=1),
+              tmp_path / "trials" / first)
+    said = []
+    assert sweep.run(STUDY, tmp_path, sweep.trials(STUDY), small_data, 2, None, said.append) == [first]
+    manifests = {tid: json.loads((tmp_path / "trials" / tid / "manifest.json").read_text()) for tid in (first, second)}
+    assert manifests[first]["status"] == "failed" and "already holds 2 epochs" in manifests[first]["error"]
+    assert manifests[second]["status"] == "done"
+    assert f"trial {second} done" in said and any(line.startswith(f"trial {first} failed: ") for line in said)
+
+
+def held_at_checkpoint(argv, out, env, count=2):
+    """``normlab ARGV`` in a subprocess, ``count`` workers each held at their first checkpoint write; with their pids.
 
     Held there (``NORMLAB_TEST_PAUSE_AT``), a worker is certainly mid-job when the test's signal comes: a job of
     this size trains in well under a second, so a worker signalled "a moment after" may have finished already.
     """
     stages = out.parent / "stages"
-    proc = subprocess.Popen([sys.executable, "-m", "normlab.cli", "reproduce", "--presets", "bn-after", "--seeds", "2",
-                             "--subset", "1500", "--epochs", "8", "--out", str(out)],
+    proc = subprocess.Popen([sys.executable, "-m", "normlab.cli", *argv, "--out", str(out)],
                             env={**env, "NORMLAB_TEST_STAGES": str(stages),
                                  "NORMLAB_TEST_PAUSE_AT": "checkpoint-write"},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
-    while len(workers := holding_at(stages, "checkpoint-write")) < 2:
+    while len(pids := holding_at(stages, "checkpoint-write")) < count:
         assert proc.poll() is None, proc.stderr.read()
         assert time.monotonic() < deadline
         time.sleep(0.01)
-    assert set(workers) == set(children(proc.pid))
-    return proc, workers
+    assert set(pids) == set(children(proc.pid))
+    return proc, pids
+
+
+def training_with_workers(out, env):
+    return held_at_checkpoint(["reproduce", "--presets", "bn-after", "--seeds", "2", "--subset", "1500", "--epochs",
+                               "8"], out, env)
 
 
 def holding_at(stages, stage) -> list[int]:
@@ -121,3 +220,26 @@ def test_killed_parent_leaves_no_orphan_training(tmp_path, env):
         assert time.monotonic() < deadline, "a worker outlived its killed parent"
         time.sleep(0.1)
     assert len(workers) == 2
+
+
+@two_cores
+@pytest.mark.full_data
+def test_an_interrupted_sweep_stops_every_worker_and_resumes(tmp_path, env):
+    study = tmp_path / "two.toml"
+    study.write_text('[config]\npresets = ["bn-after"]\nseeds = 1\nepochs = 2\nsubset = 500\n'
+                     '[sweep]\nlearning_rate = [0.01, 0.1]\n')
+    out = tmp_path / "sweep"
+    proc, pids = held_at_checkpoint(["run", str(study), "--workers", "2"], out, env)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 130 and len(err.splitlines()) == 1 and "Resume with the same command" in err, err
+    assert not any(alive(pid) for pid in pids) and not list(out.rglob(".*.tmp"))
+    manifests = sorted(out.glob("trials/*/manifest.json"))
+    assert [json.loads(m.read_text())["status"] for m in manifests] == ["interrupted"] * 2
+    rerun = subprocess.run([sys.executable, "-m", "normlab.cli", "run", str(study), "--out", str(out), "--workers", "2"],
+                           env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0 and "0 already done, 2 to run" in " ".join(rerun.stdout.split()), rerun.stderr
+    assert [json.loads(m.read_text())["status"] for m in manifests] == ["done"] * 2
+    for trial in out.glob("trials/*/"):  # resumed from epoch 1; TensorBoard has both epochs, in one file
+        assert json.loads((trial / "results.json").read_text())["runs"][0]["time"]["resumed_from_epoch"] == 1
+        assert len(list((trial / "tensorboard" / "bn-after" / "seed0").glob("events.out.tfevents.*"))) == 1

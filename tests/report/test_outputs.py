@@ -55,7 +55,7 @@ def written(monkeypatch):
 def test_every_report_file_is_written_atomically(tmp_path, written):
     write_all(RESULTS, tmp_path / "out")
     report_command([run_dir(tmp_path / "run")])
-    produced = {str(tmp_path / "out" / p) for p in regular_files(tmp_path / "out") if not p.startswith("tensorboard")}
+    produced = {str(tmp_path / "out" / p) for p in regular_files(tmp_path / "out")}
     produced |= {str(tmp_path / "run" / p) for p in ("summary.html", "summary.md")}
     assert produced == set(written)
 

@@ -1,25 +1,75 @@
-"""The study: every preset trained for several seeds, gathered into one results dict (the ``results.json`` schema).
+"""The study: every preset trained for several seeds, as jobs, gathered into one results dict (``results.json``).
 
-Each preset's seeds train through one compiled program, vmapped ``program_width`` seeds at a time (see
-``train.loop``), checkpointed after every epoch under ``OUT/checkpoints/PRESET`` so an interrupted study
-resumes where it stopped. On a multi-core CPU the (preset, seeds) jobs run in worker processes, one per core
-(``experiments.workers``).
+A job is one preset's group of seeds: one compiled program, checkpointed after every epoch under
+``FOLDER/checkpoints/PRESET`` (``.../seeds-A-B`` when a preset's seeds take several programs), so an interrupted
+study resumes where it stopped. ``jobs`` is the one place seeds are grouped into programs; ``run_jobs`` trains any
+list of jobs — a study's, or those of all a sweep's trials at once — in the worker pool (``experiments.workers``),
+whose processes call ``train_job``.
 """
 
-from dataclasses import replace
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable
 
+import jax
+import numpy as np
+
+from normlab.errors import NormlabError
+from normlab.experiments import workers
 from normlab.experiments.config import StudyConfig
 from normlab.experiments.provenance import provenance
-from normlab.nn.models import build
 from normlab.nn.summary import param_counts
-from normlab.train.loop import Checkpointing, SeedsResult, fit, group_directory, merge, seed_groups
+from normlab.train.loop import Checkpointing, EpochEvent, SeedsResult, fit, merge
+
+ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 
 
-def subset(data, n: int | None):
-    """The first ``n`` training images; validation and test stay whole so numbers remain comparable."""
-    return data if n is None else replace(data, x_train=data.x_train[:n], y_train=data.y_train[:n])
+@dataclass(frozen=True)
+class Job:
+    """One compiled program's work: ``preset`` for ``seeds`` under ``config``, checkpointed in and reported to the
+    run folder ``folder`` (None: neither); ``trial`` is the sweep trial it belongs to."""
+    preset: str
+    seeds: list[int]
+    config: StudyConfig
+    folder: Path | None = None
+    trial: str | None = None
+    resume: bool = False
+
+    @property
+    def checkpoints(self) -> Path | None:
+        if self.folder is None:
+            return None
+        directory = Path(self.folder) / "checkpoints" / self.preset
+        whole = len(self.seeds) == self.config.seeds
+        return directory if whole else directory / f"seeds-{self.seeds[0]}-{self.seeds[-1]}"
+
+
+def default_seeds_per_program() -> int:
+    """How many seeds one compiled program trains at once (its vmap width).
+
+    Measured on the 2-core CPU: vmapping 5 seeds made each seed's epoch 1.6 s -> 2.6 s, since 5 models' weights
+    no longer fit the caches. So on CPU each program trains one seed (and the programs run side by side in the
+    worker pool, one per core); an accelerator trains them all at once.
+    """
+    return 1 if jax.default_backend() == "cpu" else 0  # 0: all seeds in one program
+
+
+def jobs(config: StudyConfig, folder: Path | None = None, trial: str | None = None,
+         resume: bool = False) -> list[Job]:
+    """The study's units of work: each preset's seeds in consecutive groups of ``seeds_per_program`` (by default
+    ``default_seeds_per_program``; more than ``seeds``, or 0, means all of them), one compiled program each."""
+    width = config.seeds_per_program if config.seeds_per_program is not None else default_seeds_per_program()
+    width = config.seeds if width <= 0 else min(width, config.seeds)
+    seeds = config.seed_list
+    groups = [seeds[i:i + width] for i in range(0, len(seeds), width)]
+    return [Job(preset, group, config, folder, trial, resume) for preset in config.presets for group in groups]
+
+
+def subset(arrays: dict[str, np.ndarray], n: int | None) -> SimpleNamespace:
+    """The data as ``fit`` reads it, with the first ``n`` training images only (None: all); validation and test
+    stay whole so numbers remain comparable."""
+    return SimpleNamespace(**{**arrays, "x_train": arrays["x_train"][:n], "y_train": arrays["y_train"][:n]})
 
 
 def run_records(preset: str, params: dict, result: SeedsResult, width: int) -> list[dict]:
@@ -45,45 +95,83 @@ def run_records(preset: str, params: dict, result: SeedsResult, width: int) -> l
     return records
 
 
-def jobs(config: StudyConfig) -> list[tuple[str, list[int]]]:
-    """The study's units of work: each preset's seeds in groups of ``program_width`` (one compiled program each)."""
-    groups = seed_groups(config.seed_list, config.program_width)
-    return [(preset, group) for preset in config.presets for group in groups]
-
-
-def build_model(preset: str, config: StudyConfig):
-    return build(preset) if preset == "baseline" else build(preset, momentum=config.bn_momentum,
-                                                            epsilon=config.bn_epsilon)
-
-
-def train_job(data, config: StudyConfig, preset: str, seeds: list[int], out: Path | None, resume: bool,
-              on_epoch: Callable[[int, dict, float], None] | None = None, warn=print) -> SeedsResult:
-    """Train one job; its checkpoints go where ``fit`` puts a group of seeds, so either path can resume it."""
+def train_job(job: dict, arrays: dict[str, np.ndarray], send: Callable[[dict], None]) -> dict:
+    """The pool's target: train one job (as ``run_jobs`` sends it) and return its result; its ``EpochEvent``s and
+    warnings are sent on as they come."""
+    config = StudyConfig.from_dict(job["config"])
     checkpointing = None
-    if out is not None:
-        directory = group_directory(Path(out) / "checkpoints" / preset, seeds, config.seed_list)
-        checkpointing = Checkpointing(directory, config.identity(preset), resume, warn=warn)
-    return fit(build_model(preset, config), data, seeds, config.train_config(), on_epoch, checkpointing,
-               config.program_width)
+    if job["checkpoints"] is not None:
+        checkpointing = Checkpointing(Path(job["checkpoints"]), config.identity(job["preset"]), job["resume"],
+                                      warn=lambda text: send({"warn": text}))
+
+    def on_epoch(event: EpochEvent) -> None:
+        send({"event": {"epoch": event.epoch, "stage": event.stage, "seconds": event.seconds,
+                        "metrics": _lists(event.metrics)}})
+
+    result = fit(config.model(job["preset"]), subset(arrays, config.subset), job["seeds"],
+                 config.train_config(), on_epoch, checkpointing)
+    return {"history": _lists(result.history), "test": _lists(result.test), "diverged_epoch": result.diverged_epoch,
+            "compile_s": result.compile_s, "train_s": result.train_s, "resumed_from": result.resumed_from}
+
+
+def _lists(arrays: dict) -> dict:
+    return {k: np.asarray(v).tolist() for k, v in arrays.items()}
+
+
+def _arrays(lists: dict) -> dict:
+    return {k: np.asarray(v, np.float64) for k, v in lists.items()}
+
+
+def run_jobs(todo: list[Job], data, processes: int, on_done: Callable[[int, SeedsResult | NormlabError], None],
+             on_epoch: Callable[[EpochEvent], None] | None = None, warn=print, logs: Path | None = None) -> None:
+    """Train ``todo`` in a pool of up to ``processes`` workers. ``on_done(index, outcome)`` gets each job's
+    ``SeedsResult`` (without ``final_state``), or the ``NormlabError`` that stopped it, as soon as it is finished;
+    ``on_epoch`` gets every ``EpochEvent`` with its ``job``."""
+    def on_message(index: int, message: dict) -> None:
+        job = todo[index]
+        if "event" in message:
+            event = message["event"]
+            if on_epoch is not None:
+                on_epoch(EpochEvent(job.seeds, event["epoch"], _arrays(event["metrics"]), event["seconds"],
+                                    event["stage"], job))
+        elif "warn" in message:
+            warn(message["warn"])
+        elif "error" in message:
+            on_done(index, NormlabError(message["error"]))
+        else:
+            done = message["done"]
+            on_done(index, SeedsResult(job.seeds, _arrays(done["history"]), _arrays(done["test"]),
+                                       done["diverged_epoch"], done["compile_s"], done["train_s"], None,
+                                       done["resumed_from"]))
+
+    wire = [{"preset": job.preset, "seeds": job.seeds, "config": job.config.as_dict(), "resume": job.resume,
+             "checkpoints": None if job.checkpoints is None else str(job.checkpoints)} for job in todo]
+    workers.run("normlab.experiments.reproduce:train_job", wire, {name: getattr(data, name) for name in ARRAYS},
+                processes, on_message, logs)
+
+
+def assemble(todo: list[Job], results: list[SeedsResult]) -> dict:
+    """One study's ``{"provenance", "config", "runs"}`` from its jobs and their results: each preset's merged."""
+    config = todo[0].config
+    runs = []
+    for preset in config.presets:
+        mine = [(job, result) for job, result in zip(todo, results) if job.preset == preset]
+        runs += run_records(preset, param_counts(config.model(preset)), merge([r for _, r in mine]),
+                            max(len(job.seeds) for job, _ in mine))
+    return {"provenance": provenance(), "config": config.as_dict(), "runs": runs}
 
 
 def reproduce(data, config: StudyConfig = StudyConfig(), out: Path | None = None, resume: bool = False,
-              on_epoch: Callable[[str, int, dict, float], None] | None = None, warn=print) -> dict:
-    """Train each preset for ``config.seed_list`` and return ``{"provenance", "config", "runs"}``.
+              on_epoch: Callable[[EpochEvent], None] | None = None, warn=print) -> dict:
+    """Train each preset for ``config.seed_list`` in ``config.worker_count`` processes (default: one per core on a
+    CPU) and return ``{"provenance", "config", "runs"}``; a job's error is the study's."""
+    todo = jobs(config, None if out is None else Path(out), resume=resume)
+    results: list = [None] * len(todo)
 
-    With more than one worker (the default on a multi-core CPU) the jobs run in parallel processes, one per core.
-    """
-    data = subset(data, config.subset)
-    todo = jobs(config)
-    if config.worker_count > 1 and len(todo) > 1:
-        from normlab.experiments import workers
-        results = workers.run(todo, config, data, out, resume, on_epoch, warn)
-    else:
-        results = [train_job(data, config, preset, seeds, out, resume,
-                             None if on_epoch is None else (lambda *args, p=preset: on_epoch(p, *args)), warn)
-                   for preset, seeds in todo]
-    runs = []
-    for preset in config.presets:
-        merged = merge([result for (name, _), result in zip(todo, results) if name == preset])
-        runs += run_records(preset, param_counts(build_model(preset, config)), merged, config.program_width)
-    return {"provenance": provenance(), "config": config.as_dict(), "runs": runs}
+    def on_done(index: int, outcome: SeedsResult | NormlabError) -> None:
+        if isinstance(outcome, NormlabError):
+            raise outcome
+        results[index] = outcome
+
+    run_jobs(todo, data, config.worker_count, on_done, on_epoch, warn, None if out is None else Path(out) / "logs")
+    return assemble(todo, results)

@@ -2,24 +2,21 @@
 
 ``OUT/trials/<id>/manifest.json`` says what the trial is (setting, full config, provenance) and how far it got
 (``running`` -> ``done``, ``failed`` or ``interrupted``). Rerunning the same command skips ``done`` trials and resumes the
-others from their checkpoints. With ``workers > 1`` trials run as separate ``normlab run --trial`` processes,
-so a crash in one cannot take the others down.
+others from their checkpoints. The pending trials' jobs are one list for the worker pool, so trials share its cores
+as a study's seeds do; each trial is written up as soon as its last job is finished.
 """
 
-import dataclasses
 import json
-import signal
-import subprocess
-import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from normlab import signals
-from normlab.errors import ConfigError
+from normlab.errors import ConfigError, NormlabError
 from normlab.files import FileProblem, display, read_text, write_text
 from normlab.experiments.provenance import provenance
-from normlab.experiments.reproduce import reproduce
+from normlab.experiments.reproduce import assemble, jobs, run_jobs
 from normlab.experiments.study import Study, expand, make_config, trial_id
 
 
@@ -57,66 +54,73 @@ def prepare(study: Study, out: Path) -> None:
         write_text(saved, study.source)
 
 
-def run_trial(study: Study, tid: str, overrides: dict, out: Path, data, on_epoch=None, warn=print,
-              write_reports: Callable[[dict, Path], None] | None = None, in_process: bool = False) -> dict:
-    """Train one trial (all presets x seeds of its configuration) and mark it done.
+@dataclass
+class _Trial:
+    folder: Path
+    overrides: dict
+    manifest: dict
+    indices: range                                # its jobs' places in the sweep's job list
+    results: dict = field(default_factory=dict)   # job index -> SeedsResult
+    status: str = "running"
 
-    ``in_process``: no worker processes of its own — for a trial that is itself one of several parallel ones.
-    """
-    trial_dir = out / "trials" / tid
-    config = make_config(study.base, overrides, f"{study.name} trial {tid}")
-    config = dataclasses.replace(config, workers=1) if in_process else config
-    manifest = {"study": study.name, "trial": tid, "setting": overrides, "config": config.as_dict(),
-                "provenance": provenance(), "status": "running"}
-    _write_json(trial_dir / "manifest.json", manifest)
+    def record(self, status: str, **extra) -> None:
+        _write_json(self.folder / "manifest.json", {**self.manifest, "status": status, **extra})
+        self.status = status
+
+
+def run(study: Study, out: Path, pending: list[tuple[str, dict]], data, processes: int, on_epoch=None, say=print,
+        write_reports: Callable[[dict, Path], None] | None = None) -> list[str]:
+    """Train the ``pending`` trials (all presets x seeds of each configuration) in one pool of up to ``processes``
+    workers; return the ids of those that failed. A trial's results, report and ``done`` are written together as
+    soon as its last job is finished; a trial that cannot finish is ``failed`` (its error in the manifest) while
+    the others go on; a signal or a crash leaves every unfinished trial ``interrupted`` or ``failed``."""
+    todo, started = [], []
+    for tid, overrides in pending:
+        config = make_config(study.base, overrides, f"{study.name} trial {tid}")
+        folder = out / "trials" / tid
+        mine = jobs(config, folder, tid, resume=True)
+        trial = _Trial(folder, overrides, {"study": study.name, "trial": tid, "setting": overrides,
+                                           "config": config.as_dict(), "provenance": provenance()},
+                       range(len(todo), len(todo) + len(mine)))
+        trial.record("running")
+        todo += mine
+        started.append(trial)
+    owner = {index: trial for trial in started for index in trial.indices}
+
+    def on_done(index: int, outcome) -> None:
+        trial = owner[index]
+        if trial.status != "running":  # failed already: its other jobs' checkpoints serve the rerun
+            return
+        if isinstance(outcome, NormlabError):
+            trial.record("failed", error=str(outcome))
+            say(f"trial {trial.folder.name} failed: {outcome}")
+            return
+        trial.results[index] = outcome
+        if len(trial.results) == len(trial.indices):
+            _finish(study, trial, todo, write_reports)
+            say(f"trial {trial.folder.name} done")
+
     try:
-        results = reproduce(data, config, trial_dir, resume=True, on_epoch=on_epoch, warn=warn)
-        for run in results["runs"]:
-            run["setting"] = {"preset": run["preset"], **overrides}
-        results["study"] = {"name": study.name, "trial": tid}
-        with signals.held():  # results, report and manifest: all of them or, after a crash, a trial to rerun
-            _write_json(trial_dir / "results.json", results)
-            if write_reports is not None:
-                write_reports(results, trial_dir)
-            _write_json(trial_dir / "manifest.json", {**manifest, "status": "done", "finished": time.time()})
-    except signals.Interrupted:
-        _write_json(trial_dir / "manifest.json", {**manifest, "status": "interrupted"})
-        raise
+        run_jobs(todo, data, processes, on_done, on_epoch, say, out / "logs")
     except BaseException as error:
-        _write_json(trial_dir / "manifest.json", {**manifest, "status": "failed",
-                                                  "error": f"{type(error).__name__}: {error}"})
+        interrupted = signals.interruption(error) is not None
+        for trial in started:
+            if trial.status == "running" and interrupted:
+                trial.record("interrupted")
+            elif trial.status == "running":
+                trial.record("failed", error=f"{type(error).__name__}: {error}")
         raise
-    return results
+    return [trial.folder.name for trial in started if trial.status == "failed"]
 
 
-def run_in_processes(study_file: Path, out: Path, pending: list[str], workers: int, argv_tail: list[str],
-                     say=print) -> list[str]:
-    """Run ``pending`` trials as ``normlab run --trial ID`` processes, ``workers`` at a time; return the failed."""
-    queue, running, failed = list(pending), {}, []
-    (out / "trials").mkdir(parents=True, exist_ok=True)
-    try:
-        while queue or running:
-            while queue and len(running) < workers:
-                tid = queue.pop(0)
-                command = [sys.executable, "-m", "normlab.cli", "run", str(study_file), "--out", str(out),
-                           "--trial", tid, *argv_tail]
-                with open(out / "trials" / f"{tid}.log", "w", encoding="utf-8") as log:
-                    running[tid] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-                say(f"started trial {tid}")
-            signals.check()
-            for tid, proc in list(running.items()):
-                if proc.poll() is not None:
-                    del running[tid]
-                    say(f"trial {tid} {'done' if proc.returncode == 0 else f'failed (exit {proc.returncode})'}")
-                    if proc.returncode != 0:
-                        failed.append(tid)
-            with signals.interruptible():
-                time.sleep(0.2)
-    except BaseException as stop:
-        # The trials checkpoint and record themselves as interrupted; none may outlive this process.
-        for proc in running.values():
-            proc.send_signal(stop.signum if isinstance(stop, signals.Interrupted) else signal.SIGTERM)
-        for proc in running.values():
-            proc.wait()
-        raise
-    return failed
+def _finish(study: Study, trial: _Trial, todo: list, write_reports) -> None:
+    """Results, report and manifest: all of them or, after a crash, a trial to rerun."""
+    results = assemble([todo[i] for i in trial.indices], [trial.results[i] for i in trial.indices])
+    for run in results["runs"]:
+        run["setting"] = {"preset": run["preset"], **trial.overrides}
+    results["study"] = {"name": study.name, "trial": trial.folder.name}
+    with signals.held():
+        _write_json(trial.folder / "results.json", results)
+        if write_reports is not None:
+            write_reports(results, trial.folder)
+        trial.record("done", finished=time.time())

@@ -1,4 +1,4 @@
-"""Seeds in parallel on a CPU: one training process per core, each pinned to its core.
+"""The one process pool: jobs go to worker processes, each pinned to its own share of the cores.
 
 Measured on the 2-core EPYC (bn-after, batch 32): one process leaves the second core half idle — XLA runs each
 32-row matmul on one thread — at 1.3-1.6 s per epoch, while two processes pinned to one core each train two
@@ -6,13 +6,15 @@ models at 2.0-2.2 s per epoch each: 1.04 s per model-epoch, 1.45x the throughput
 weights no longer fit the caches: 2.6 s per model-epoch) nor two XLA devices in one process (one shared thread
 pool: 1.66 s) gets there, and unpinned processes fight over both cores (2.7-3.5 s each).
 
-So a study's jobs — (preset, seeds) — go to worker processes that take them one at a time. Jobs, per-epoch
-metrics and results travel as JSON lines over the workers' stdin and stdout, the data as .npy files: text and
-plain arrays only. A worker checkpoints its job exactly where the in-process path would, so a study resumes
-either way. Results agree with one process to float32 rounding, not bit for bit (XLA splits loops by the cores
-it sees).
+So ``run`` starts one worker per core, or, with fewer jobs than cores, one per job pinned to a disjoint share of
+the cores so none stays idle; a single worker would only copy the data for nothing, so then the jobs run here, on
+all cores. The pool knows nothing of training: a job is a JSON object for a ``module:function`` target, which a
+worker imports and calls as ``function(job, arrays, send)``; what it ``send``s and returns travels back as JSON
+lines over the worker's stdout, the shared arrays go to it once as memory-mapped .npy files: text and plain arrays
+only. XLA splits loops by the cores it sees, so results depend on the share a job ran on (to float32 rounding).
 """
 
+import importlib
 import json
 import os
 import queue
@@ -23,15 +25,20 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+from normlab import signals
+from normlab.errors import NormlabError
+
 GRACE_S = 2.0     # after an interrupt, how long workers get to stop on their own before it is passed on
 SHUTDOWN_S = 120  # ... and to write their checkpoint and exit
 # glibc gives each thread its own malloc arena; two arenas are plenty for a one-core worker and keep about
 # 60 MB per worker that compilation frees from staying resident (peak RSS of a 3-preset run: 468 -> 409 MB).
 WORKER_ENV = {"MALLOC_ARENA_MAX": "2"}
+
+Target = Callable[[dict, dict, Callable[[dict], None]], dict]
 
 
 def usable_cores() -> list[int]:
@@ -44,30 +51,42 @@ def default_workers() -> int:
     return len(usable_cores()) if jax.default_backend() == "cpu" else 1
 
 
-def run(jobs: list[tuple[str, list[int]]], config, data, out: Path | None, resume: bool, on_epoch=None,
-        warn=print) -> list:
-    """Train ``jobs`` in ``config.worker_count`` processes; return their ``SeedsResult``s in job order."""
+def core_shares(count: int) -> list[list[int]]:
+    """The usable cores in ``count`` disjoint, as-even-as-possible shares: 3 cores, 2 workers -> [0, 1] and [2]."""
+    cores = usable_cores()
+    size, extra = divmod(len(cores), count)
+    bounds = [i * size + min(i, extra) for i in range(count + 1)]
+    return [cores[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+def run(target: str, jobs: list[dict], arrays: dict[str, np.ndarray], workers: int,
+        on_message: Callable[[int, dict], None], logs: Path | None = None) -> None:
+    """Run every job through ``target`` in up to ``workers`` processes; ``on_message(index, message)`` gets what job
+    ``index`` sends, then ``{"done": result}`` or, for a ``NormlabError``, ``{"error": text}``. An exception from
+    ``on_message`` stops every worker and propagates, as does a signal or a worker that dies."""
+    count = min(workers, len(jobs), len(usable_cores()))
+    if count <= 1:
+        function = _load(target)
+        for index, job in enumerate(jobs):
+            on_message(index, _call(function, job, arrays, lambda message, i=index: on_message(i, message)))
+        return
     import jax
-    from normlab import signals
-    from normlab.errors import NormlabError
     cache = jax.config.jax_compilation_cache_dir is not None  # workers cache compiled code iff we do
     with tempfile.TemporaryDirectory(prefix="normlab-") as folder:
-        for name in ARRAYS:
-            np.save(Path(folder) / f"{name}.npy", np.ascontiguousarray(getattr(data, name)), allow_pickle=False)
-        logs = Path(out) / "logs" if out is not None else Path(folder)
+        for name, array in arrays.items():
+            np.save(Path(folder) / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
+        logs = Path(logs) if logs is not None else Path(folder)
         logs.mkdir(parents=True, exist_ok=True)
         messages: queue.Queue = queue.Queue()
-        pool = [_Worker(core, folder, cache, logs / f"worker-{core}.log", messages)
-                for core in usable_cores()[:min(config.worker_count, len(jobs))]]
-        results: list = [None] * len(jobs)
-        pending, idle = list(range(len(jobs))), list(pool)
+        pool = [_Worker(cores, folder, target, cache, logs / f"worker-{i}.log", messages)
+                for i, cores in enumerate(core_shares(count))]
+        pending, idle, running = list(range(len(jobs))), list(pool), 0
         try:
-            while any(r is None for r in results):
+            while pending or running:
                 while idle and pending:
                     index = pending.pop(0)
-                    preset, seeds = jobs[index]
-                    idle.pop(0).send({"job": index, "preset": preset, "seeds": seeds, "config": config.as_dict(),
-                                      "out": None if out is None else str(out), "resume": resume})
+                    idle.pop(0).send([index, jobs[index]])
+                    running += 1
                 signals.check()  # a Ctrl-C for the study stops it within half a second
                 try:
                     worker, message = messages.get(timeout=0.5)
@@ -77,16 +96,11 @@ def run(jobs: list[tuple[str, list[int]]], config, data, out: Path | None, resum
                     code = worker.wait()
                     _raise_if_interrupted(code)  # a Ctrl-C that reached it first
                     raise NormlabError(f"a training process stopped unexpectedly (exit {code}); see {worker.log}")
-                if "error" in message:
-                    raise NormlabError(message["error"])
-                if "warn" in message:
-                    warn(message["warn"])
-                elif "epoch" in message and on_epoch is not None:
-                    on_epoch(jobs[message["job"]][0], message["epoch"],
-                             {k: np.asarray(v, np.float64) for k, v in message["metrics"].items()}, message["seconds"])
-                elif "done" in message:
-                    results[message["job"]] = _seeds_result(message["done"])
+                index, payload = message
+                if "done" in payload or "error" in payload:
                     idle.append(worker)
+                    running -= 1
+                on_message(index, payload)
         except signals.Interrupted as stop:
             _stop(pool, stop.signum)
             raise
@@ -95,20 +109,32 @@ def run(jobs: list[tuple[str, list[int]]], config, data, out: Path | None, resum
             raise
         for worker in pool:
             _raise_if_interrupted(worker.close())  # finished its jobs, but a signal for the study is not lost
-    return results
+
+
+def _load(target: str) -> Target:
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _call(function: Target, job: dict, arrays: dict, send: Callable[[dict], None]) -> dict:
+    """A job's last message: its result, or the user error that stopped it (the next job may well succeed)."""
+    try:
+        return {"done": function(job, arrays, send)}
+    except NormlabError as error:
+        return {"error": str(error)}
 
 
 def _raise_if_interrupted(code: int | None) -> None:
-    from normlab import signals
     for signum in signals.SIGNALS:
         if code in (128 + signum, -signum):  # stopped by our handler, or by the signal itself
             raise signals.Interrupted(signum)
 
 
 class _Worker:
-    def __init__(self, core: int, folder: str, cache: bool, log: Path, messages: queue.Queue):
+    def __init__(self, cores: list[int], folder: str, target: str, cache: bool, log: Path, messages: queue.Queue):
         self.log = log
-        argv = [sys.executable, "-m", "normlab.experiments.workers", str(core), folder, *(["--cache"] if cache else [])]
+        argv = [sys.executable, "-m", "normlab.experiments.workers", ",".join(map(str, cores)), folder, target,
+                *(["--cache"] if cache else [])]
         with open(log, "w") as log_file:
             self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_file,
                                             text=True, bufsize=1, env={**os.environ, **WORKER_ENV})
@@ -119,7 +145,7 @@ class _Worker:
             messages.put((self, json.loads(line)))
         messages.put((self, None))
 
-    def send(self, job: dict) -> None:
+    def send(self, job: list) -> None:
         self.process.stdin.write(json.dumps(job) + "\n")
         self.process.stdin.flush()
 
@@ -145,63 +171,31 @@ def _stop(pool: list[_Worker], signum: int) -> None:
             worker.process.kill()
 
 
-def _result_fields(result) -> dict:
-    """A ``SeedsResult`` as JSON fields, all but ``final_state`` (it stays in the worker); see ``_seeds_result``."""
-    return {"seeds": result.seeds, "history": {k: v.tolist() for k, v in result.history.items()},
-            "test": {k: v.tolist() for k, v in result.test.items()}, "diverged_epoch": result.diverged_epoch,
-            "compile_s": result.compile_s, "train_s": result.train_s, "resumed_from": result.resumed_from}
-
-
-def _seeds_result(fields: dict):
-    from normlab.train.loop import SeedsResult
-    return SeedsResult(fields["seeds"], {k: np.asarray(v, np.float64) for k, v in fields["history"].items()},
-                       {k: np.asarray(v, np.float64) for k, v in fields["test"].items()}, fields["diverged_epoch"],
-                       fields["compile_s"], fields["train_s"], None, fields["resumed_from"])
-
-
-def serve(core: int, folder: str, cache: bool) -> int:
-    """A worker: pinned to ``core`` before JAX starts (XLA sizes its thread pool by the cores it may use)."""
-    from normlab import signals
+def serve(cores: list[int], folder: str, target: str, cache: bool) -> int:
+    """A worker: pinned to ``cores`` before JAX starts (XLA sizes its thread pool by the cores it may use), and
+    only then configured, since the compile cache is kept per core count (``runtime.compile_cache_dir``)."""
     signals.install()
-    os.sched_setaffinity(0, {core})
+    os.sched_setaffinity(0, cores)
     _die_with_parent()
     protocol, sys.stdout = sys.stdout, sys.stderr  # stray prints go to the log, never into the protocol
 
-    def send(message: dict) -> None:
+    def send(message) -> None:
         protocol.write(json.dumps(message) + "\n")
         protocol.flush()
 
     try:
-        from normlab.data import FashionMNIST
-        from normlab.errors import NormlabError
-        from normlab.experiments.config import StudyConfig
-        from normlab.experiments.reproduce import train_job
-        from normlab.runtime import enable_compile_cache
-        if cache:
-            enable_compile_cache()
-        files = [Path(folder) / f"{name}.npy" for name in ARRAYS]  # mapped: the workers share one copy in memory
-        data = FashionMNIST(*(np.load(file, mmap_mode="r", allow_pickle=False) for file in files),
-                            source=Path(folder))
+        from normlab import runtime
+        runtime.configure(compile_cache=cache)
+        function = _load(target)
+        # mapped: the workers share one copy in memory
+        arrays = {path.stem: np.load(path, mmap_mode="r", allow_pickle=False) for path in Path(folder).glob("*.npy")}
         while True:
             with signals.interruptible():  # idle between jobs: a signal needs no safe point to stop it here
                 line = sys.stdin.readline()
             if not line:
                 break
-            job = json.loads(line)
-            index = job["job"]
-
-            def on_epoch(epoch, metrics, seconds, index=index):
-                send({"job": index, "epoch": epoch, "seconds": seconds,
-                      "metrics": {k: np.asarray(v).tolist() for k, v in metrics.items()}})
-
-            config = StudyConfig.from_dict(job["config"])
-            try:
-                result = train_job(data, config, job["preset"], job["seeds"], job["out"], job["resume"], on_epoch,
-                                   lambda text: send({"warn": text}))
-            except NormlabError as error:
-                send({"job": index, "error": str(error)})
-                return 2
-            send({"job": index, "done": _result_fields(result)})
+            index, job = json.loads(line)
+            send([index, _call(function, job, arrays, lambda message, i=index: send([i, message]))])
     except BrokenPipeError:  # the parent is gone: stop rather than train for nobody
         return 1
     except BaseException as error:
@@ -221,6 +215,6 @@ def _die_with_parent() -> None:
 
 
 if __name__ == "__main__":
-    code = serve(int(sys.argv[1]), sys.argv[2], "--cache" in sys.argv[3:])
+    code = serve([int(core) for core in sys.argv[1].split(",")], sys.argv[2], sys.argv[3], "--cache" in sys.argv[4:])
     sys.stderr.flush()
     os._exit(code)  # as the CLI does: no interpreter shutdown racing XLA's threads after a signal

@@ -1,18 +1,28 @@
-"""TensorBoard event files: one run directory per preset and seed, so TensorBoard's run selector compares them.
+"""TensorBoard event files, written live: one run directory per preset and seed, so TensorBoard's run selector
+compares them while training goes on.
 
-Directory names come from user text (preset names), so each passes through `literal.path_component` and stays
-inside ``root``. Event files are appended as tensorboardX writes them; they cannot be written atomically.
+``LiveTensorBoard`` is an ``on_epoch`` hook: each epoch's scalars land in ``FOLDER/tensorboard/PRESET/seedN`` of
+its job's run folder as the epoch ends, at global step = 1-based epoch, and the test metrics at the last epoch
+once the job is finished. A seed that diverged logs nothing from its first non-finite loss on, and no test, as
+results.json keeps it. Resuming, a run's event file is written whole again: its old event files go when the
+first event of the run arrives, and the epochs a checkpoint restored come first (``fit`` replays them), so no
+step is missing or logged twice. Directory names come from user text (preset names), so each passes through
+`literal.path_component` and stays inside the root. Event files are appended to as tensorboardX writes them.
 """
 
+import time
 from pathlib import Path
 
-from tensorboardX import SummaryWriter
+import numpy as np
+from tensorboardX.event_file_writer import EventsWriter
+from tensorboardX.proto.event_pb2 import Event
+from tensorboardX.summary import scalar
 
 from normlab.report.literal import path_component
 
 # Keras history key -> TensorBoard tag; the "train/" and "val/" prefixes put each pair on one dashboard card.
-TEST_KEYS = ("loss", "accuracy")
 TAGS = {"loss": "train/loss", "accuracy": "train/accuracy", "val_loss": "val/loss", "val_accuracy": "val/accuracy"}
+TEST_KEYS = ("loss", "accuracy")
 
 
 def run_directory(root: Path, *names) -> Path:
@@ -20,20 +30,51 @@ def run_directory(root: Path, *names) -> Path:
     return Path(root).joinpath(*map(path_component, names))
 
 
-def write_tensorboard(results: dict, root: Path) -> list[Path]:
-    """Log each run's history at global step = 1-based epoch and its test metrics at the last epoch; a run that
-    diverged at epoch 1 has an empty history and no test, so its directory holds no scalar."""
-    run_dirs = []
-    for run in results["runs"]:
-        run_dir = run_directory(root, run["preset"], f"seed{run['seed']}")
-        with SummaryWriter(logdir=str(run_dir)) as writer:
-            for key, tag in TAGS.items():
-                for epoch, value in enumerate(run["history"][key], start=1):
-                    writer.add_scalar(tag, value, epoch)
-            last = len(run["history"]["loss"])
-            test = run.get("test") or {}  # a diverged run has no test result
-            for key in TEST_KEYS:  # only the metrics results.json defines; other keys are not ours to log
-                if key in test:
-                    writer.add_scalar(f"test/{key}", test[key], last)
-        run_dirs.append(run_dir)
-    return run_dirs
+class LiveTensorBoard:
+    """The hook (``fit``'s ``EpochEvent``s, with a ``job`` that has ``preset`` and run ``folder``), as a context
+    manager that closes what is still open; events of a job without a run folder are not logged.
+
+    Written synchronously, one flush per event: tensorboardX's ``SummaryWriter`` queues events for a thread that
+    writes them at most every 2 minutes, and its ``flush()`` misses what is still queued.
+    """
+
+    def __init__(self):
+        self.writers: dict[Path, EventsWriter] = {}
+        self.diverged: set[Path] = set()
+
+    def __call__(self, event) -> None:
+        if event.job is None or event.job.folder is None:
+            return
+        for i, seed in enumerate(event.seeds):
+            run_dir = run_directory(Path(event.job.folder) / "tensorboard", event.job.preset, f"seed{seed}")
+            values = {key: float(np.asarray(value)[i]) for key, value in event.metrics.items()}
+            if event.stage == "test":
+                if run_dir not in self.diverged:  # only the metrics results.json defines
+                    self._write(run_dir, event.epoch, {f"test/{key}": values[key] for key in TEST_KEYS})
+                self.diverged.discard(run_dir)
+                if run_dir in self.writers:
+                    self.writers.pop(run_dir).close()
+            elif run_dir not in self.diverged:
+                if np.isfinite(values["loss"] + values["val_loss"]):
+                    self._write(run_dir, event.epoch, {tag: values[key] for key, tag in TAGS.items()})
+                else:
+                    self.diverged.add(run_dir)
+
+    def _write(self, run_dir: Path, step: int, scalars: dict[str, float]) -> None:
+        if run_dir not in self.writers:  # this process logs the run from its first epoch: older files go
+            run_dir.mkdir(parents=True, exist_ok=True)
+            for old in run_dir.glob("events.out.tfevents.*"):
+                old.unlink()
+            self.writers[run_dir] = EventsWriter(str(run_dir / "events"))
+        writer = self.writers[run_dir]
+        for tag, value in scalars.items():
+            writer.write_event(Event(wall_time=time.time(), step=step, summary=scalar(tag, value)))
+        writer.flush()
+
+    def __enter__(self) -> "LiveTensorBoard":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for writer in self.writers.values():
+            writer.close()
+        self.writers.clear()

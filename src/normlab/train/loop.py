@@ -8,9 +8,9 @@
 """
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -27,11 +27,12 @@ from normlab.train.step import make_evaluate, make_train_step
 
 @dataclass(frozen=True)
 class TrainConfig:
-    learning_rate: float = 1e-3
-    batch_size: int = 32
-    epochs: int = 10
-    optimizer: str = "sgd"          # sgd | momentum | adam
-    optimizer_momentum: float = 0.9  # for "momentum" (heavy ball, Keras' SGD(momentum=...))
+    """How ``fit`` trains; the values come from a study (``StudyConfig.train_config``), which has the defaults."""
+    learning_rate: float
+    batch_size: int
+    epochs: int
+    optimizer: str                  # sgd | momentum | adam
+    optimizer_momentum: float       # for "momentum" (heavy ball, Keras' SGD(momentum=...))
 
 
 OPTIMIZERS = {
@@ -93,8 +94,24 @@ class Checkpointing:
 METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
 
+@dataclass(frozen=True)
+class EpochEvent:
+    """What ``fit`` tells its ``on_epoch`` hook, per epoch: one value per seed of ``seeds`` for each of ``METRICS``.
+
+    ``stage`` is "trained" (just now, in ``seconds``), "restored" (from a checkpoint on resume, before training
+    goes on, so a live log misses no epoch) or, once per program, "test": the test "loss" and "accuracy" after
+    its last ``epoch``. ``job`` is the caller's: what the seeds are trained for (``experiments.reproduce.Job``).
+    """
+    seeds: list[int]
+    epoch: int                       # 1-based
+    metrics: dict[str, np.ndarray]
+    seconds: float = 0.0
+    stage: str = "trained"
+    job: Any = None
+
+
 def _record_problem(record: dict, seeds: list[int]) -> str | None:
-    """What is wrong with a checkpoint record that ``_fit_program`` did not write, or None."""
+    """What is wrong with a checkpoint record that ``fit`` did not write, or None."""
     epochs, history, train_s = record["epoch"], record.get("history"), record.get("train_s")
     if record.get("seeds") != list(seeds):
         return f"seeds {record.get('seeds')!r}, expected {list(seeds)}"
@@ -116,69 +133,21 @@ def _first_divergence(history: dict) -> list[int | None]:
     return [int(np.argmax(row)) + 1 if row.any() else None for row in bad]
 
 
-def default_seeds_per_program() -> int:
-    """How many seeds one compiled program trains at once (its vmap width).
+def fit(model: Model, data, seeds: list[int], config: TrainConfig,
+        on_epoch: Callable[[EpochEvent], None] | None = None, checkpointing: Checkpointing | None = None) -> SeedsResult:
+    """Train ``model`` for every seed in ``seeds``, vmapped into one compiled program, and evaluate like
+    ``model.fit(..., validation_data=...)``.
 
-    Measured on the 2-core CPU: vmapping 5 seeds made each seed's epoch 1.6 s -> 2.6 s, since 5 models' weights
-    no longer fit the caches. So on CPU each program trains one seed (and a study runs several such programs at
-    once in worker processes, one per core: ``experiments.workers``); an accelerator trains them all at once.
+    ``on_epoch`` gets an ``EpochEvent`` per epoch, restored or trained, and one with the test metrics at the end.
+    Compile time is measured apart from training time (ahead-of-time ``lower().compile()``). With
+    ``checkpointing`` the state is saved after every epoch and, if ``resume``, training continues from the newest
+    intact checkpoint — bit for bit as if it had never stopped. Training stops early once every seed has diverged
+    (non-finite loss). How a study groups its seeds into such programs is ``experiments.reproduce.jobs``' call.
     """
-    return 1 if jax.default_backend() == "cpu" else 0  # 0: all seeds in one program
-
-
-def fit(model: Model, data, seeds: list[int], config: TrainConfig = TrainConfig(),
-        on_epoch: Callable[[int, dict, float], None] | None = None,
-        checkpointing: Checkpointing | None = None, seeds_per_program: int = 0) -> SeedsResult:
-    """Train ``model`` for every seed in ``seeds`` and evaluate like ``model.fit(..., validation_data=...)``.
-
-    Seeds go through vmapped programs of ``seeds_per_program`` seeds (0: all at once); each program size is
-    compiled once. ``on_epoch(epoch, metrics, seconds)`` is called after each epoch of each program with host
-    arrays of shape (seeds in that program,) and the epoch's wall time. Compile time is measured apart from
-    training time (ahead-of-time ``lower().compile()``). With ``checkpointing`` the state is saved after every
-    epoch and, if ``resume``, training continues from the newest intact checkpoint — bit for bit as if it had
-    never stopped. A program stops early once every one of its seeds has diverged (non-finite loss).
-    """
-    chunks = seed_groups(seeds, seeds_per_program)
     optimizer = make_optimizer(config)
-    arrays = jax.device_put((data.x_train, data.y_train.astype(np.int32), data.x_val, data.y_val.astype(np.int32),
-                             data.x_test, data.y_test.astype(np.int32)))
-    programs: dict[int, tuple] = {}
-    parts = []
-    for chunk in chunks:
-        where = checkpointing
-        if checkpointing is not None:
-            where = replace(checkpointing, directory=group_directory(checkpointing.directory, chunk, seeds))
-        parts.append(_fit_program(model, optimizer, arrays, len(data.y_train), chunk, config, on_epoch, where,
-                                  programs))
-    return merge(parts)
-
-
-def seed_groups(seeds: list[int], seeds_per_program: int) -> list[list[int]]:
-    """``seeds`` in consecutive groups of ``seeds_per_program`` (0: one group), one compiled program each."""
-    width = len(seeds) if seeds_per_program <= 0 else min(seeds_per_program, len(seeds))
-    return [list(seeds[i:i + width]) for i in range(0, len(seeds), width)]
-
-
-def group_directory(directory: Path, group: list[int], seeds: list[int]) -> Path:
-    """Where a group of ``seeds`` checkpoints: ``directory`` itself if it is all of them, else a subfolder."""
-    return directory if len(group) == len(seeds) else directory / f"seeds-{group[0]}-{group[-1]}"
-
-
-def merge(parts: list[SeedsResult]) -> SeedsResult:
-    """Groups of seeds as one result: seeds in order, times summed (``final_state`` None if a part has none)."""
-    states = [p.final_state for p in parts]
-    return SeedsResult(
-        [s for p in parts for s in p.seeds],
-        {k: np.concatenate([p.history[k] for p in parts]) for k in parts[0].history},
-        {k: np.concatenate([p.test[k] for p in parts]) for k in parts[0].test},
-        [d for p in parts for d in p.diverged_epoch], sum(p.compile_s for p in parts),
-        sum(p.train_s for p in parts),
-        None if any(s is None for s in states) else jax.tree.map(lambda *a: jnp.concatenate(a), *states),
-        min(p.resumed_from for p in parts))
-
-
-def _fit_program(model, optimizer, arrays, num_examples, seeds, config, on_epoch, checkpointing, programs):
-    """One vmapped program over ``seeds``; ``programs`` caches the compiled functions by program width."""
+    x_train, y_train, x_val, y_val, x_test, y_test = jax.device_put((
+        data.x_train, data.y_train.astype(np.int32), data.x_val, data.y_val.astype(np.int32), data.x_test,
+        data.y_test.astype(np.int32)))
     ts = jax.vmap(lambda seed: create(model, optimizer, seed))(jnp.asarray(seeds, jnp.uint32))
     history = {k: [] for k in METRICS}
     first_epoch, train_s_before = 0, 0.0
@@ -194,20 +163,20 @@ def _fit_program(model, optimizer, arrays, num_examples, seeds, config, on_epoch
             ts = checkpoint.restore(saved, ts)
             history = {k: [np.asarray(v, np.float64) for v in record["history"][k]] for k in history}
             first_epoch, train_s_before = record["epoch"], record["train_s"]
+            for epoch in range(first_epoch):  # replayed, so that a live log of this run misses no epoch
+                if on_epoch is not None:
+                    on_epoch(EpochEvent(list(seeds), epoch + 1, {k: v[epoch] for k, v in history.items()},
+                                        stage="restored"))
 
-    x_train, y_train, x_val, y_val, x_test, y_test = arrays
-    compile_s = 0.0
-    if len(seeds) not in programs:
-        epoch_fn = jax.jit(jax.vmap(make_epoch(model, optimizer, num_examples, config.batch_size),
-                                    in_axes=(0, None, None, None)), donate_argnums=0)
-        eval_fn = jax.jit(jax.vmap(make_evaluate(model), in_axes=(0, 0, None, None)))
-        signals.safe_point("compile")
-        start = time.perf_counter()
-        programs[len(seeds)] = (epoch_fn.lower(ts, x_train, y_train, jnp.int32(0)).compile(),
-                                eval_fn.lower(ts.params, ts.model_state, x_val, y_val).compile(),
-                                eval_fn.lower(ts.params, ts.model_state, x_test, y_test).compile())
-        compile_s = time.perf_counter() - start
-    train_epoch, evaluate_val, evaluate_test = programs[len(seeds)]
+    epoch_fn = jax.jit(jax.vmap(make_epoch(model, optimizer, len(data.y_train), config.batch_size),
+                                in_axes=(0, None, None, None)), donate_argnums=0)
+    eval_fn = jax.jit(jax.vmap(make_evaluate(model), in_axes=(0, 0, None, None)))
+    signals.safe_point("compile")
+    start = time.perf_counter()
+    train_epoch = epoch_fn.lower(ts, x_train, y_train, jnp.int32(0)).compile()
+    evaluate_val = eval_fn.lower(ts.params, ts.model_state, x_val, y_val).compile()
+    evaluate_test = eval_fn.lower(ts.params, ts.model_state, x_test, y_test).compile()
+    compile_s = time.perf_counter() - start
 
     start = time.perf_counter()
     for epoch in range(first_epoch, config.epochs):
@@ -223,7 +192,7 @@ def _fit_program(model, optimizer, arrays, num_examples, seeds, config, on_epoch
         for k, v in metrics.items():
             history[k].append(v)
         if on_epoch is not None:
-            on_epoch(epoch, metrics, time.perf_counter() - epoch_start)
+            on_epoch(EpochEvent(list(seeds), epoch + 1, metrics, time.perf_counter() - epoch_start))
         if checkpointing is not None:
             record = {"config": checkpointing.identity, "seeds": list(seeds),
                       "history": {k: [v.tolist() for v in vs] for k, vs in history.items()},
@@ -231,8 +200,23 @@ def _fit_program(model, optimizer, arrays, num_examples, seeds, config, on_epoch
             checkpoint.save(checkpointing.directory, epoch + 1, ts, record, checkpointing.keep)
     test_loss, test_accuracy = evaluate_test(ts.params, ts.model_state, x_test, y_test)
     train_s = train_s_before + time.perf_counter() - start
+    test = {"loss": np.asarray(test_loss, np.float64), "accuracy": np.asarray(test_accuracy, np.float64)}
+    if on_epoch is not None:
+        on_epoch(EpochEvent(list(seeds), len(history["loss"]), test, stage="test"))
     stacked = {k: np.stack(v, axis=1) if v else np.zeros((len(seeds), 0)) for k, v in history.items()}
-    return SeedsResult(list(seeds), stacked,
-                       {"loss": np.asarray(test_loss, np.float64), "accuracy": np.asarray(test_accuracy, np.float64)},
+    return SeedsResult(list(seeds), stacked, test,
                        _first_divergence(history) if history["loss"] else [None] * len(seeds),
                        compile_s, train_s, ts, first_epoch)
+
+
+def merge(parts: list[SeedsResult]) -> SeedsResult:
+    """Groups of seeds as one result: seeds in order, times summed (``final_state`` None if a part has none)."""
+    states = [p.final_state for p in parts]
+    return SeedsResult(
+        [s for p in parts for s in p.seeds],
+        {k: np.concatenate([p.history[k] for p in parts]) for k in parts[0].history},
+        {k: np.concatenate([p.test[k] for p in parts]) for k in parts[0].test},
+        [d for p in parts for d in p.diverged_epoch], sum(p.compile_s for p in parts),
+        sum(p.train_s for p in parts),
+        None if any(s is None for s in states) else jax.tree.map(lambda *a: jnp.concatenate(a), *states),
+        min(p.resumed_from for p in parts))
