@@ -44,10 +44,11 @@ def test_user_errors_are_one_line_with_exit_code_2(argv, message, capsys):
     assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
 
 
-def test_bad_number_is_rejected_by_the_parser():
+def test_a_bad_number_is_refused_by_the_config_naming_the_option():
     run = subprocess.run([sys.executable, "-m", "normlab.cli", "reproduce", "--seeds", "0"],
                          capture_output=True, text=True)
-    assert run.returncode == 2 and "must be at least 1" in run.stderr and "Traceback" not in run.stderr
+    assert run.returncode == 2 and "--seeds: seeds must be an int in 1..1000" in run.stderr
+    assert "Traceback" not in run.stderr
 
 
 @pytest.mark.full_data

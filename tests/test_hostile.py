@@ -169,9 +169,9 @@ def test_a_folder_of_the_users_is_never_written_into(tmp_path, command):
 # 5. Values that cannot work: refused where they enter, before any work or memory is spent.
 
 @pytest.mark.parametrize("args,fragment", [
-    (["train", "bn-after", "--lr", "inf"], "finite"),
+    (["train", "bn-after", "--lr", "inf"], "--lr: learning_rate must be a number in (0, "),
     (["train", "bn-after", "--lr", "1e39"], "learning_rate"),
-    (["train", "bn-after", "--bn-eps", "inf"], "finite"),
+    (["train", "bn-after", "--bn-eps", "inf"], "--bn-eps: bn_epsilon must be a number in (0, "),
     (["train", "bn-after", "--bn-eps", "1e39"], "bn_epsilon"),
     (["train", "bn-after", "--bn-momentum", "nan"], "bn_momentum"),
     (["train", "bn-after", "--seed", "5000000000"], "first_seed"),
@@ -180,6 +180,7 @@ def test_a_folder_of_the_users_is_never_written_into(tmp_path, command):
     (["reproduce", "--batch-size", "2000000000"], "batch_size"),
     (["reproduce", "--subset", "1000000000000"], "subset"),
     (["reproduce", "--workers", "1000000"], "workers"),
+    (["run", "seed", "--workers", "0"], "--workers: workers must be unset or an int in 1..1024"),
 ])
 def test_impossible_options_are_refused_in_bounded_memory(tmp_path, args, fragment):
     out = tmp_path / "out"
@@ -289,7 +290,7 @@ def test_a_malformed_test_variable_does_not_stop_a_run(tmp_path):
 
 
 @pytest.mark.parametrize("args,suggestion", [
-    (["summary", "bn-after", "--study", "F"], None),  # --study belongs to `run`, not to `summary`
+    (["summary", "bn-after", "--subset", "9"], None),  # --subset belongs to the training commands
     (["summary", "bn-after", "--seeds", "3"], None),
     (["train", "bn-after", "--seeds", "3"], "did you mean --seed?"),
     (["reproduce", "--seed", "3"], "did you mean --seeds?"),

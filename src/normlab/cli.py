@@ -1,7 +1,7 @@
 """The ``normlab`` command. User errors (bad data, bad options) end here as one line and exit code 2."""
 
 import argparse
-import math
+import dataclasses
 import os
 import shlex
 import sys
@@ -15,41 +15,25 @@ from normlab.files import display, one_line
 EXIT_USER_ERROR = 2
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+# StudyConfig field -> the option that sets it; the config checks every value, argparse only parses them.
+OPTIONS = {"epochs": "--epochs", "learning_rate": "--lr", "batch_size": "--batch-size", "optimizer": "--optimizer",
+           "bn_momentum": "--bn-momentum", "bn_epsilon": "--bn-eps", "subset": "--subset", "seeds": "--seeds",
+           "seeds_per_program": "--seeds-per-program", "workers": "--workers", "first_seed": "--seed"}
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
-    return value
-
-
-def _preset_names(text: str) -> tuple[str, ...]:
-    from normlab.nn.models import check_preset
-    names = tuple(check_preset(name.strip()) for name in text.split(",") if name.strip())
-    if not names:
-        raise ConfigError("--presets is empty")
-    return names
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 def _study_config(args, **fixed):
-    """The seed study (studies/seed.toml, what `reproduce` runs) with the options the user gave on top."""
-    from normlab.experiments.study import builtin, make_config
-    given = {"epochs": args.epochs, "learning_rate": args.lr, "batch_size": args.batch_size,
-             "bn_momentum": args.bn_momentum, "bn_epsilon": args.bn_eps, "subset": args.subset,
-             "optimizer": args.optimizer, **fixed}
-    return make_config(builtin("seed").base, {k: v for k, v in given.items() if v is not None}, "options")
+    """The seed study (studies/seed.toml, what `reproduce` runs) or the study ``--study`` names, with the options
+    the user gave on top; an option's error names the option."""
+    from normlab.experiments.study import builtin, load, make_config
+    config = (load(args.study) if args.study else builtin("seed")).base
+    for field, flag in OPTIONS.items():
+        if (value := getattr(args, flag[2:].replace("-", "_"), None)) is not None:
+            config = make_config(config, {field: value}, flag)
+    return dataclasses.replace(config, **{k: v for k, v in fixed.items() if v is not None})
 
 
 def cmd_data(args) -> None:
@@ -68,10 +52,10 @@ def cmd_data(args) -> None:
 def cmd_summary(args) -> None:
     from rich.console import Console
     from rich.table import Table
-    from normlab.nn.models import build
+    from rich.text import Text
     from normlab.nn.summary import layer_rows, param_counts
-    model = build(_preset_names(args.preset)[0])
-    table = Table(title=f'Model: "{model.name}"')
+    model = _study_config(args, presets=[args.preset]).model(args.preset)
+    table = Table(title=Text(f'Model: "{model.name}"'))
     for column in ("Layer (type)", "Output Shape", "Param #"):
         table.add_column(column, justify="right" if column == "Param #" else "left")
     for row in layer_rows(model):
@@ -84,9 +68,8 @@ def cmd_summary(args) -> None:
 
 
 def cmd_inspect(args) -> None:
-    from normlab.nn.models import build
     from normlab.nn.summary import variables
-    for var in variables(build(_preset_names(args.preset)[0])):
+    for var in variables(_study_config(args, presets=[args.preset]).model(args.preset)):
         print(f"{var.path:<40} {str(var.shape):<12} {'trainable' if var.trainable else 'non-trainable'}")
 
 
@@ -100,6 +83,7 @@ def _run_study(args, config, out: Path, on_epoch, progress=None) -> dict:
     from normlab.experiments.reproduce import reproduce
     from normlab.report import write_all
     from normlab.report.results_json import write_results
+    from normlab.report.tensorboard import LiveTensorBoard
     warn = print if progress is None else progress.console.print
     with rundir.claim(out):
         if (held := rundir.holds(out)) == "sweep" or (held and not args.resume):
@@ -109,7 +93,8 @@ def _run_study(args, config, out: Path, on_epoch, progress=None) -> dict:
         args.stop_note = lambda: _resume_note(args, out)
         signals.safe_point("data")
         data = load(args.data_dir, verify=not args.no_verify)
-        results = reproduce(data, config, out, args.resume, on_epoch, warn)
+        with LiveTensorBoard() as tensorboard:
+            results = reproduce(data, config, out, args.resume, _tee(on_epoch, tensorboard), warn)
         with signals.held():
             signals.safe_point("report")
             write_results(results, out / "results.json")
@@ -122,6 +107,14 @@ def _run_study(args, config, out: Path, on_epoch, progress=None) -> dict:
     return results
 
 
+def _tee(*hooks):
+    """One ``on_epoch`` hook that passes each ``EpochEvent`` to every one of ``hooks`` (a printer, TensorBoard)."""
+    def on_epoch(event) -> None:
+        for hook in hooks:
+            hook(event)
+    return on_epoch
+
+
 def _resume_note(args, out: Path) -> str:
     """What an interrupted train/reproduce left, and the command that carries on from there."""
     again = [a for a in args.argv if a != "--resume"] + ([] if args.out else ["--out", display(out)])
@@ -132,14 +125,16 @@ def _resume_note(args, out: Path) -> str:
 
 
 def cmd_train(args) -> None:
-    config = _study_config(args, presets=list(_preset_names(args.preset)), seeds=1, first_seed=args.seed)
-    out = Path(args.out or f"runs/train-{args.preset}-seed{args.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
-    print(f"{args.preset}, seed {args.seed} -> {display(out)}", flush=True)
+    config = _study_config(args, presets=[args.preset], seeds=1)
+    out = Path(args.out or f"runs/train-{args.preset}-seed{config.first_seed}-{time.strftime('%Y%m%d-%H%M%S')}")
+    print(f"{args.preset}, seed {config.first_seed} -> {display(out)}", flush=True)
 
-    def on_epoch(preset, epoch, m, seconds):
-        print(f"Epoch {epoch + 1}/{config.epochs}\n{seconds:.1f}s - loss: {m['loss'][0]:.4f} - "
-              f"accuracy: {m['accuracy'][0]:.4f} - val_loss: {m['val_loss'][0]:.4f} - "
-              f"val_accuracy: {m['val_accuracy'][0]:.4f}", flush=True)
+    def on_epoch(event):
+        m = event.metrics
+        if event.stage == "trained":
+            print(f"Epoch {event.epoch}/{config.epochs}\n{event.seconds:.1f}s - loss: {m['loss'][0]:.4f} - "
+                  f"accuracy: {m['accuracy'][0]:.4f} - val_loss: {m['val_loss'][0]:.4f} - "
+                  f"val_accuracy: {m['val_accuracy'][0]:.4f}", flush=True)
 
     run = _run_study(args, config, out, on_epoch)["runs"][0]
     test = "—" if run["test"] is None else f"loss {run['test']['loss']:.4f}, accuracy {run['test']['accuracy']:.4f}"
@@ -150,23 +145,24 @@ def cmd_reproduce(args) -> None:
     from rich.console import Console
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-    config = _study_config(args, presets=None if args.presets is None else list(_preset_names(args.presets)),
-                           seeds=args.seeds, seeds_per_program=args.seeds_per_program, workers=args.workers)
+    config = _study_config(args, presets=None if args.presets is None else _names(args.presets))
     out = Path(args.out or f"runs/reproduce-{time.strftime('%Y%m%d-%H%M%S')}")
     console = Console()
     _say(console, f"{len(config.presets)} presets x {config.seeds} seeds x {config.epochs} epochs -> {display(out)}")
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as progress:
-        programs = -(-config.seeds // config.program_width)
-        tasks = {p: progress.add_task(f"{escape(p):<10} compiling", total=config.epochs * programs)
-                 for p in config.presets}
+        tasks = {p: progress.add_task(f"{escape(p):<10} compiling", total=config.epochs * config.seeds)
+                 for p in config.presets}  # model-epochs
 
-        def on_epoch(preset, epoch, m, seconds):
-            progress.update(tasks[preset], advance=1, description=f"{escape(preset):<10} epoch {epoch + 1}: "
-                            f"val_accuracy {_mean(m['val_accuracy'])} ({seconds:.1f}s/epoch)")
+        def on_epoch(event):
+            if event.stage != "test":
+                took = "restored" if event.stage == "restored" else f"{event.seconds:.1f}s/epoch"
+                progress.update(tasks[event.job.preset], advance=len(event.seeds),
+                                description=f"{escape(event.job.preset):<10} epoch {event.epoch}: "
+                                            f"val_accuracy {_mean(event.metrics['val_accuracy'])} ({took})")
 
         results = _run_study(args, config, out, on_epoch, progress)
-    table = _summary_table(results, config.epochs)
+    table = _summary_table(results)
     if table.row_count:
         console.print(table)
     else:
@@ -186,27 +182,12 @@ def _mean(values) -> str:
     return f"{finite.mean():.4f}" if finite.size else "—"
 
 
-def _summary_table(results: dict, epochs: int):
-    from rich.table import Table
-    from rich.text import Text
-    from normlab.report import summary_rows
-
-    def cell(value, spread=None, scale=100.0, form=".2f"):
-        if value is None:
-            return "—"
-        return f"{scale * value:{form}}" + ("" if spread is None else f" ± {scale * spread:{form}}")
-
-    table = Table(title=f"after {epochs} epochs, % mean ± std over seeds; gain vs baseline in pp")
-    for column in ("preset", "n", "val acc", "test acc", "gain ep 1", "gain final", "compile s", "train s"):
-        table.add_column(column, justify="left" if column == "preset" else "right")
-    for row in summary_rows(results):
-        table.add_row(Text(row["preset"]), str(row["n"]),
-                      cell(row["final_val_accuracy_mean"], row["final_val_accuracy_std"]),
-                      cell(row["test_accuracy_mean"], row["test_accuracy_std"]),
-                      cell(row["gain_epoch1_pp"], scale=1.0, form="+.2f"),
-                      cell(row["gain_final_pp"], scale=1.0, form="+.2f"),
-                      cell(row["compile_s_mean"], scale=1.0, form=".1f"), cell(row["train_s_mean"], scale=1.0, form=".1f"))
-    return table
+def _summary_table(results: dict):
+    """The study's terminal table (`report.summary.terminal_table`) as rich renders it; no rows if all diverged."""
+    from normlab.report.stats import group_runs
+    from normlab.report.summary import terminal_table
+    from normlab.report.table import to_rich
+    return to_rich(terminal_table(group_runs(results)))
 
 
 def cmd_run(args) -> None:
@@ -216,63 +197,53 @@ def cmd_run(args) -> None:
     from normlab.experiments import study as studies
     from normlab.experiments import sweep
     from normlab.report import write_all
+    from normlab.report.tensorboard import LiveTensorBoard
     study = studies.load(args.study)
+    pool = study.base if args.workers is None else studies.make_config(study.base, {"workers": args.workers},
+                                                                        "--workers")
     out = Path(args.out or f"runs/{study.name}")
-    # A trial started by `run --workers` is one folder inside a sweep its parent process holds.
-    with rundir.claim(out) if args.trial is None else rundir.claim(out / "trials" / args.trial, ours=True):
-        if args.trial is None and rundir.holds(out) == "run":
+    with rundir.claim(out):
+        if rundir.holds(out) == "run":
             raise ConfigError(f"{display(out)} holds a train or reproduce run, not a sweep; choose another --out")
         args.stop_note = (f"finished trials and epochs are kept in {display(out)}. Resume with the same command: "
                           f"normlab {shlex.join(args.argv)}")
         sweep.prepare(study, out)
         everything = sweep.trials(study)
-        if args.trial is not None:
-            everything = [t for t in everything if t[0] == args.trial]
-            if not everything:
-                raise ConfigError(f"no trial {args.trial!r} in {study.name}")
         pending = [(tid, o) for tid, o in everything if sweep.status(out / "trials" / tid) != "done"]
         console = Console()
         _say(console, f"{study.name}: {len(everything)} trial(s), {len(everything) - len(pending)} already done, "
                       f"{len(pending)} to run -> {display(out)}")
-        if args.workers > 1 and len(pending) > 1:
-            tail = [*(["--data-dir", str(args.data_dir)] if args.data_dir else []),
-                    *(["--no-verify"] if args.no_verify else [])]
-            failed = sweep.run_in_processes(out / "study.toml", out, [tid for tid, _ in pending], args.workers,
-                                            tail, lambda text: _say(console, text))
-            if failed:
-                raise ConfigError(f"{len(failed)} trial(s) failed: {', '.join(failed)}; see their .log files "
-                                  f"in {display(out / 'trials')}; rerun the same command to retry them")
-        elif pending:
+        if pending:
             signals.safe_point("data")
             data = load(args.data_dir, verify=not args.no_verify)
-            for tid, overrides in pending:
-                def on_epoch(preset, epoch, m, seconds, tid=tid):
-                    _say(console, f"  {tid} {preset} epoch {epoch + 1}: val_accuracy {_mean(m['val_accuracy'])} "
-                                  f"({seconds:.1f}s)")
-                sweep.run_trial(study, tid, overrides, out, data, on_epoch, lambda text: _say(console, text),
-                                write_all, in_process=args.trial is not None)
-        if args.trial is None:
-            with signals.held():
-                signals.safe_point("report")
-                _sweep_report(out, console)
+
+            def on_epoch(event):
+                if event.stage == "trained":
+                    _say(console, f"  {event.job.trial} {event.job.preset} seed {','.join(map(str, event.seeds))} "
+                                  f"epoch {event.epoch}: val_accuracy {_mean(event.metrics['val_accuracy'])} "
+                                  f"({event.seconds:.1f}s)")
+
+            with LiveTensorBoard() as tensorboard:
+                failed = sweep.run(study, out, pending, data, pool.worker_count, _tee(on_epoch, tensorboard),
+                                   lambda text: _say(console, text), write_all)
+            if failed:
+                raise ConfigError(f"{len(failed)} trial(s) failed: {', '.join(failed)}; their manifest.json in "
+                                  f"{display(out / 'trials')} says why; rerun the same command to retry them")
+        with signals.held():
+            signals.safe_point("report")
+            _sweep_report(out, console)
 
 
 def _sweep_report(out: Path, console) -> None:
-    from rich.table import Table
-    from rich.text import Text
-    from normlab.report import html
     from normlab.report.hparams import write_hparams
-    page = html.report_command([out], out / "report.html")
-    results_list = [html.load_results(p) for p in html.find_results(out)]
+    from normlab.report.html import report_command
+    from normlab.report.results_json import find_results, load_results
+    from normlab.report.summary import final_table, group_settings
+    from normlab.report.table import to_rich
+    page = report_command([out], out / "report.html")
+    results_list = [load_results(p) for p in find_results(out)]
     write_hparams(results_list, out / "tensorboard-hparams")
-    groups = html.group_settings(results_list)
-    title, _, header, rows = html.tables(groups, html.controls(groups))[0]
-    table = Table(title=Text(title))
-    for column in header:
-        table.add_column(Text(column))
-    for row in rows:
-        table.add_row(*(Text(str(cell)) for cell in row))
-    console.print(table)
+    console.print(to_rich(final_table(group_settings(results_list))))
     _say(console, f"report: {display(page)} (and {display(page.with_suffix('.md'))}); TensorBoard HParams: "
                   f"tensorboard --logdir {display(out / 'tensorboard-hparams')}")
 
@@ -315,9 +286,15 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Options only parse; the study config checks every value. Defaults shown are the seed study's."""
+    from normlab.experiments.defaults import default
     parser = Parser(prog="normlab", description="Batch normalization, reproduced and measured.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    def with_study(p):
+        p.add_argument("--study", help="a study .toml whose [models] and [config] to use instead of the seed study")
+        return p
 
     def with_data(p):
         p.add_argument("--data-dir", type=Path, help="folder with the Fashion-MNIST IDX files (.gz or plain)")
@@ -326,13 +303,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     def with_training(p):
         with_data(p)
-        p.add_argument("--epochs", type=_positive_int, help="default 10")
-        p.add_argument("--lr", type=_positive_float, help="learning rate (default 1e-3)")
-        p.add_argument("--batch-size", type=_positive_int, help="default 32")
-        p.add_argument("--optimizer", choices=["sgd", "momentum", "adam"], help="default sgd, as in the study")
-        p.add_argument("--bn-momentum", type=float, help="BN moving-average momentum, in [0, 1) (default 0.99)")
-        p.add_argument("--bn-eps", type=_positive_float, help="BN epsilon, > 0 (default 1e-3)")
-        p.add_argument("--subset", type=_positive_int, help="train on the first N training images only")
+        with_study(p)
+        p.add_argument("--epochs", type=int, help=f"default {default('epochs')}")
+        p.add_argument("--lr", type=float, help=f"learning rate (default {default('learning_rate')})")
+        p.add_argument("--batch-size", type=int, help=f"default {default('batch_size')}")
+        p.add_argument("--optimizer", help=f"sgd, momentum or adam (default {default('optimizer')})")
+        p.add_argument("--bn-momentum", type=float, help=f"BN moving-average momentum, in [0, 1), for every batch_norm "
+                       f"layer that sets none (default {default('bn_momentum')})")
+        p.add_argument("--bn-eps", type=float, help=f"BN epsilon, > 0, likewise (default {default('bn_epsilon')})")
+        p.add_argument("--subset", type=int, help="train on the first N training images only")
         p.add_argument("--out", type=Path, help="run directory: checkpoints, results.json, report")
         p.add_argument("--resume", action="store_true", help="continue from the newest intact checkpoint in --out")
         return p
@@ -342,28 +321,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_data)
     for name, func, text in (("summary", cmd_summary, "Keras-style model summary"),
                              ("inspect", cmd_inspect, "every variable with shape and trainable flag")):
-        p = sub.add_parser(name, help=text)
-        p.add_argument("preset")
+        p = with_study(sub.add_parser(name, help=text))
+        p.add_argument("preset", help="a preset (baseline, bn-after, bn-before) or a [models.NAME] of --study")
         p.set_defaults(func=func)
     p = with_training(sub.add_parser("train", help="train one model, one seed, Keras-like log"))
-    p.add_argument("preset")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("preset", help="a preset (baseline, bn-after, bn-before) or a [models.NAME] of --study")
+    p.add_argument("--seed", type=int, help=f"default {default('first_seed')}")
     p.set_defaults(func=cmd_train)
     p = with_training(sub.add_parser("reproduce", help="the three-preset study over several seeds"))
-    p.add_argument("--presets", help="comma-separated (default baseline,bn-after,bn-before)")
-    p.add_argument("--seeds", type=_positive_int, help="default 5")
-    p.add_argument("--seeds-per-program", type=_positive_int,
+    p.add_argument("--presets", help=f"comma-separated (default {','.join(default('presets'))})")
+    p.add_argument("--seeds", type=int, help=f"default {default('seeds')}")
+    p.add_argument("--seeds-per-program", type=int,
                    help="seeds vmapped into one compiled program (default: 1 on CPU, where it is fastest; all on GPU)")
-    p.add_argument("--workers", type=_positive_int,
+    p.add_argument("--workers", type=int,
                    help="training processes, each pinned to a core (default: one per core on CPU, 1 on GPU)")
     p.set_defaults(func=cmd_reproduce)
     p = with_data(sub.add_parser("run", help="run a study TOML file (or a built-in study) and its sweep"))
     p.add_argument("study", help="path to a .toml study, or a built-in name: seed, lr-sweep, batch-size, momentum")
     p.add_argument("--out", type=Path, help="sweep directory (default runs/<study name>); rerun to resume")
-    p.add_argument("--workers", type=_positive_int, default=1,
-                   help="trials in parallel processes, each training in-process (default 1: one trial at a time, "
-                        "its seeds spread over one process per core)")
-    p.add_argument("--trial", help=argparse.SUPPRESS)  # one trial, used by --workers
+    p.add_argument("--workers", type=int,
+                   help="training processes for all trials' jobs, each pinned to its share of the cores (default: "
+                        "the study's workers, else one per core on CPU, 1 on GPU)")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("report", help="one self-contained HTML report (and Markdown) from run directories")
     p.add_argument("run_dirs", nargs="+", type=Path)
@@ -390,9 +368,9 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         args.argv = list(sys.argv[1:] if argv is None else argv)
         args.stop_note = "nothing was written"
-        if args.command in ("train", "reproduce", "run"):
-            from normlab.runtime import enable_compile_cache
-            enable_compile_cache()
+        if args.command != "bench":  # bench's children configure themselves; its peers run as their users do
+            from normlab import runtime
+            runtime.configure(compile_cache=args.command in ("train", "reproduce", "run"))
         args.func(args)
         signals.check()  # a signal after the last safe point still ends the command as interrupted
         code = 0

@@ -1,7 +1,7 @@
 """Process-wide engine settings: XLA CPU flags measured on the study's shapes, and the persistent compile cache.
 
-Flags go into ``XLA_FLAGS`` before JAX starts its backend, so this module is imported by ``normlab/__init__``;
-a flag the user already set in ``XLA_FLAGS`` wins over ours.
+Nothing happens on import: an entry point calls ``configure()`` before JAX starts its backend (flags set later
+are ignored). A flag the user already set in ``XLA_FLAGS`` wins over ours.
 """
 
 import os
@@ -18,6 +18,13 @@ XLA_FLAGS = {
     # cost 88-118 ms of a bn-after epoch). Copies only: results are bit for bit the same.
     "xla_cpu_copy_insertion_use_region_analysis": "true",
 }
+
+
+def configure(compile_cache: bool = False) -> None:
+    """The engine's settings for this process (and the processes it starts, through the environment)."""
+    set_xla_flags()
+    if compile_cache:
+        enable_compile_cache()
 
 
 def set_xla_flags(environ=os.environ) -> None:

@@ -12,12 +12,19 @@ import sys
 
 import pytest
 
-from normlab.bench import runner
+from conftest import WIDE_BN_STUDY
+from normlab.bench import mirror, runner
 from normlab.bench.command import add_bench_parser, config_from_args
 from normlab.bench.common import summarize
 from normlab.errors import ConfigError
 
-PARAMS = {"baseline": 266_610, "bn-after": 271_346, "bn-before": 270_946}
+PARAMS = {"baseline": 266_610, "bn-after": 271_346, "bn-before": 270_946, "wide-bn": 412_234}
+
+
+def description(preset: str) -> dict:
+    from normlab.experiments.study import parse as parse_study
+    from normlab.nn.summary import describe
+    return describe(parse_study(WIDE_BN_STUDY, "wide.toml").base.model(preset))
 
 
 def parse(*argv):
@@ -31,13 +38,27 @@ def test_options_and_defaults(tmp_path):
     config = config_from_args(args)
     assert (config.peers, config.keras_jax_spe, config.subset, config.out) == (("torch", "keras-tf"), (1, 64), 100,
                                                                                 tmp_path)
-    assert (config.preset, config.epochs, config.seeds_vmapped, config.study) == ("bn-after", 3, 5, False)
+    assert (config.preset, config.epochs, config.seeds_vmapped, config.full_study) == ("bn-after", 3, 5, False)
     assert config.rounds == 1 and parse("--rounds", "2").rounds == 2
     assert args.func.__name__ == "cmd_bench"
     with pytest.raises(ConfigError, match="unknown peer"):
         config_from_args(parse("--peers", "mxnet"))
-    with pytest.raises(ConfigError, match="unknown preset"):
-        config_from_args(parse("--preset", "bn-middle"))
+    with pytest.raises(ConfigError, match="unknown preset 'bn-aftr': did you mean 'bn-after'"):
+        config_from_args(parse("--preset", "bn-aftr", "--out", str(tmp_path)))
+    with pytest.raises(ConfigError, match="epochs must be at least 1"):
+        config_from_args(parse("--epochs", "0", "--out", str(tmp_path)))
+    with pytest.raises(ConfigError, match="subset must be"):
+        config_from_args(parse("--subset", "0", "--out", str(tmp_path)))
+
+
+def test_a_study_model_is_benchable_and_written_for_the_children(tmp_path):
+    study = tmp_path / "wide.toml"
+    study.write_text(WIDE_BN_STUDY)
+    config = config_from_args(parse("--preset", "wide-bn", "--study", str(study), "--out", str(tmp_path)))
+    written = json.loads(runner.write_model(config, "wide-bn").read_text())
+    assert written["preset"] == "wide-bn" and written["config"]["models"]["wide-bn"]
+    assert [layer["class"] for layer in written["description"]["layers"]] == [
+        "Flatten", "BatchNormalization", "Dense", "BatchNormalization", "Dense"]
 
 
 def test_steady_epoch_excludes_warm_up_unless_compiled_apart():
@@ -49,27 +70,51 @@ def test_steady_epoch_excludes_warm_up_unless_compiled_apart():
 
 def test_matmul_floor_skips_the_input_gradient_with_nothing_trainable_before():
     from normlab.bench.floor import matmul_shapes
-    from normlab.nn.models import build
-    baseline = [name for name, *_ in matmul_shapes(build("baseline"), 32)]
+    from normlab.nn.models import preset as build_preset
+    baseline = [name for name, *_ in matmul_shapes(build_preset("baseline"), 32)]
     assert len(baseline) == 8 and "dense dx=g@W^T" not in baseline  # no BN in front of the first Dense
-    assert len(matmul_shapes(build("bn-after"), 32)) == 9
+    assert len(matmul_shapes(build_preset("bn-after"), 32)) == 9
+
+
+class Recorder:
+    """Stands in for ``keras.layers`` / ``keras``: records which class each layer is built with, and how."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: (name, args, kwargs)
+
+    def Sequential(self, layers, name):
+        return name, layers
+
+
+def test_keras_mirror_builds_keras_layers_with_keras_options():
+    """bn-before as one would write it in Keras by hand (the study's code): the generator must produce exactly it."""
+    keras = Recorder()
+    keras.layers = Recorder()
+    name, layers = mirror.keras_model(keras, description("bn-before"))
+    bn = {"momentum": 0.99, "epsilon": 0.001, "center": True, "scale": True}
+    dense = {"activation": "linear", "use_bias": False, "kernel_initializer": "glorot_uniform"}
+    assert name == "bn-before" and layers == [
+        ("Input", ((28, 28),), {}), ("Flatten", (), {}), ("BatchNormalization", (), bn),
+        ("Dense", (), {"units": 300, **dense}), ("BatchNormalization", (), bn), ("Activation", (), {"activation": "relu"}),
+        ("Dense", (), {"units": 100, **dense}), ("BatchNormalization", (), bn), ("Activation", (), {"activation": "relu"}),
+        ("Dense", (), {"units": 10, **dense, "activation": "softmax", "use_bias": True})]
 
 
 @pytest.mark.parametrize("preset", PARAMS)
-def test_torch_model_matches_normlab_parameter_count(preset):
+def test_torch_mirror_matches_normlab_parameter_count(preset):
     torch = pytest.importorskip("torch")
-    from normlab.bench.torch_run import build_model
-    model = build_model(torch.nn, preset)
+    model = mirror.torch_model(torch.nn, description(preset))
     buffers = [b for name, b in model.named_buffers() if not name.endswith("num_batches_tracked")]
     assert sum(t.numel() for t in [*model.parameters(), *buffers]) == PARAMS[preset]
 
 
-def test_keras_model_matches_normlab_parameter_count():
+def test_keras_mirror_matches_normlab_parameter_count():
     if importlib.util.find_spec("keras") is None:
         pytest.skip("keras not installed (the [bench] extra)")
-    code = ("import os; os.environ['KERAS_BACKEND'] = 'jax'; import keras; from normlab.bench.keras_run import "
-            "build_model; print([build_model(keras, p).count_params() for p in ('baseline', 'bn-after', 'bn-before')])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    code = ("import json, os, sys; os.environ['KERAS_BACKEND'] = 'jax'; import keras; from normlab.bench.mirror import "
+            "keras_model; print([keras_model(keras, d).count_params() for d in json.load(sys.stdin)])")
+    models = json.dumps([description(preset) for preset in PARAMS])
+    out = subprocess.run([sys.executable, "-c", code], input=models, capture_output=True, text=True, check=True).stdout
     assert json.loads(out.strip().splitlines()[-1]) == list(PARAMS.values())
 
 

@@ -13,11 +13,13 @@ from hypothesis import given, settings, strategies as st
 from normlab.errors import ConfigError
 from normlab.experiments import study as studies
 from normlab.experiments.config import FLOAT32_MAX, FLOATS, INTS, StudyConfig
-from normlab.nn.models import PRESETS
+from normlab.nn.models import presets
+from normlab.nn.registry import KINDS
+from normlab.nn.spec import options
 from normlab.train.loop import OPTIMIZERS
 
 FUZZ_EXAMPLES = int(os.environ.get("NORMLAB_FUZZ_EXAMPLES", "2000"))
-FIELDS = [f.name for f in dataclasses.fields(StudyConfig)]
+FIELDS = studies.FIELDS
 
 
 def mostly(usual, other):
@@ -41,8 +43,8 @@ PLAUSIBLE = {  # values in and at the edges of each field's range, so that many 
        for name, (low, high, _) in INTS.items()},
     "learning_rate": st.floats(1e-6, 10.0), "bn_epsilon": st.floats(1e-9, 1.0),
     "bn_momentum": st.floats(0.0, 0.9999), "optimizer_momentum": st.floats(0.0, 0.9999),
-    "presets": st.lists(st.sampled_from(sorted(PRESETS)), min_size=1, max_size=3, unique=True)
-    | st.sampled_from(sorted(PRESETS)),
+    "presets": st.lists(st.sampled_from([*presets(), "m", "wide-bn"]), min_size=1, max_size=3, unique=True)
+    | st.sampled_from([*presets(), "m"]),
     "optimizer": st.sampled_from(sorted(OPTIMIZERS)),
 }
 
@@ -70,7 +72,17 @@ RANDOM = st.builds(lambda head, keys: {**head, **keys} if isinstance(keys, dict)
 SWEEP = st.builds(lambda grid, random: {**grid, **random} if isinstance(grid, dict) else grid,
                   table(lambda name: mostly(st.lists(PLAUSIBLE[name], min_size=1, max_size=3), LISTS), 2),
                   st.fixed_dictionaries({}, optional={"random": RANDOM}))
+OPTION_VALUES = st.sampled_from([1, 10, 300, 0, -1, 2**20, 2**20 + 1, 0.5, 0.99, 1.0, 1e-3, 0.0, math.inf, math.nan,
+                                 True, False, "relu", "softmax", "he_normal", "linear", "x", 3.4e38, 1e39])
+LAYER = mostly(st.sampled_from(sorted(KINDS)).flatmap(lambda kind: st.fixed_dictionaries(
+    {"kind": st.just(kind)}, optional={name: mostly(OPTION_VALUES, VALUES) for name in options(kind)})),
+    st.dictionaries(st.sampled_from(["kind", "units", "unit"]) | HOSTILE_KEYS, VALUES, max_size=3))
+LAYERS = mostly(st.lists(LAYER, max_size=5).map(  # mostly shaped like a classifier, so the shape checks are reached
+    lambda body: [{"kind": "flatten"}, *body, {"kind": "dense", "units": 10, "activation": "softmax"}]), VALUES)
+MODELS = mostly(st.dictionaries(st.sampled_from(["m", "wide-bn", "baseline", "../x", "", ".m"]) | st.text(max_size=4),
+                                mostly(st.fixed_dictionaries({"layers": LAYERS}), VALUES), max_size=2), VALUES)
 STUDY = mostly(st.fixed_dictionaries({}, optional={
+    "models": MODELS,
     "name": mostly(st.from_regex(studies.NAME, fullmatch=True), SCALARS),
     "description": mostly(st.text(max_size=20), VALUES),
     "config": table(lambda name: mostly(PLAUSIBLE[name], VALUES), 3),

@@ -7,7 +7,7 @@ import pytest
 
 from normlab.errors import ConfigError
 from normlab.nn.losses import sparse_categorical_crossentropy
-from normlab.nn.models import apply, build, init
+from normlab.nn.models import apply, init, preset
 from normlab.nn.summary import layer_rows, param_counts, variables
 
 EXPECTED_COUNTS = {
@@ -17,14 +17,14 @@ EXPECTED_COUNTS = {
 }
 
 
-@pytest.mark.parametrize("preset", EXPECTED_COUNTS)
-def test_param_counts_match_keras(preset):
-    counts = param_counts(build(preset))
-    assert (counts["total"], counts["trainable"], counts["non_trainable"]) == EXPECTED_COUNTS[preset]
+@pytest.mark.parametrize("name", EXPECTED_COUNTS)
+def test_param_counts_match_keras(name):
+    counts = param_counts(preset(name))
+    assert (counts["total"], counts["trainable"], counts["non_trainable"]) == EXPECTED_COUNTS[name]
 
 
 def test_layer_sequence_and_shapes_of_bn_before():
-    rows = layer_rows(build("bn-before"))
+    rows = layer_rows(preset("bn-before"))
     assert [r.kind for r in rows] == ["Flatten", "BatchNormalization", "Dense", "BatchNormalization", "Activation",
                                       "Dense", "BatchNormalization", "Activation", "Dense"]
     assert [r.params for r in rows] == [0, 3136, 235_200, 1200, 0, 30_000, 400, 0, 1010]
@@ -32,7 +32,7 @@ def test_layer_sequence_and_shapes_of_bn_before():
 
 
 def test_inspect_lists_trainable_flags():
-    flags = {v.path: v.trainable for v in variables(build("bn-after"))}
+    flags = {v.path: v.trainable for v in variables(preset("bn-after"))}
     assert flags["batch_normalization/gamma"] and flags["batch_normalization/beta"]
     assert not flags["batch_normalization/moving_mean"] and not flags["batch_normalization/moving_variance"]
     assert flags["dense/kernel"] and flags["dense/bias"]
@@ -40,7 +40,7 @@ def test_inspect_lists_trainable_flags():
 
 def test_baseline_forward_matches_numpy():
     """Dense + LeakyReLU(0.3) stack recomputed in float64 NumPy from the same weights."""
-    model = build("baseline")
+    model = preset("baseline")
     params, state = init(model, jax.random.key(0))
     x = np.random.default_rng(0).uniform(0, 1, (4, 28, 28))
     logits, _ = apply(model, params, state, jnp.float32(x), train=True)
@@ -61,7 +61,7 @@ def test_crossentropy_is_stable_and_matches_numpy():
 
 def test_unknown_preset_is_a_config_error():
     with pytest.raises(ConfigError, match="unknown preset"):
-        build("bn-sideways")
+        preset("bn-sideways")
 
 
 def test_dense_gradients_match_numpy():

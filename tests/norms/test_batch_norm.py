@@ -17,7 +17,7 @@ def random_case(batch, seed, momentum=0.99, eps=1e-3):
     gamma, beta = rng.normal(1.0, 0.5, FEATURES), rng.normal(0.0, 0.5, FEATURES)
     moving_mean, moving_var = rng.normal(0, 1, FEATURES), rng.uniform(0.5, 2.0, FEATURES)
     dy = rng.normal(0, 1, (batch, FEATURES))
-    layer = batch_norm(FEATURES, momentum, eps)
+    layer = batch_norm(momentum, eps)
     params = {"gamma": jnp.float32(gamma), "beta": jnp.float32(beta)}
     state = {"moving_mean": jnp.float32(moving_mean), "moving_variance": jnp.float32(moving_var)}
     return x, gamma, beta, moving_mean, moving_var, dy, layer, params, state
@@ -77,9 +77,10 @@ def test_masked_padded_batch_equals_the_real_rows_alone():
 
 
 def test_keras_defaults_and_variable_layout():
-    params, state = batch_norm(5).init(jax.random.key(0))
+    params, state, out_shape = batch_norm().init(jax.random.key(0), (5,))
+    assert out_shape == (5,)
     np.testing.assert_array_equal(params["gamma"], np.ones(5))
     np.testing.assert_array_equal(params["beta"], np.zeros(5))
     np.testing.assert_array_equal(state["moving_mean"], np.zeros(5))
     np.testing.assert_array_equal(state["moving_variance"], np.ones(5))
-    assert set(batch_norm(5, center=False, scale=False).init(jax.random.key(0))[0]) == set()
+    assert set(batch_norm(center=False, scale=False).init(jax.random.key(0), (5,))[0]) == set()

@@ -13,9 +13,10 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from normlab import atomic
 from normlab.errors import CheckpointError
 from normlab.report.results_json import write_results
-from normlab.nn.models import build
+from normlab.nn.models import preset as build_preset
 from normlab.train import checkpoint
-from normlab.train.loop import TrainConfig, _record_problem, make_optimizer
+from normlab.experiments.config import StudyConfig
+from normlab.train.loop import _record_problem, make_optimizer
 from normlab.train.state import create
 
 FUZZ_EXAMPLES = int(os.environ.get("NORMLAB_FUZZ_EXAMPLES", "2000"))
@@ -26,7 +27,7 @@ HISTORY = {"loss": [[1.0, float("nan")]], "accuracy": [[0.5, 0.5]], "val_loss": 
 
 
 def fresh_state(seed=0):
-    return jax.vmap(lambda s: create(build("bn-after"), make_optimizer(TrainConfig()), s))(
+    return jax.vmap(lambda s: create(build_preset("bn-after"), make_optimizer(StudyConfig().train_config()), s))(
         np.arange(seed, seed + 2, dtype=np.uint32))
 
 
@@ -92,7 +93,7 @@ def test_other_config_or_version_is_refused(tmp_path, monkeypatch):
 
 def test_restore_refuses_another_model(tmp_path):
     arrays, _ = checkpoint.read(save(tmp_path, 1), MAX)
-    baseline = create(build("baseline"), make_optimizer(TrainConfig()), 0)
+    baseline = create(build_preset("baseline"), make_optimizer(StudyConfig().train_config()), 0)
     with pytest.raises(CheckpointError, match="do not match"):
         checkpoint.restore(arrays, baseline)
 

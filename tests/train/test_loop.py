@@ -7,8 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from normlab.nn.models import build
-from normlab.train.loop import TrainConfig, fit, make_epoch, make_optimizer
+from normlab.nn.models import preset as build_preset
+from normlab.experiments.config import StudyConfig
+from normlab.train.loop import fit, make_epoch, make_optimizer
 from normlab.train.state import create
 from normlab.train.step import make_train_step
 
@@ -18,7 +19,7 @@ def test_compiled_epoch_equals_plain_python_loop(small_data, preset):
     """88 examples at batch 32 = 3 steps, the last of 24. The plain loop feeds a *real* 24-row batch (no padding,
     no mask): equal params prove that padding + masking changes nothing."""
     n, batch = 88, 32
-    model, optimizer = build(preset), make_optimizer(TrainConfig())
+    model, optimizer = build_preset(preset), make_optimizer(StudyConfig().train_config())
     images, labels = small_data.x_train[:n], small_data.y_train[:n].astype(np.int32)
     ts0 = create(model, optimizer, 3)
 
@@ -35,10 +36,10 @@ def test_compiled_epoch_equals_plain_python_loop(small_data, preset):
 
 
 def test_vmapped_seeds_equal_single_seed_runs(small_data):
-    config = TrainConfig(epochs=2)
-    together = fit(build("bn-after"), small_data, [0, 1], config)
+    config = StudyConfig(epochs=2).train_config()
+    together = fit(build_preset("bn-after"), small_data, [0, 1], config)
     for i, seed in enumerate([0, 1]):
-        alone = fit(build("bn-after"), small_data, [seed], config)
+        alone = fit(build_preset("bn-after"), small_data, [seed], config)
         for key in together.history:
             np.testing.assert_allclose(together.history[key][i], alone.history[key][0], rtol=1e-4, atol=1e-4)
         for a, b in zip(jax.tree.leaves(together.final_state.params), jax.tree.leaves(alone.final_state.params)):
@@ -46,13 +47,13 @@ def test_vmapped_seeds_equal_single_seed_runs(small_data):
 
 
 def test_training_is_deterministic_given_the_seed(small_data):
-    a, b = (fit(build("bn-before"), small_data, [5], TrainConfig(epochs=1)) for _ in range(2))
+    a, b = (fit(build_preset("bn-before"), small_data, [5], StudyConfig(epochs=1).train_config()) for _ in range(2))
     np.testing.assert_array_equal(a.history["loss"], b.history["loss"])
 
 
 @pytest.mark.parametrize("preset", ["baseline", "bn-after", "bn-before"])
 def test_every_preset_learns_synthetic_data(small_data, preset):
-    result = fit(build(preset), small_data, [0], TrainConfig(epochs=3, learning_rate=0.02))
+    result = fit(build_preset(preset), small_data, [0], StudyConfig(epochs=3, learning_rate=0.02).train_config())
     assert result.history["loss"][0, -1] < result.history["loss"][0, 0]
     assert result.history["val_accuracy"][0, -1] > 0.9
 
@@ -63,7 +64,7 @@ def test_bn_learns_real_fashion_mnist_subset(real_data):
     subset = SimpleNamespace(x_train=real_data.x_train[:8000], y_train=real_data.y_train[:8000],
                              x_val=real_data.x_val, y_val=real_data.y_val,
                              x_test=real_data.x_test[:2000], y_test=real_data.y_test[:2000])
-    accuracy = {p: fit(build(p), subset, [0], TrainConfig(epochs=2)).history["val_accuracy"][0, -1]
+    accuracy = {p: fit(build_preset(p), subset, [0], StudyConfig(epochs=2).train_config()).history["val_accuracy"][0, -1]
                 for p in ("baseline", "bn-after")}
     assert accuracy["bn-after"] > 0.75
     assert accuracy["bn-after"] > accuracy["baseline"] + 0.03
@@ -85,7 +86,7 @@ def test_more_epochs_compile_nothing_more(small_data):
         for epochs in (1, 3):
             jax.clear_caches()
             start = len(compiles)
-            fit(build("bn-after"), small_data, [0, 1], TrainConfig(epochs=epochs))
+            fit(build_preset("bn-after"), small_data, [0, 1], StudyConfig(epochs=epochs).train_config())
             counts.append(len(compiles) - start)
     finally:
         monitoring.unregister_event_duration_listener(listener)

@@ -4,12 +4,6 @@ import argparse
 from pathlib import Path
 
 
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return int(text)
-
-
 def _names(text: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in text.split(",") if name.strip())
 
@@ -17,18 +11,19 @@ def _names(text: str) -> tuple[str, ...]:
 def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     from normlab.bench.runner import PEERS
     p = subparsers.add_parser("bench", help="time normlab against Keras (TF, JAX) and PyTorch on the same training")
-    p.add_argument("--preset", default="bn-after")
-    p.add_argument("--epochs", type=_positive_int, default=3, help="epochs per system (>= 2 for a steady epoch)")
+    p.add_argument("--preset", default="bn-after", help="a preset, or a [models.NAME] of --study")
+    p.add_argument("--study", help="a study .toml whose [models] and settings to use instead of the seed study")
+    p.add_argument("--epochs", type=int, default=3, help="epochs per system (>= 2 for a steady epoch)")
     p.add_argument("--peers", type=_names, default=tuple(PEERS), help=f"comma-separated, from {','.join(PEERS)}")
     p.add_argument("--out", type=Path, help="run directory (default runs/bench-<time>)")
-    p.add_argument("--subset", type=_positive_int, help="train on the first N training images (default all)")
+    p.add_argument("--subset", type=int, help="train on the first N training images (default all)")
     p.add_argument("--seeds-vmapped", type=int, default=5, help="seeds of normlab-vmap (< 2: skip it)")
     p.add_argument("--procs", type=int, help="worker processes of normlab-procs (default: one per core; < 2: skip)")
-    p.add_argument("--keras-jax-spe", type=lambda t: tuple(map(_positive_int, _names(t))), default=(1, 32, 256),
+    p.add_argument("--keras-jax-spe", type=lambda t: tuple(map(int, _names(t))), default=(1, 32, 256),
                    help="steps_per_execution values tried for keras-jax (2 epochs each)")
-    p.add_argument("--rounds", type=_positive_int, default=1,
+    p.add_argument("--rounds", type=int, default=1,
                    help="run every system this many times, interleaved, and keep each one's fastest (noisy machines)")
-    p.add_argument("--study", action="store_true", help="also time the 3x5x10 reproduce study (long)")
+    p.add_argument("--full-study", action="store_true", help="also time the 3x5x10 reproduce study (long)")
     p.add_argument("--data-dir", type=Path, help="folder with the Fashion-MNIST IDX files (.gz or plain)")
     p.set_defaults(func=cmd_bench)
     return p
@@ -37,7 +32,8 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
 def config_from_args(args):
     from normlab.bench.runner import BenchConfig
     options = {k: getattr(args, k) for k in ("preset", "epochs", "peers", "subset", "seeds_vmapped",
-                                             "keras_jax_spe", "study", "data_dir", "out", "procs", "rounds")}
+                                             "keras_jax_spe", "full_study", "study", "data_dir", "out", "procs",
+                                             "rounds")}
     return BenchConfig(**{k: v for k, v in options.items() if v is not None})
 
 

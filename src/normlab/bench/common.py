@@ -1,6 +1,8 @@
 """What every bench child shares: its options, the study's data, epoch-time summary, peak RSS, the JSON result.
 
-Imports nothing but numpy and normlab's data layer, so a Keras or PyTorch child does not pay for JAX.
+Imports nothing but numpy and normlab's data layer, so a Keras or PyTorch child does not pay for JAX. Importing
+normlab changes no setting (``runtime.configure`` is explicit), so a peer runs with ``XLA_FLAGS`` as the user set
+them, and each framework runs as its users run it.
 """
 
 import argparse
@@ -14,38 +16,20 @@ from pathlib import Path
 
 import numpy as np
 
-BATCH_SIZE = 32
-LEARNING_RATE = 1e-3
-USER_XLA_FLAGS = "NORMLAB_BENCH_USER_XLA_FLAGS"  # the user's XLA_FLAGS, handed from the parent to a peer
-
-
-def user_xla_flags() -> str:
-    """``XLA_FLAGS`` as this process got it at start, before importing ``normlab`` added the engine's flags.
-
-    Peers run with the user's flags, not normlab's tuning; on Linux the start-up environment is in /proc.
-    """
-    try:
-        entries = Path("/proc/self/environ").read_bytes().split(b"\0")
-    except OSError:
-        return os.environ.get("XLA_FLAGS", "")
-    found = [e.split(b"=", 1)[1] for e in entries if e.startswith(b"XLA_FLAGS=")]
-    return found[0].decode() if found else ""
-
-
-def restore_user_xla_flags() -> None:
-    """In a peer child, before its framework starts: undo the engine flags that importing ``normlab`` set."""
-    if USER_XLA_FLAGS in os.environ:
-        os.environ["XLA_FLAGS"] = os.environ.pop(USER_XLA_FLAGS)
-
-
 def child_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--preset", default="bn-after")
+    parser.add_argument("--model", type=Path, required=True,
+                        help="JSON from the parent: the preset's name, its study config and its layers (describe)")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--subset", type=int, help="train on the first N training images")
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--out", type=Path, required=True, help="where to write the JSON result")
     return parser
+
+
+def read_model(args) -> dict:
+    """``{"preset", "config", "description"}``: normlab rebuilds the model from its study, a peer from the layers."""
+    return json.loads(args.model.read_text())
 
 
 def load_arrays(args):

@@ -1,7 +1,6 @@
-"""Bench child for Keras 3 (``--backend tensorflow`` or ``jax``): the preset as a Sequential model, ``fit``.
+"""Bench child for Keras 3 (``--backend tensorflow`` or ``jax``): the model as a Sequential (``mirror``), ``fit``.
 
-The model mirrors ``normlab.nn.models`` layer for layer with Keras' own defaults (BN momentum 0.99, eps 1e-3,
-glorot_uniform kernels, LeakyReLU slope 0.3). Epochs are timed by a callback from ``on_epoch_begin`` to
+Epochs are timed by a callback from ``on_epoch_begin`` to
 ``on_epoch_end``, so validation counts as in normlab. With the JAX backend several ``steps_per_execution``
 settings are tried for 2 epochs each; the best then runs the measured epochs.
 """
@@ -9,34 +8,17 @@ settings are tried for 2 epochs each; the best then runs the measured epochs.
 import os
 import time
 
-from normlab.bench.common import (BATCH_SIZE, LEARNING_RATE, child_parser, load_arrays, restore_user_xla_flags,
-                                  summarize, write_result)
-
-
-def build_model(keras, preset: str):
-    """Keras' version of ``normlab.nn.models.PRESETS[preset]``."""
-    L = keras.layers
-    head = [keras.Input((28, 28)), L.Flatten()]
-    out = L.Dense(10, activation="softmax")
-    if preset == "baseline":
-        body = [L.Dense(300, kernel_initializer="he_normal"), L.LeakyReLU(),
-                L.Dense(100, kernel_initializer="he_normal"), L.LeakyReLU()]
-    elif preset == "bn-after":
-        body = [L.BatchNormalization(), L.Dense(300, activation="relu"), L.BatchNormalization(),
-                L.Dense(100, activation="relu"), L.BatchNormalization()]
-    elif preset == "bn-before":
-        body = [L.BatchNormalization(), L.Dense(300, use_bias=False), L.BatchNormalization(), L.Activation("relu"),
-                L.Dense(100, use_bias=False), L.BatchNormalization(), L.Activation("relu")]
-    else:
-        raise ValueError(f"unknown preset {preset!r}")
-    return keras.Sequential(head + body + [out], name=preset)
+from normlab.bench.common import child_parser, load_arrays, read_model, summarize, write_result
+from normlab.bench.mirror import keras_model
 
 
 def train(keras, args, arrays, epochs: int, steps_per_execution: int = 1, seed: int = 0) -> dict:
     x_train, y_train, x_val, y_val = arrays
     keras.utils.set_random_seed(seed)
-    model = build_model(keras, args.preset)
-    model.compile(loss="sparse_categorical_crossentropy", optimizer=keras.optimizers.SGD(learning_rate=LEARNING_RATE),
+    job = read_model(args)
+    model = keras_model(keras, job["description"])
+    optimizer = keras.optimizers.SGD(learning_rate=job["config"]["learning_rate"])
+    model.compile(loss="sparse_categorical_crossentropy", optimizer=optimizer,
                   metrics=["accuracy"], steps_per_execution=steps_per_execution)
     times = []
 
@@ -47,8 +29,8 @@ def train(keras, args, arrays, epochs: int, steps_per_execution: int = 1, seed: 
         def on_epoch_end(self, epoch, logs=None):
             times.append(time.perf_counter() - self.start)
 
-    history = model.fit(x_train, y_train, epochs=epochs, batch_size=BATCH_SIZE, validation_data=(x_val, y_val),
-                        shuffle=True, verbose=0, callbacks=[EpochTimer()])
+    history = model.fit(x_train, y_train, epochs=epochs, batch_size=job["config"]["batch_size"], shuffle=True,
+                        validation_data=(x_val, y_val), verbose=0, callbacks=[EpochTimer()])
     return summarize(times, len(y_train)) | {
         "val_accuracy": float(history.history["val_accuracy"][-1]), "params": int(model.count_params()),
         "steps_per_execution": steps_per_execution, "jit_compile": bool(model.jit_compile)}
@@ -60,7 +42,6 @@ def main(argv=None) -> None:
     parser.add_argument("--spe", default="1", help="steps_per_execution values to try, comma-separated")
     parser.add_argument("--seeds", type=int, help="the study's way instead: a fresh model and fit per seed, timed")
     args = parser.parse_args(argv)
-    restore_user_xla_flags()
     os.environ["KERAS_BACKEND"] = args.backend
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras

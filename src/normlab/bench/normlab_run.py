@@ -1,7 +1,7 @@
 """Bench child for normlab: ``fit`` for 1 seed (plus the matmul floor), N vmapped seeds, N seeds in N worker
 processes (one per core), or the whole study.
 
-XLA_FLAGS are left as the environment and the engine set them: the bench measures the engine as users run it.
+The child configures the engine as the CLI does (``runtime.configure``): the bench measures it as users run it.
 """
 
 import dataclasses
@@ -9,7 +9,8 @@ import time
 
 import numpy as np
 
-from normlab.bench.common import PeakTreeRss, child_parser, load_arrays, peak_rss_mib, summarize, write_result
+from normlab.bench.common import (PeakTreeRss, child_parser, load_arrays, peak_rss_mib, read_model, summarize,
+                                  write_result)
 
 
 def main(argv=None) -> None:
@@ -20,22 +21,26 @@ def main(argv=None) -> None:
     parser.add_argument("--study", action="store_true", help="time the reproduce study end to end instead")
     args = parser.parse_args(argv)
 
+    from normlab import runtime
+    runtime.configure()  # the engine's XLA flags, as `normlab` sets them; compiled cold on purpose (no cache)
     import jax
+    from normlab.experiments.config import StudyConfig
     from normlab.experiments.provenance import versions
-    from normlab.nn.models import build
-    from normlab.train.loop import TrainConfig, fit
+    from normlab.train.loop import fit
     data, x_train, y_train, _, _ = load_arrays(args)
+    job = read_model(args)
+    config = StudyConfig.from_dict(job["config"])
     if args.study:
         write_result(args.out, study(data, args.subset))
         return
     data = dataclasses.replace(data, x_train=x_train, y_train=y_train)
     if args.procs:
-        write_result(args.out, in_processes(data, args.preset, args.procs, args.epochs))
+        write_result(args.out, in_processes(data, config, job["preset"], args.procs, args.epochs))
         return
 
-    model, epoch_times = build(args.preset), []
-    result = fit(model, data, list(range(args.seeds)), TrainConfig(epochs=args.epochs),
-                 lambda epoch, metrics, seconds: epoch_times.append(seconds))
+    model, epoch_times = config.model(job["preset"]), []
+    result = fit(model, data, list(range(args.seeds)), dataclasses.replace(config, epochs=args.epochs).train_config(),
+                 lambda event: epoch_times.extend([event.seconds] if event.stage == "trained" else []))
     out = summarize(epoch_times, len(y_train), compile_s=result.compile_s)
     out |= {"seeds": args.seeds, "val_accuracy": float(np.mean(result.history["val_accuracy"][:, -1])),
             "val_accuracy_per_seed": result.history["val_accuracy"][:, -1].tolist(),
@@ -51,27 +56,27 @@ def main(argv=None) -> None:
     write_result(args.out, out)
 
 
-def in_processes(data, preset: str, procs: int, epochs: int) -> dict:
-    """``procs`` seeds at once, one worker process per core: per-model time = concurrent epoch time / procs.
+def in_processes(data, study, preset: str, procs: int, epochs: int) -> dict:
+    """``procs`` seeds of ``study``'s ``preset`` at once, one worker process per core: per-model time = concurrent
+    epoch time / procs.
 
     Each worker's first epoch is left out, so only epochs during which all of them train are counted.
     """
-    from normlab.experiments.config import StudyConfig
-    from normlab.experiments.reproduce import jobs
-    from normlab.experiments.workers import run
-    config = StudyConfig(presets=(preset,), seeds=procs, epochs=epochs, seeds_per_program=1, workers=procs)
+    from normlab.experiments.reproduce import reproduce
+    config = dataclasses.replace(study, presets=(preset,), seeds=procs, first_seed=0, epochs=epochs,
+                                 seeds_per_program=1, workers=procs)
     steady = []
 
-    def on_epoch(_, epoch, metrics, seconds):
-        steady.extend([seconds] if epoch > 0 or epochs == 1 else [])
+    def on_epoch(event):
+        steady.extend([event.seconds] if event.stage == "trained" and (event.epoch > 1 or epochs == 1) else [])
 
     with PeakTreeRss() as rss:
-        results = run(jobs(config), config, data, None, False, on_epoch)
-    out = summarize(steady, len(data.y_train), compile_s=max(r.compile_s for r in results))
+        runs = reproduce(data, config, on_epoch=on_epoch)["runs"]
+    out = summarize(steady, len(data.y_train), compile_s=max(r["time"]["compile_s"] for r in runs))
     return out | {"seeds": procs, "procs": procs, "program_epoch_s": out["epoch_s"], "epoch_s": out["epoch_s"] / procs,
                   "samples_per_s": out["samples_per_s"] * procs, "peak_rss_mib": rss.peak_mib,
                   "peak_rss_sum_mib": rss.peak_rss_sum_mib,
-                  "val_accuracy": float(np.mean([r.history["val_accuracy"][0, -1] for r in results])),
+                  "val_accuracy": float(np.mean([r["history"]["val_accuracy"][-1] for r in runs])),
                   "per_model": f"epoch_s and samples_per_s are per model: {procs} single-core processes at once"}
 
 

@@ -1,8 +1,9 @@
 """Run every system in its own child process, one after another, and gather their results into ``bench.json``.
 
 Children run strictly in sequence: on a small machine two trainings at once would time each other.
-normlab's children get the environment as it is, engine flags included; a peer gets ``XLA_FLAGS`` as the user
-set them (importing ``normlab`` adds the engine's own), so each framework runs as its users run it.
+Every child gets the environment as the user set it; normlab's own configure the engine as the CLI does
+(``runtime.configure``), so each framework runs as its users run it. The model each child trains is a JSON file
+the parent writes (``write_model``): normlab's child rebuilds it from its study, a peer from its layers (``mirror``).
 """
 
 import importlib.util
@@ -16,7 +17,6 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 from normlab import signals
-from normlab.bench.common import USER_XLA_FLAGS, user_xla_flags
 from normlab.errors import ConfigError
 
 
@@ -46,15 +46,36 @@ class BenchConfig:
     procs: int = field(default_factory=lambda: len(os.sched_getaffinity(0)))
     rounds: int = 1  # each system this many times, interleaved; the fastest round counts
     keras_jax_spe: tuple[int, ...] = (1, 32, 256)
-    study: bool = False
+    full_study: bool = False
     data_dir: Path | None = None
+    study: str | None = None  # a study file (or built-in study) whose [models] and settings define the preset
 
     def __post_init__(self):
-        from normlab.nn.models import build
-        build(self.preset)  # raises ConfigError for an unknown preset
         unknown = [p for p in self.peers if p not in PEERS]
         if unknown:
             raise ConfigError(f"unknown peer(s) {', '.join(unknown)}; choose from {', '.join(PEERS)}")
+        for name in ("epochs", "rounds", "keras_jax_spe"):
+            if min(getattr(self, name) if name == "keras_jax_spe" else [getattr(self, name)], default=0) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        self.study_config(self.preset)  # an unknown preset, or a study file that is not one, fails here
+
+    def study_config(self, preset: str):
+        """The study ``preset`` belongs to (the seed study without ``study``), for that one preset."""
+        from dataclasses import replace
+        from normlab.experiments.study import builtin, load
+        base = (load(self.study) if self.study else builtin("seed")).base
+        return replace(base, presets=(preset,), subset=self.subset)
+
+
+def write_model(config: BenchConfig, preset: str) -> Path:
+    """``OUT/models/PRESET.json``: the preset's study config for normlab's child, its layers for a peer's mirror."""
+    from normlab.files import write_text
+    from normlab.nn.summary import describe
+    study = config.study_config(preset)
+    path = config.out / "models" / f"{preset}.json"
+    write_text(path, json.dumps({"preset": preset, "config": study.as_dict(),
+                                 "description": describe(study.model(preset))}, indent=1))
+    return path
 
 
 def missing_packages(peer: Peer) -> list[str]:
@@ -65,16 +86,15 @@ def spawn(name: str, module: str, args: list[str], config: BenchConfig, preset: 
           epochs: int | None = None) -> dict:
     """Run ``python -m normlab.bench.<module>`` and return its JSON result with ``status`` ok/skipped/failed."""
     out, log = config.out / "results" / f"{name}.json", config.out / "logs" / f"{name}.log"
-    argv = [sys.executable, "-m", f"normlab.bench.{module}", "--preset", preset or config.preset,
+    argv = [sys.executable, "-m", f"normlab.bench.{module}", "--model", str(write_model(config, preset or config.preset)),
             "--epochs", str(epochs or config.epochs), "--out", str(out), *args]
     argv += ["--subset", str(config.subset)] if config.subset else []
     argv += ["--data-dir", str(config.data_dir)] if config.data_dir else []
-    env = os.environ if module == "normlab_run" else {**os.environ, USER_XLA_FLAGS: user_xla_flags()}
     load = os.getloadavg()[0]
     start = time.perf_counter()
     with open(log, "w") as log_file:
         with signals.interruptible():  # minutes of a peer's training: a Ctrl-C stops it (run() kills the child)
-            rc = subprocess.run(argv, stdout=log_file, stderr=subprocess.STDOUT, env=env).returncode
+            rc = subprocess.run(argv, stdout=log_file, stderr=subprocess.STDOUT).returncode
     meta = {"process_s": time.perf_counter() - start, "load_avg_1min_before": load, "log": str(log)}
     if rc != 0 or not out.is_file():
         lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
@@ -116,9 +136,8 @@ def run_bench(config: BenchConfig, note: Callable[[str], None] = print) -> dict:
     from normlab.bench.report import plot_bench
     from normlab.experiments.provenance import provenance
     from normlab.files import write_text
-    from normlab.nn.models import build
     from normlab.nn.summary import param_counts
-    expected_params = param_counts(build(config.preset))["total"]
+    expected_params = param_counts(config.study_config(config.preset).model(config.preset))["total"]
     (config.out / "results").mkdir(parents=True, exist_ok=True)
     (config.out / "logs").mkdir(exist_ok=True)
 
@@ -173,7 +192,7 @@ def run_bench(config: BenchConfig, note: Callable[[str], None] = print) -> dict:
     if base and "floor" in systems["normlab"]:
         floor = systems["normlab"].pop("floor")
         bench["floor"] = floor | {"normlab_epoch_s": base, "pct_of_floor": 100 * base / floor["floor_s"]}
-    if config.study:
+    if config.full_study:
         bench["study"] = study(config, note)
     write_text(config.out / "bench.json", json.dumps(bench, indent=2))
     plot_bench(bench, config.out / "bench.png")

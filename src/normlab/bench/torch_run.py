@@ -1,4 +1,5 @@
-"""Bench child for PyTorch, eager or ``torch.compile``: the preset with Keras' initializers and BN conventions.
+"""Bench child for PyTorch, eager or ``torch.compile``: the model (``mirror``) with Keras' initializers and BN
+conventions.
 
 Two conventions differ from Keras and are mapped or noted:
 * ``BatchNorm1d(momentum=0.01)`` is Keras' ``momentum=0.99``: PyTorch weights the *new* batch statistic.
@@ -7,44 +8,15 @@ Two conventions differ from Keras and are mapped or noted:
   slightly (a factor 32/31 on the moving variance, ≈1.6%).
 """
 
-import math
 import os
 import time
 from pathlib import Path
 
-from normlab.bench.common import (BATCH_SIZE, LEARNING_RATE, child_parser, load_arrays, restore_user_xla_flags,
-                                  summarize, write_result)
+from normlab.bench.common import child_parser, load_arrays, read_model, summarize, write_result
+from normlab.bench.mirror import Unsupported, torch_model
 
-TRUNCATED_NORMAL_STD = 0.87962566103423978  # as normlab.nn.initializers: keeps he_normal's std after truncation
 NOTES = ["BatchNorm1d(momentum=0.01, eps=1e-3) == Keras BatchNormalization(momentum=0.99, epsilon=1e-3)",
          "PyTorch's running_var uses the unbiased batch variance (Keras: biased); training math is identical"]
-
-
-def build_model(nn, preset: str):
-    """PyTorch's version of ``normlab.nn.models.PRESETS[preset]``, initialised like Keras."""
-    def dense(n_in, n_out, bias=True, init="glorot_uniform"):
-        layer = nn.Linear(n_in, n_out, bias=bias)
-        if init == "he_normal":
-            std = math.sqrt(2.0 / n_in) / TRUNCATED_NORMAL_STD
-            nn.init.trunc_normal_(layer.weight, std=std, a=-2 * std, b=2 * std)
-        else:
-            nn.init.xavier_uniform_(layer.weight)  # glorot_uniform; symmetric in fan_in/fan_out
-        if bias:
-            nn.init.zeros_(layer.bias)
-        return layer
-
-    bn = lambda n: nn.BatchNorm1d(n, eps=1e-3, momentum=0.01)
-    if preset == "baseline":
-        body = [dense(784, 300, init="he_normal"), nn.LeakyReLU(0.3), dense(300, 100, init="he_normal"),
-                nn.LeakyReLU(0.3)]
-    elif preset == "bn-after":
-        body = [bn(784), dense(784, 300), nn.ReLU(), bn(300), dense(300, 100), nn.ReLU(), bn(100)]
-    elif preset == "bn-before":
-        body = [bn(784), dense(784, 300, bias=False), bn(300), nn.ReLU(),
-                dense(300, 100, bias=False), bn(100), nn.ReLU()]
-    else:
-        raise ValueError(f"unknown preset {preset!r}")
-    return nn.Sequential(nn.Flatten(), *body, dense(100, 10))  # softmax folded into F.cross_entropy
 
 
 def inductor_cache_note() -> str:
@@ -62,17 +34,18 @@ def train(torch, args, arrays) -> dict:
     import torch.nn.functional as F
     x_train, y_train, x_val, y_val = (torch.from_numpy(a) for a in arrays)
     torch.manual_seed(0)
-    model = build_model(torch.nn, args.preset)
+    job = read_model(args)
+    model = torch_model(torch.nn, job["description"])
     params = sum(p.numel() for p in model.parameters()) + sum(
         b.numel() for name, b in model.named_buffers() if not name.endswith("num_batches_tracked"))
     net = torch.compile(model) if args.compile else model
-    optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE)
+    optimizer = torch.optim.SGD(model.parameters(), lr=job["config"]["learning_rate"])
     x_val = x_val.float() / 255
     times, val_accuracy = [], None
     for _ in range(args.epochs):
         start = time.perf_counter()
         net.train()
-        for rows in torch.randperm(len(y_train)).split(BATCH_SIZE):
+        for rows in torch.randperm(len(y_train)).split(job["config"]["batch_size"]):
             loss = F.cross_entropy(net(x_train[rows].float().div_(255)), y_train[rows])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -88,7 +61,6 @@ def main(argv=None) -> None:
     parser = child_parser(__doc__)
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     args = parser.parse_args(argv)
-    restore_user_xla_flags()
     import torch
     torch.set_num_threads(os.cpu_count())
     _, *arrays = load_arrays(args)
@@ -96,6 +68,8 @@ def main(argv=None) -> None:
     result = {"threads": torch.get_num_threads(), "versions": {"torch": torch.__version__}, "notes": notes}
     try:
         result |= train(torch, args, arrays)
+    except Unsupported as error:  # a layer PyTorch has no mirror for: the peer sits this model out
+        result["skipped"] = str(error)
     except Exception as error:  # torch.compile failing (no compiler, unsupported op) is a result, not a crash
         if not args.compile:
             raise

@@ -3,17 +3,18 @@
 import dataclasses
 import math
 import numbers
-import reprlib
 import typing
 from dataclasses import dataclass
 
 import numpy as np
 
-from normlab.errors import ConfigError
-from normlab.nn.models import PRESETS, check_preset
-from normlab.train.loop import OPTIMIZERS, TrainConfig, default_seeds_per_program
+from normlab.errors import ConfigError, shown
+from normlab.experiments.defaults import default
+from normlab.nn import spec as layer_specs
+from normlab.nn.models import NAME, Model, build, check_name, presets, unknown
+from normlab.experiments.workers import default_workers
+from normlab.train.loop import OPTIMIZERS, TrainConfig
 
-DEFAULT_PRESETS = ("baseline", "bn-after", "bn-before")
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # training runs in float32: a larger value would become inf
 TRAIN_IMAGES = 55_000  # the training split; a batch or subset larger than it is a typo, not a study
 MAX_SEEDS = 1000  # an accelerator trains all seeds in one program: 1,000 MLPs are ~1 GB of float32 weights alone
@@ -25,26 +26,13 @@ INTS = {  # inclusive ranges; the upper bounds keep memory and time bounded what
     "epochs": (1, 100_000, ""),
     "batch_size": (1, TRAIN_IMAGES, " (the training set's size)"),
     "subset": (1, TRAIN_IMAGES, " (the training set's size)"),
-    "seeds_per_program": (1, MAX_SEEDS, ""),  # more than ``seeds`` means all of them (``program_width``)
+    "seeds_per_program": (1, MAX_SEEDS, ""),  # more than ``seeds`` means all of them (``reproduce.jobs``)
     "workers": (1, 1024, ""),
 }
 _POSITIVE = (f"(0, {FLOAT32_MAX!r}]", lambda x: x > 0)
 _FRACTION = ("[0, 1)", lambda x: 0 <= x < 1)
 FLOATS = {"learning_rate": _POSITIVE, "bn_momentum": _FRACTION, "bn_epsilon": _POSITIVE,
           "optimizer_momentum": _FRACTION}
-
-
-class _Short(reprlib.Repr):
-    """``repr`` within reprlib's limits, ints included: ``repr`` itself refuses one of more than 4,300 digits."""
-
-    def repr_int(self, x, level):
-        return super().repr_int(x, level) if x.bit_length() < 1000 else f"<an int of {x.bit_length()} bits>"
-
-
-def shown(value) -> str:
-    """A value as an error message quotes it: one short line, whatever its size or depth."""
-    text = _Short().repr(value)
-    return text if len(text) <= 80 else f"{text[:76]}..."
 
 
 def _real(value) -> float | None:
@@ -63,12 +51,14 @@ def check(name: str, value):
 
     The one place a value is validated, whether it comes from a study file, a command-line option or Python.
     """
-    if name == "presets":
+    if name == "presets":  # whether each names a model is checked with the study's models (``StudyConfig``)
         names = tuple(value) if isinstance(value, (tuple, list)) else ()
         if not names or not all(isinstance(n, str) for n in names) or len(set(names)) < len(names):
             raise ConfigError(f"presets must be a non-empty list of distinct preset names "
-                              f"({', '.join(PRESETS)}), got {shown(value)}")
-        return tuple(check_preset(n) for n in names)
+                              f"({', '.join(presets())} or a [models.NAME] of the study), got {shown(value)}")
+        return names
+    if name == "models":
+        return check_models(value)
     if name == "optimizer":
         if not isinstance(value, str) or value not in OPTIMIZERS:
             raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {shown(value)}")
@@ -88,25 +78,51 @@ def check(name: str, value):
     return int(value)
 
 
+MAX_MODELS = 100
+
+
+def check_models(table, source: str = "") -> dict[str, dict]:
+    """A study's own models, ``{name: {"layers": [layer table, ...]}}``; each is checked now, built with its
+    study's settings later. ``source`` (a file name) begins every error."""
+    if not isinstance(table, dict) or len(table) > MAX_MODELS:
+        raise ConfigError(f"{source}[models] must be a table of at most {MAX_MODELS} models, [models.NAME], "
+                          f"got {shown(table)}")
+    checked = {}
+    for name, model in table.items():
+        where = f"{source}[models.{name if isinstance(name, str) and NAME.fullmatch(name) else shown(name)}]"
+        check_name(name, where)
+        if name in presets():
+            raise ConfigError(f"{where}: {name} is a built-in preset; give your model another name")
+        if not isinstance(model, dict) or set(model) != {"layers"}:
+            raise ConfigError(f"{where} must hold exactly one key, layers = [...], got {shown(model)}")
+        layer_specs.check(model["layers"], where)
+        checked[name] = {"layers": list(model["layers"])}
+    return checked
+
+
 @dataclass(frozen=True)
 class StudyConfig:
-    presets: tuple[str, ...] = DEFAULT_PRESETS
-    seeds: int = 5               # seeds first_seed, first_seed + 1, ...
-    first_seed: int = 0
-    epochs: int = 10
-    learning_rate: float = 1e-3
-    batch_size: int = 32
-    bn_momentum: float = 0.99
-    bn_epsilon: float = 1e-3
+    """A study's settings; the defaults are the seed study's (``defaults``), the one place they are written."""
+    presets: tuple[str, ...] = tuple(default("presets"))
+    seeds: int = default("seeds")  # seeds first_seed, first_seed + 1, ...
+    first_seed: int = default("first_seed")
+    epochs: int = default("epochs")
+    learning_rate: float = default("learning_rate")
+    batch_size: int = default("batch_size")
+    bn_momentum: float = default("bn_momentum")
+    bn_epsilon: float = default("bn_epsilon")
     subset: int | None = None    # train on the first N of the 55,000 training images (quick looks, tests)
-    optimizer: str = "sgd"       # sgd | momentum | adam
-    optimizer_momentum: float = 0.9
+    optimizer: str = default("optimizer")  # sgd | momentum | adam
+    optimizer_momentum: float = default("optimizer_momentum")
     seeds_per_program: int | None = None  # vmap width; None: measured default (1 on CPU, all on accelerators)
     workers: int | None = None   # training processes; None: measured default (one per core on CPU, else 1)
+    models: dict = dataclasses.field(default_factory=dict)  # the study's own, [models.NAME]: {"layers": [...]}
 
     def __post_init__(self):
         for f in dataclasses.fields(self):  # normalized in place, so equal configs compare and serialize equal
             object.__setattr__(self, f.name, check(f.name, getattr(self, f.name)))
+        for preset in self.presets:
+            self.model(preset)  # an unknown name, or a model whose shapes do not fit, fails here
         last = self.first_seed + self.seeds - 1
         if last >= SEED_LIMIT:
             raise ConfigError(f"first_seed + seeds - 1 must be below 2**32 (seeds are uint32), got {last}")
@@ -116,25 +132,27 @@ class StudyConfig:
         return list(range(self.first_seed, self.first_seed + self.seeds))
 
     @property
-    def program_width(self) -> int:
-        """Seeds per compiled program, resolved (see ``train.loop.default_seeds_per_program``)."""
-        width = self.seeds_per_program if self.seeds_per_program is not None else default_seeds_per_program()
-        return self.seeds if width <= 0 else min(width, self.seeds)
-
-    @property
     def worker_count(self) -> int:
         """Training processes, resolved (see ``experiments.workers.default_workers``)."""
-        from normlab.experiments.workers import default_workers
         return self.workers if self.workers is not None else default_workers()
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(self.learning_rate, self.batch_size, self.epochs, self.optimizer, self.optimizer_momentum)
 
+    def model(self, preset: str) -> Model:
+        """The preset or study model of that name; a batch_norm without its own momentum or epsilon gets the
+        study-wide ``bn_momentum`` and ``bn_epsilon``."""
+        known = {name: table["layers"] for name, table in self.models.items()} | presets()
+        if preset not in known:
+            raise unknown(preset, known)
+        return build(preset, known[preset], {"batch_norm": {"momentum": self.bn_momentum, "epsilon": self.bn_epsilon}})
+
     def identity(self, preset: str) -> dict:
-        """What a checkpoint of ``preset`` must match to be resumed: everything but the epoch count and workers."""
+        """What a checkpoint of ``preset`` must match to be resumed: its model with every option, and every
+        setting but the epoch count and workers."""
         fields = dataclasses.asdict(self)
-        del fields["presets"], fields["epochs"], fields["workers"]
-        return {"preset": preset, **fields}
+        del fields["presets"], fields["epochs"], fields["workers"], fields["models"]
+        return {"preset": preset, "model": list(self.model(preset).spec), **fields}
 
     def as_dict(self) -> dict:
         return {**dataclasses.asdict(self), "presets": list(self.presets), "validation": "first 5,000 training images"}

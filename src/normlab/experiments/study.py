@@ -2,6 +2,8 @@
 
     name = "lr-sweep"
     description = "..."
+    [models.wide-bn]              # optional: models of the study's own, used by name in presets
+    layers = [{kind = "flatten"}, {kind = "batch_norm"}, {kind = "dense", units = 10, activation = "softmax"}]
     [config]                      # any StudyConfig field; unknown keys are refused with a "did you mean"
     presets = ["baseline", "bn-after"]
     seeds = 3
@@ -26,16 +28,16 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from normlab.errors import ConfigError, did_you_mean
-from normlab.experiments.config import FLOATS, StudyConfig, check, shown
+from normlab.errors import ConfigError, did_you_mean, shown
+from normlab.experiments.config import FLOATS, StudyConfig, check, check_models
 from normlab.files import MiB, FileProblem, display, read_text
 
-FIELDS = [f.name for f in dataclasses.fields(StudyConfig)]
+FIELDS = [f.name for f in dataclasses.fields(StudyConfig) if f.name != "models"]  # models: their own section
 SAMPLERS = {
     "uniform": lambda rng, a, b: rng.uniform(a, b),
     "log_uniform": lambda rng, a, b: math.exp(rng.uniform(math.log(a), math.log(b))),
 }
-SECTIONS = ("name", "description", "config", "sweep")
+SECTIONS = ("name", "description", "models", "config", "sweep")
 NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")  # the default --out is runs/<name>: a folder, never a path
 MAX_VALUES = 1000     # values of one swept key
 MAX_TRIALS = 10_000   # combinations of the grid, and random samples: each trial is a training run
@@ -174,7 +176,8 @@ def parse(text: str, source: str) -> Study:
     name, description = _name(raw, source), raw.get("description", "")
     if not isinstance(description, str):
         raise ConfigError(f"{source}: description must be a string, got {shown(description)}")
-    base = make_config(StudyConfig(), _table(raw, "config", source), f"{source} [config]")
+    models = check_models(_table(raw, "models", source), f"{source} ")
+    base = make_config(StudyConfig(models=models), _table(raw, "config", source), f"{source} [config]")
     sweep = _sweep(_table(raw, "sweep", source), source)
     for index, trial in enumerate(expand(sweep)):  # every trial must be valid before any work starts
         make_config(base, trial, f"{source}: trial {trial_id(index, trial)}")

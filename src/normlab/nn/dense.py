@@ -1,11 +1,15 @@
 """Fully connected layer ``y = activation(x @ kernel + bias)``, Keras' ``Dense``."""
 
+from typing import Annotated
+
 import jax
 import jax.numpy as jnp
 
-from normlab.nn.activations import FUNCTIONS
+from normlab.layer import Flag, Layer, Units, choice, need_flat
+from normlab.nn.activations import FUNCTIONS, Activation
 from normlab.nn.initializers import INITIALIZERS
-from normlab.nn.layer import Layer
+
+Initializer = Annotated[str, choice(*INITIALIZERS)]
 
 
 @jax.custom_vjp
@@ -32,16 +36,16 @@ def _matmul_bwd(residuals, g):
 matmul.defvjp(_matmul_fwd, _matmul_bwd)
 
 
-def dense(in_features: int, units: int, activation: str | None = None, use_bias: bool = True,
-          kernel_initializer: str = "glorot_uniform") -> Layer:
+def dense(units: Units, activation: Activation = "linear", use_bias: Flag = True,
+          kernel_initializer: Initializer = "glorot_uniform") -> Layer:
     """A bias is redundant right before batch norm (BN subtracts the mean), hence ``use_bias=False`` there."""
     act = FUNCTIONS[activation]
 
-    def init(key):
-        params = {"kernel": INITIALIZERS[kernel_initializer](key, (in_features, units))}
+    def init(key, in_shape):
+        params = {"kernel": INITIALIZERS[kernel_initializer](key, (need_flat("dense", in_shape), units))}
         if use_bias:
             params["bias"] = jnp.zeros((units,), jnp.float32)
-        return params, {}
+        return params, {}, (units,)
 
     def apply(params, state, x, train, mask=None):
         y = matmul(x, params["kernel"])

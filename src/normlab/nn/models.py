@@ -1,35 +1,62 @@
-"""Sequential models and the three presets of the study (Géron, *Hands-On ML*, ch. 11, in Keras conventions).
+"""Models as data: a name and a list of layer specs (``nn.spec``), built into sequential models of our layers.
 
-A model is an ordered list of named layers; its params and state are dicts keyed by layer name, named the way
-Keras names layers (``dense``, ``dense_1``, ``batch_normalization``, ...), so `normlab inspect` reads like Keras.
+The study's three presets are specs too (``presets.toml``); a study file adds its own under ``[models.NAME]``.
+Layers are named the way Keras names them (``dense``, ``dense_1``, ``batch_normalization``, ...) and their
+params and state are dicts keyed by those names, so `normlab inspect` reads like Keras.
 """
 
+import functools
+import json
+import math
 import re
+import tomllib
+from importlib import resources
 from typing import NamedTuple
 
 import jax
 
-from normlab.errors import ConfigError, did_you_mean
-from normlab.nn.activations import activation, flatten, leaky_relu
-from normlab.nn.dense import dense
-from normlab.nn.layer import Layer
-from normlab.norms.batch_norm import batch_norm
+from normlab.errors import ConfigError, did_you_mean, shown
+from normlab.layer import Layer
+from normlab.nn import spec as specs
 
 INPUT_SHAPE = (28, 28)
 NUM_CLASSES = 10
+MAX_PARAMS = 50_000_000  # 200 MB of float32 weights per seed, before the optimizer's copies: a typo, not a study
+NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")  # a model's name is a folder name (checkpoints, TensorBoard)
 
 
 class Model(NamedTuple):
     name: str
     layers: tuple[tuple[str, Layer], ...]  # (layer name, layer)
+    spec: tuple[dict, ...]  # every layer's kind and options, defaults filled in: what mirrors and checkpoints see
+
+
+@functools.cache
+def presets() -> dict[str, list[dict]]:
+    """The study's models, name -> layer tables, read from presets.toml."""
+    text = resources.files("normlab.nn").joinpath("presets.toml").read_text(encoding="utf-8")
+    return {name: table["layers"] for name, table in tomllib.loads(text)["models"].items()}
+
+
+def check_name(name, where: str) -> str:
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise ConfigError(f"{where}: a model name must be a folder name of at most 100 letters, digits, '.', '_', "
+                          f"'-', not starting with '.', got {shown(name)}")
+    return name
+
+
+def unknown(name: str, known) -> ConfigError:
+    """The one wording for a model name that is neither a preset nor defined by the study."""
+    return ConfigError(f"unknown preset {name!r}: {did_you_mean(name, known)}choose from {', '.join(known)}"
+                       + ("" if set(known) - set(presets()) else "; a study file can define more under [models.NAME]"))
 
 
 def _snake(kind: str) -> str:
     return {"LeakyReLU": "leaky_re_lu"}.get(kind, re.sub(r"(?<!^)(?=[A-Z])", "_", kind).lower())
 
 
-def sequential(name: str, layers: list[Layer]) -> Model:
-    """Name layers like Keras: the first of a kind gets the plain snake-case name, later ones ``_1``, ``_2``..."""
+def _keras_names(layers: list[Layer]) -> tuple[tuple[str, Layer], ...]:
+    """The first of a kind gets the plain snake-case name, later ones ``_1``, ``_2``..."""
     seen: dict[str, int] = {}
     named = []
     for layer in layers:
@@ -37,59 +64,63 @@ def sequential(name: str, layers: list[Layer]) -> Model:
         count = seen.get(base, 0)
         seen[base] = count + 1
         named.append((base if count == 0 else f"{base}_{count}", layer))
-    return Model(name, tuple(named))
+    return tuple(named)
 
 
-def baseline() -> Model:
-    return sequential("baseline", [
-        flatten(),
-        dense(784, 300, kernel_initializer="he_normal"), leaky_relu(),
-        dense(300, 100, kernel_initializer="he_normal"), leaky_relu(),
-        dense(100, NUM_CLASSES, activation="softmax"),
-    ])
+def build(name: str, layers, defaults: dict | None = None) -> Model:
+    """The model a spec describes, its shapes checked; ``defaults`` (kind -> options) as in ``spec.check_layer``.
+
+    The model emits logits: a softmax that ends it is folded into the loss (log-softmax, see ``losses``).
+    """
+    key = json.dumps([name, layers, defaults], sort_keys=True, default=str)
+    return _build(key)
 
 
-def bn_after(momentum: float = 0.99, epsilon: float = 1e-3) -> Model:
-    """BN after each activation (and on the input): the variant the book shows first."""
-    return sequential("bn-after", [
-        flatten(), batch_norm(784, momentum, epsilon),
-        dense(784, 300, activation="relu"), batch_norm(300, momentum, epsilon),
-        dense(300, 100, activation="relu"), batch_norm(100, momentum, epsilon),
-        dense(100, NUM_CLASSES, activation="softmax"),
-    ])
+@functools.lru_cache(maxsize=64)
+def _build(key: str) -> Model:
+    name, layers, defaults = json.loads(key)
+    where = f"model {name}"
+    spec = specs.check(layers, where, defaults)
+    engine = list(spec)
+    if engine[-1].get("activation") == "softmax":
+        engine[-1] = {**engine[-1], "activation": "linear"}
+    model = Model(name, _keras_names([specs.build_layer(s) for s in engine]), spec)
+    try:
+        params, state, shapes = abstract(model)
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {error}") from None
+    if shapes[-1] != (NUM_CLASSES,):
+        raise ConfigError(f"{where} outputs shape {shapes[-1]}, but the loss needs {NUM_CLASSES} class scores; "
+                          f"end it with {{kind = \"dense\", units = {NUM_CLASSES}, activation = \"softmax\"}}")
+    count = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves((params, state)))
+    if count > MAX_PARAMS:
+        raise ConfigError(f"{where} has {count:,} parameters, more than {MAX_PARAMS:,}")
+    return model
 
 
-def bn_before(momentum: float = 0.99, epsilon: float = 1e-3) -> Model:
-    """BN between the linear part and the activation, as in Ioffe & Szegedy; Dense drops its redundant bias."""
-    return sequential("bn-before", [
-        flatten(), batch_norm(784, momentum, epsilon),
-        dense(784, 300, use_bias=False), batch_norm(300, momentum, epsilon), activation("relu"),
-        dense(300, 100, use_bias=False), batch_norm(100, momentum, epsilon), activation("relu"),
-        dense(100, NUM_CLASSES, activation="softmax"),
-    ])
+def _init(model: Model, key, shapes: list | None = None):
+    keys = jax.random.split(key, len(model.layers))
+    params, state, shape = {}, {}, INPUT_SHAPE
+    for layer_key, (name, layer) in zip(keys, model.layers):
+        try:
+            params[name], state[name], shape = layer.init(layer_key, shape)
+        except ConfigError as error:
+            raise ConfigError(f"layer {name}: {error}") from None
+        if shapes is not None:
+            shapes.append(tuple(shape))
+    return params, state
 
 
-PRESETS = {"baseline": baseline, "bn-after": bn_after, "bn-before": bn_before}
-
-
-def check_preset(name: str) -> str:
-    """The one place a preset name is validated; a typo gets a suggestion."""
-    if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}: {did_you_mean(name, PRESETS)}choose from {', '.join(PRESETS)}")
-    return name
-
-
-def build(preset: str, **kwargs) -> Model:
-    return PRESETS[check_preset(preset)](**kwargs)
+def abstract(model: Model):
+    """``(params, state, output shape per layer)`` without computing a weight: arrays as ``ShapeDtypeStruct``."""
+    shapes: list[tuple] = []
+    params, state = jax.eval_shape(lambda: _init(model, jax.random.key(0), shapes))
+    return params, state, shapes
 
 
 def init(model: Model, key):
-    """Params and state of every layer; each layer draws from its own key."""
-    keys = jax.random.split(key, len(model.layers))
-    params, state = {}, {}
-    for layer_key, (name, layer) in zip(keys, model.layers):
-        params[name], state[name] = layer.init(layer_key)
-    return params, state
+    """Params and state of every layer; each layer draws from its own key and learns its input shape."""
+    return _init(model, key)
 
 
 def apply(model: Model, params, state, x, train: bool, mask=None):
@@ -98,3 +129,10 @@ def apply(model: Model, params, state, x, train: bool, mask=None):
     for name, layer in model.layers:
         x, new_state[name] = layer.apply(params[name], state[name], x, train, mask)
     return x, new_state
+
+
+def preset(name: str, defaults: dict | None = None) -> Model:
+    """One of the study's presets."""
+    if name not in presets():
+        raise unknown(name, presets())
+    return build(name, presets()[name], defaults)

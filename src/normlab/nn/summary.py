@@ -6,10 +6,9 @@ Trainable = params (what the optimizer updates); non-trainable = state (BN movin
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from normlab.nn.models import INPUT_SHAPE, Model, init
+from normlab.nn.models import INPUT_SHAPE, Model, abstract
 
 
 class LayerRow(NamedTuple):
@@ -30,17 +29,13 @@ def _size(tree) -> int:
 
 
 def layer_rows(model: Model) -> list[LayerRow]:
-    params, state = jax.eval_shape(lambda: init(model, jax.random.key(0)))
-    x = jax.ShapeDtypeStruct((1, *INPUT_SHAPE), jnp.float32)
-    rows = []
-    for name, layer in model.layers:
-        x, _ = jax.eval_shape(lambda p, s, v, f=layer.apply: f(p, s, v, False), params[name], state[name], x)
-        rows.append(LayerRow(name, layer.kind, (None, *x.shape[1:]), _size(params[name]) + _size(state[name])))
-    return rows
+    params, state, shapes = abstract(model)
+    return [LayerRow(name, layer.kind, (None, *shape), _size(params[name]) + _size(state[name]))
+            for (name, layer), shape in zip(model.layers, shapes)]
 
 
 def param_counts(model: Model) -> dict[str, int]:
-    params, state = jax.eval_shape(lambda: init(model, jax.random.key(0)))
+    params, state, _ = abstract(model)
     trainable, non_trainable = _size(params), _size(state)
     return {"total": trainable + non_trainable, "trainable": trainable, "non_trainable": non_trainable}
 
@@ -50,9 +45,20 @@ KERAS_ORDER = ("kernel", "bias", "gamma", "beta", "moving_mean", "moving_varianc
 
 def variables(model: Model) -> list[Variable]:
     """Every variable in Keras' order (``model.weights``): per layer kernel, bias, gamma, beta, moving stats."""
-    params, state = jax.eval_shape(lambda: init(model, jax.random.key(0)))
+    params, state, _ = abstract(model)
     found = []
     for name, _ in model.layers:
         named = {k: (v, True) for k, v in params[name].items()} | {k: (v, False) for k, v in state[name].items()}
         found += [Variable(f"{name}/{k}", named[k][0].shape, named[k][1]) for k in KERAS_ORDER if k in named]
     return found
+
+
+def describe(model: Model) -> dict:
+    """The model as plain JSON for another framework: per layer its Keras class, options (Keras' names and
+    values, defaults filled in) and shapes. What the bench's Keras and PyTorch mirrors are generated from."""
+    _, _, shapes = abstract(model)
+    inputs = [INPUT_SHAPE, *shapes[:-1]]
+    return {"name": model.name, "input_shape": list(INPUT_SHAPE), "layers": [
+        {"class": layer.kind, "options": {k: v for k, v in spec.items() if k != "kind"},
+         "in_shape": list(in_shape), "out_shape": list(out_shape)}
+        for (_, layer), spec, in_shape, out_shape in zip(model.layers, model.spec, inputs, shapes)]}

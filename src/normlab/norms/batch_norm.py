@@ -18,15 +18,16 @@ Keras names and defaults: features on the last axis; ``gamma`` = 1 and ``beta`` 
 
 import jax.numpy as jnp
 
-from normlab.nn.layer import Layer
+from normlab.layer import Flag, Fraction, Layer, Positive
 from normlab.norms.moments import moments
 
 
-def batch_norm(features: int, momentum: float = 0.99, epsilon: float = 1e-3, center: bool = True,
-               scale: bool = True, axis_name=None) -> Layer:
-    """A BatchNormalization layer over the last axis of size ``features``."""
+def batch_norm(momentum: Fraction = 0.99, epsilon: Positive = 1e-3, center: Flag = True, scale: Flag = True,
+               axis_name=None) -> Layer:
+    """A BatchNormalization layer over the last axis; ``axis_name`` (not a spec option) shards its statistics."""
 
-    def init(key):
+    def init(key, in_shape):
+        features = in_shape[-1]
         params = {}
         if scale:
             params["gamma"] = jnp.ones((features,), jnp.float32)
@@ -34,7 +35,7 @@ def batch_norm(features: int, momentum: float = 0.99, epsilon: float = 1e-3, cen
             params["beta"] = jnp.zeros((features,), jnp.float32)
         state = {"moving_mean": jnp.zeros((features,), jnp.float32),
                  "moving_variance": jnp.ones((features,), jnp.float32)}
-        return params, state
+        return params, state, in_shape
 
     def apply(params, state, x, train, mask=None):
         if train:

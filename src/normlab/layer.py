@@ -1,0 +1,58 @@
+"""The layer protocol, below both ``nn/`` and ``norms/``: a Keras class name and two pure functions (stax-style).
+
+``init(key, in_shape) -> (params, state, out_shape)``: shapes exclude the batch axis, so a layer learns its
+input size from the layer before it and nobody writes ``dense(784, 300)`` by hand. params are trained; state
+(e.g. BN moving statistics) is carried, not trained.
+``apply(params, state, x, train, mask=None) -> (y, state)``: ``mask`` marks the real rows of a padded batch;
+only layers that mix rows (batch norm) look at it.
+
+A layer's options are the keyword parameters of its builder annotated with one of the option types below;
+``nn.spec`` checks a TOML table against them, so a new kind declares its options once, in its signature.
+"""
+
+import math
+from typing import Annotated, Any, Callable, NamedTuple
+
+from normlab.errors import ConfigError
+
+
+class Layer(NamedTuple):
+    kind: str  # the Keras class name: shown by `normlab summary`, and the class a Keras mirror instantiates
+    init: Callable[[Any, tuple], tuple[dict, dict, tuple]]
+    apply: Callable[..., tuple[Any, dict]]
+
+
+def stateless(kind: str, fn: Callable, out_shape: Callable[[tuple], tuple] = lambda shape: shape) -> Layer:
+    """A layer with no params and no state, e.g. an activation."""
+    return Layer(kind, lambda key, in_shape: ({}, {}, out_shape(in_shape)),
+                 lambda params, state, x, train, mask=None: (fn(x), state))
+
+
+class Option(NamedTuple):
+    """How one option's value is checked: ``accepts(value)`` and the words an error shows."""
+    expected: str
+    accepts: Callable[[Any], bool]
+
+
+def _real(value) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)
+
+
+def choice(*names) -> Option:
+    return Option(f"one of {', '.join(map(repr, names))}", lambda v: isinstance(v, str) and v in names)
+
+
+MAX_UNITS = 1 << 20
+Units = Annotated[int, Option(f"an int in 1..{MAX_UNITS:,}", lambda v: type(v) is int and 1 <= v <= MAX_UNITS)]
+Flag = Annotated[bool, Option("true or false", lambda v: type(v) is bool)]
+Fraction = Annotated[float, Option("a number in [0, 1)", lambda v: _real(v) and 0 <= v < 1)]
+FLOAT32_MAX = 3.4028234663852886e38  # training runs in float32: a larger value would become inf
+Positive = Annotated[float, Option("a number > 0 within float32", lambda v: _real(v) and 0 < v <= FLOAT32_MAX)]
+Real = Annotated[float, Option("a number within float32", lambda v: _real(v) and abs(v) <= FLOAT32_MAX)]
+
+
+def need_flat(kind: str, in_shape: tuple) -> int:
+    """The feature count of a flat input; a kind that needs one says so in terms of the model's layers."""
+    if len(in_shape) != 1:
+        raise ConfigError(f"{kind} needs a flat input, got shape {in_shape}; put {{kind = \"flatten\"}} before it")
+    return in_shape[0]

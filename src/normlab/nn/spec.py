@@ -1,0 +1,65 @@
+"""Model specs: a model is a list of layer tables, ``[{kind = "dense", units = 300, activation = "relu"}, ...]``.
+
+``check`` turns whatever a TOML file (or a JSON job, or Python) holds into a spec of plain values with every
+option filled in, or one ConfigError line: unknown kinds and keys get a "did you mean", values their allowed
+range. Option names and defaults are Keras' (``units``, ``use_bias``, ``momentum``, ...), read from the layer
+builders' signatures, so a layer kind states them once.
+"""
+
+import inspect
+import typing
+
+from normlab.errors import ConfigError, did_you_mean, shown
+from normlab.layer import Layer, Option
+from normlab.nn.registry import KINDS
+
+MAX_LAYERS = 100
+
+
+def options(kind: str) -> dict[str, tuple[Option, object]]:
+    """``name -> (check, default)`` for every option of ``kind``: the builder's parameters typed ``Annotated``."""
+    found = {}
+    for name, parameter in inspect.signature(KINDS[kind]).parameters.items():
+        hints = typing.get_args(parameter.annotation)
+        if len(hints) == 2 and isinstance(hints[1], Option):
+            found[name] = (hints[1], parameter.default)
+    return found
+
+
+def check_layer(table, where: str, defaults: dict | None = None) -> dict:
+    """One layer table as ``{"kind": ..., option: value, ...}`` with every option present, defaults filled in.
+
+    ``defaults`` (kind -> options) come between the builder's defaults and the table's own values: the study-wide
+    ``bn_momentum``/``bn_epsilon`` for a ``batch_norm`` that does not set its own.
+    """
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table like {{kind = \"dense\", units = 100}}, got {shown(table)}")
+    kind = table.get("kind")
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise ConfigError(f"{where}: unknown layer kind {shown(kind)}; "
+                          f"{did_you_mean(kind, KINDS) if isinstance(kind, str) else ''}known: {', '.join(KINDS)}")
+    known = options(kind)
+    spec = {"kind": kind, **{name: default for name, (_, default) in known.items()}, **(defaults or {}).get(kind, {})}
+    for name, value in table.items():
+        if name == "kind":
+            continue
+        if name not in known:
+            listed = f"{kind} takes {', '.join(known)}" if known else f"{kind} takes no options"
+            raise ConfigError(f"{where} ({kind}): unknown option {shown(name)}; {did_you_mean(str(name), known)}{listed}")
+        option = known[name][0]
+        if not option.accepts(value):
+            raise ConfigError(f"{where} ({kind}): {name} must be {option.expected}, got {shown(value)}")
+        spec[name] = float(value) if type(known[name][1]) is float else value
+    if missing := [name for name, value in spec.items() if value is inspect.Parameter.empty]:
+        raise ConfigError(f"{where} ({kind}): needs {', '.join(missing)}")
+    return spec
+
+
+def check(layers, where: str, defaults: dict | None = None) -> tuple[dict, ...]:
+    if not isinstance(layers, (list, tuple)) or not 1 <= len(layers) <= MAX_LAYERS:
+        raise ConfigError(f"{where}: layers must be a list of 1 to {MAX_LAYERS} layer tables, got {shown(layers)}")
+    return tuple(check_layer(table, f"{where} layer {i + 1}", defaults) for i, table in enumerate(layers))
+
+
+def build_layer(spec: dict) -> Layer:
+    return KINDS[spec["kind"]](**{k: v for k, v in spec.items() if k != "kind"})
