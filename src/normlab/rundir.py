@@ -45,15 +45,15 @@ def _holder(fd: int) -> str:
 
 
 @contextlib.contextmanager
-def claim(folder: Path, option: str = "--out"):
+def claim(folder: Path):
     """Hold ``folder`` (created if need be) for the duration of the block; ConfigError if it is not ours to use."""
     folder = Path(folder)
     shown = display(folder)
     if folder.exists() and not folder.is_dir():
-        raise ConfigError(f"{shown} exists and is not a folder; choose another {option}")
+        raise ConfigError(f"{shown} exists and is not a folder; choose another run folder")
     if folder.is_dir() and not is_run_folder(folder) and any(folder.iterdir()):
         raise ConfigError(f"{shown} is not empty and is not a normlab run folder; normlab does not write into "
-                          f"a folder of yours: choose a new or empty {option}")
+                          f"a folder of yours: choose a new or empty run folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
@@ -64,7 +64,7 @@ def claim(folder: Path, option: str = "--out"):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise ConfigError(f"{shown} is in use by normlab {_holder(fd)}; wait for it to finish or choose "
-                              f"another {option}") from None
+                              f"another run folder") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield folder

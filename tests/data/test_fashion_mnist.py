@@ -125,7 +125,7 @@ def test_download_rejects_wrong_hash(env, monkeypatch, field):
 
 
 def test_download_failure(env):
-    with pytest.raises(DataError, match="downloading Fashion-MNIST failed.*--data-dir.*NORMLAB_DATA_DIR.*apt-get"):
+    with pytest.raises(DataError, match="downloading Fashion-MNIST failed.*data folder.*NORMLAB_DATA_DIR.*apt-get"):
         fm.locate()
 
 

@@ -289,3 +289,10 @@ def test_killed_sweep_reruns_only_the_missing_trials(tmp_path, real_data):
     for name, blob in before.items():  # finished trials were not run again
         assert (out / "trials" / name / "results.json").read_bytes() == blob
     assert (out / "report.html").stat().st_size > 10_000
+
+
+def test_a_swept_list_of_presets_is_recorded_as_one_text():
+    """results.json settings hold scalars only: a swept presets list once made the sweep's report refuse them."""
+    overrides = {"presets": ("bn-after", "baseline"), "learning_rate": 0.1}
+    assert studies.setting(overrides) == {"presets": "bn-after,baseline", "learning_rate": 0.1}
+    assert studies.trial_id(3, overrides) == "003-presets=bn-after,baseline-learning_rate=0.1"

@@ -27,8 +27,8 @@ N_VAL = 5000
 BASE_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com"
 TIMEOUT_S = 60
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
-ARG, ENV = "--data-dir", "$NORMLAB_DATA_DIR"
-ELSEWHERE = ("pass --data-dir DIR or set $NORMLAB_DATA_DIR to a folder holding the four files, "
+ARG, ENV = "the data folder given", "$NORMLAB_DATA_DIR"  # no option names: the CLI is not the only caller
+ELSEWHERE = ("give a data folder holding the four files (or set $NORMLAB_DATA_DIR to one), "
              "or `apt-get install dataset-fashion-mnist`")
 
 
@@ -136,7 +136,7 @@ def locate(data_dir: str | Path | None = None, download: bool = True) -> Path:
             return folder
         if origin in (ARG, ENV):
             raise DataError(f"{folder} (from {origin}) lacks {', '.join(missing)} (as .gz or uncompressed); "
-                            f"put the files there or drop {origin} to search the default folders")
+                            f"put the files there, or give no folder to search the default ones")
     if not download:
         looked = ", ".join(str(d) for d, _ in dirs)
         raise DataError(f"Fashion-MNIST not found in {looked}; run `normlab data` to download it, "

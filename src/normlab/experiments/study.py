@@ -225,9 +225,13 @@ def _draw(rng: random.Random, kind: str, args: list):
     return min(max(SAMPLERS[kind](rng, low, high), low), high)  # rounding may step just outside [low, high]
 
 
+def setting(overrides: dict) -> dict:
+    """A trial's overrides as results.json records them: scalars only, so a swept list of presets is one text."""
+    return {k: ",".join(v) if isinstance(v, tuple) else v for k, v in overrides.items()}
+
+
 def trial_id(index: int, overrides: dict) -> str:
     """A readable, file-system-safe folder name, e.g. ``002-learning_rate=0.1``; the index keeps it unique when
     a trial that sweeps many keys is cut to ``MAX_TRIAL_ID`` characters."""
-    parts = [f"{k}={','.join(v) if isinstance(v, tuple) else f'{v:.4g}' if isinstance(v, float) else v}"
-             for k, v in overrides.items()]
+    parts = [f"{k}={f'{v:.4g}' if isinstance(v, float) else v}" for k, v in setting(overrides).items()]
     return "-".join([f"{index:03d}", *parts]).replace("/", "_")[:MAX_TRIAL_ID]

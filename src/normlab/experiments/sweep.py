@@ -17,7 +17,7 @@ from normlab.errors import ConfigError, NormlabError
 from normlab.files import FileProblem, display, read_text, write_text
 from normlab.experiments.provenance import provenance
 from normlab.experiments.reproduce import assemble, jobs, run_jobs
-from normlab.experiments.study import Study, expand, make_config, trial_id
+from normlab.experiments.study import Study, expand, make_config, setting, trial_id
 
 
 def trials(study: Study) -> list[tuple[str, dict]]:
@@ -49,7 +49,7 @@ def prepare(study: Study, out: Path) -> None:
         except FileProblem:
             same = False
         if not same:
-            raise ConfigError(f"{display(out)} holds a different study ({display(saved)}); use another --out")
+            raise ConfigError(f"{display(out)} holds a different study ({display(saved)}); choose another folder")
     else:
         write_text(saved, study.source)
 
@@ -117,7 +117,7 @@ def _finish(study: Study, trial: _Trial, todo: list, write_reports) -> None:
     """Results, report and manifest: all of them or, after a crash, a trial to rerun."""
     results = assemble([todo[i] for i in trial.indices], [trial.results[i] for i in trial.indices])
     for run in results["runs"]:
-        run["setting"] = {"preset": run["preset"], **trial.overrides}
+        run["setting"] = {"preset": run["preset"], **setting(trial.overrides)}
     results["study"] = {"name": study.name, "trial": trial.folder.name}
     with signals.held():
         _write_json(trial.folder / "results.json", results)

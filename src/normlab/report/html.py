@@ -156,7 +156,7 @@ def _refuse_foreign(path: Path, marks: tuple[bytes, ...]) -> None:
         ours = False
     if not ours:
         raise ConfigError(f"{one_line(path)} exists and was not written by normlab report; "
-                          "move it away or choose another --out")
+                          "move it away or choose another output file")
 
 
 def report_command(run_dirs: list[Path], out: Path | None = None, control: str | None = None) -> Path:
@@ -172,7 +172,7 @@ def report_command(run_dirs: list[Path], out: Path | None = None, control: str |
     out = Path(out) if out is not None else Path(run_dirs[0]) / "summary.html"
     out = out / "summary.html" if out.is_dir() else out
     if out.suffix == ".md":
-        raise ConfigError(f"--out {one_line(out)} would be overwritten by its own Markdown twin; name the .html page")
+        raise ConfigError(f"{one_line(out)} would be overwritten by its own Markdown twin; give the page a .html name")
     _refuse_foreign(out, OUR_PAGE)
     _refuse_foreign(out.with_suffix(".md"), OUR_MARKDOWN)
     page = write_html(results_list, out, [display(path.parent) for path in paths], control)

@@ -176,6 +176,6 @@ def latest(directory: Path, config: dict, max_bytes: int, warn=print, problem=la
             differing = sorted(k for k in set(config) | set(record.get("config", {}))
                                if config.get(k) != record.get("config", {}).get(k))
             raise CheckpointError(f"{path} belongs to a different configuration ({', '.join(differing)} "
-                                  f"differ); resume with the same options or use a new --out")
+                                  f"differ); resume with the same settings or start a new run folder")
         return arrays, record
     return None
