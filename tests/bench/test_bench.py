@@ -93,10 +93,11 @@ def test_keras_mirror_builds_keras_layers_with_keras_options():
     name, layers = mirror.keras_model(keras, description("bn-before"))
     bn = {"momentum": 0.99, "epsilon": 0.001, "center": True, "scale": True}
     dense = {"activation": "linear", "use_bias": False, "kernel_initializer": "glorot_uniform"}
+    relu = {"activation": "relu"}
     assert name == "bn-before" and layers == [
         ("Input", ((28, 28),), {}), ("Flatten", (), {}), ("BatchNormalization", (), bn),
-        ("Dense", (), {"units": 300, **dense}), ("BatchNormalization", (), bn), ("Activation", (), {"activation": "relu"}),
-        ("Dense", (), {"units": 100, **dense}), ("BatchNormalization", (), bn), ("Activation", (), {"activation": "relu"}),
+        ("Dense", (), {"units": 300, **dense}), ("BatchNormalization", (), bn), ("Activation", (), relu),
+        ("Dense", (), {"units": 100, **dense}), ("BatchNormalization", (), bn), ("Activation", (), relu),
         ("Dense", (), {"units": 10, **dense, "activation": "softmax", "use_bias": True})]
 
 

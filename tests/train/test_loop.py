@@ -64,7 +64,8 @@ def test_bn_learns_real_fashion_mnist_subset(real_data):
     subset = SimpleNamespace(x_train=real_data.x_train[:8000], y_train=real_data.y_train[:8000],
                              x_val=real_data.x_val, y_val=real_data.y_val,
                              x_test=real_data.x_test[:2000], y_test=real_data.y_test[:2000])
-    accuracy = {p: fit(build_preset(p), subset, [0], StudyConfig(epochs=2).train_config()).history["val_accuracy"][0, -1]
+    config = StudyConfig(epochs=2).train_config()
+    accuracy = {p: fit(build_preset(p), subset, [0], config).history["val_accuracy"][0, -1]
                 for p in ("baseline", "bn-after")}
     assert accuracy["bn-after"] > 0.75
     assert accuracy["bn-after"] > accuracy["baseline"] + 0.03

@@ -86,7 +86,8 @@ def spawn(name: str, module: str, args: list[str], config: BenchConfig, preset: 
           epochs: int | None = None) -> dict:
     """Run ``python -m normlab.bench.<module>`` and return its JSON result with ``status`` ok/skipped/failed."""
     out, log = config.out / "results" / f"{name}.json", config.out / "logs" / f"{name}.log"
-    argv = [sys.executable, "-m", f"normlab.bench.{module}", "--model", str(write_model(config, preset or config.preset)),
+    model = write_model(config, preset or config.preset)
+    argv = [sys.executable, "-m", f"normlab.bench.{module}", "--model", str(model),
             "--epochs", str(epochs or config.epochs), "--out", str(out), *args]
     argv += ["--subset", str(config.subset)] if config.subset else []
     argv += ["--data-dir", str(config.data_dir)] if config.data_dir else []

@@ -10,9 +10,9 @@ import numpy as np
 
 from normlab.errors import ConfigError, shown
 from normlab.experiments.defaults import default
+from normlab.experiments.workers import default_workers
 from normlab.nn import spec as layer_specs
 from normlab.nn.models import NAME, Model, build, check_name, presets, unknown
-from normlab.experiments.workers import default_workers
 from normlab.train.loop import OPTIMIZERS, TrainConfig
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # training runs in float32: a larger value would become inf
@@ -145,7 +145,8 @@ class StudyConfig:
         known = {name: table["layers"] for name, table in self.models.items()} | presets()
         if preset not in known:
             raise unknown(preset, known)
-        return build(preset, known[preset], {"batch_norm": {"momentum": self.bn_momentum, "epsilon": self.bn_epsilon}})
+        study_wide = {"batch_norm": {"momentum": self.bn_momentum, "epsilon": self.bn_epsilon}}
+        return build(preset, known[preset], study_wide)
 
     def identity(self, preset: str) -> dict:
         """What a checkpoint of ``preset`` must match to be resumed: its model with every option, and every

@@ -45,7 +45,8 @@ def check_layer(table, where: str, defaults: dict | None = None) -> dict:
             continue
         if name not in known:
             listed = f"{kind} takes {', '.join(known)}" if known else f"{kind} takes no options"
-            raise ConfigError(f"{where} ({kind}): unknown option {shown(name)}; {did_you_mean(str(name), known)}{listed}")
+            raise ConfigError(f"{where} ({kind}): unknown option {shown(name)}; "
+                              f"{did_you_mean(str(name), known)}{listed}")
         option = known[name][0]
         if not option.accepts(value):
             raise ConfigError(f"{where} ({kind}): {name} must be {option.expected}, got {shown(value)}")
