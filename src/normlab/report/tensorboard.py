@@ -19,6 +19,7 @@ from tensorboardX.proto.event_pb2 import Event
 from tensorboardX.summary import scalar
 
 from normlab.report.literal import path_component
+from normlab.train.loop import finite
 
 # Keras history key -> TensorBoard tag; the "train/" and "val/" prefixes put each pair on one dashboard card.
 TAGS = {"loss": "train/loss", "accuracy": "train/accuracy", "val_loss": "val/loss", "val_accuracy": "val/accuracy"}
@@ -55,7 +56,7 @@ class LiveTensorBoard:
                 if run_dir in self.writers:
                     self.writers.pop(run_dir).close()
             elif run_dir not in self.diverged:
-                if np.isfinite(values["loss"] + values["val_loss"]):
+                if finite(values):
                     self._write(run_dir, event.epoch, {tag: values[key] for key, tag in TAGS.items()})
                 else:
                     self.diverged.add(run_dir)

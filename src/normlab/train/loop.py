@@ -127,9 +127,14 @@ def _record_problem(record: dict, seeds: list[int]) -> str | None:
     return None
 
 
+def finite(metrics: dict) -> np.ndarray:
+    """Where training and validation loss are both finite: the one rule for a seed that has not diverged."""
+    return np.isfinite(np.asarray(metrics["loss"]) + np.asarray(metrics["val_loss"]))
+
+
 def _first_divergence(history: dict) -> list[int | None]:
     """Per seed, the 1-based epoch of the first non-finite training or validation loss."""
-    bad = ~np.isfinite(np.stack(history["loss"], axis=1) + np.stack(history["val_loss"], axis=1))
+    bad = ~finite({key: np.stack(history[key], axis=1) for key in ("loss", "val_loss")})
     return [int(np.argmax(row)) + 1 if row.any() else None for row in bad]
 
 
