@@ -49,6 +49,7 @@ Fraction = Annotated[float, Option("a number in [0, 1)", lambda v: _real(v) and 
 FLOAT32_MAX = 3.4028234663852886e38  # training runs in float32: a larger value would become inf
 Positive = Annotated[float, Option("a number > 0 within float32", lambda v: _real(v) and 0 < v <= FLOAT32_MAX)]
 Real = Annotated[float, Option("a number within float32", lambda v: _real(v) and abs(v) <= FLOAT32_MAX)]
+NonNegative = Annotated[float, Option("a number >= 0 within float32", lambda v: _real(v) and 0 <= v <= FLOAT32_MAX)]
 
 
 def need_flat(kind: str, in_shape: tuple) -> int:

@@ -9,6 +9,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -18,7 +19,8 @@ from normlab.bench.command import add_bench_parser, config_from_args
 from normlab.bench.common import summarize
 from normlab.errors import ConfigError
 
-PARAMS = {"baseline": 266_610, "bn-after": 271_346, "bn-before": 270_946, "wide-bn": 412_234}
+PARAMS = {"baseline": 266_610, "bn-after": 271_346, "bn-before": 270_946, "wide-bn": 412_234,
+          "ioffe-sigmoid-bn": 100_610}
 
 
 def description(preset: str) -> dict:
@@ -99,6 +101,16 @@ def test_keras_mirror_builds_keras_layers_with_keras_options():
         ("Dense", (), {"units": 300, **dense}), ("BatchNormalization", (), bn), ("Activation", (), relu),
         ("Dense", (), {"units": 100, **dense}), ("BatchNormalization", (), bn), ("Activation", (), relu),
         ("Dense", (), {"units": 10, **dense, "activation": "softmax", "use_bias": True})]
+
+
+def test_a_model_with_covariate_noise_is_not_mirrored_and_says_why():
+    """Keras and PyTorch have no CovariateNoise: each mirror raises Unsupported, naming it, for the peer to report."""
+    keras = Recorder()
+    keras.layers = types.SimpleNamespace(Flatten=Recorder, BatchNormalization=Recorder, Dense=Recorder)  # no noise
+    with pytest.raises(mirror.Unsupported, match="Keras has no layer class CovariateNoise"):
+        mirror.keras_model(keras, description("bn-after-noisy"))
+    with pytest.raises(mirror.Unsupported, match="no PyTorch mirror for the Keras class CovariateNoise"):
+        mirror.torch_model(Recorder(), description("bn-after-noisy"))
 
 
 @pytest.mark.parametrize("preset", PARAMS)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from normlab.nn.initializers import glorot_uniform, he_normal
+from normlab.nn.initializers import glorot_uniform, he_normal, random_normal
 
 SHAPE = (784, 300)
 
@@ -26,6 +26,13 @@ def test_he_normal_is_truncated_normal_with_keras_stddev():
     assert np.abs(w).max() <= 2 * scale
     assert stats.kstest(w, stats.truncnorm(-2, 2, scale=scale).cdf).pvalue > 1e-3
     assert w.std() == pytest.approx(math.sqrt(2 / 784), rel=0.01)  # the truncated draw keeps He's variance
+
+
+def test_random_normal_has_keras_defaults():
+    """Keras' RandomNormal(): mean 0, stddev 0.05, untruncated."""
+    w = np.asarray(random_normal(jax.random.key(3), SHAPE), np.float64).ravel()
+    assert stats.kstest(w, stats.norm(0, 0.05).cdf).pvalue > 1e-3
+    assert np.abs(w).max() > 4 * 0.05  # 235,200 draws reach past 4 std: not truncated at 2 like he_normal
 
 
 def test_different_keys_give_different_weights():

@@ -14,6 +14,11 @@ EXPECTED_COUNTS = {
     "baseline": (266_610, 266_610, 0),
     "bn-after": (271_346, 268_978, 2_368),
     "bn-before": (270_946, 268_578, 2_368),
+    "bn-after-noisy": (271_346, 268_978, 2_368),  # the noise's PRNG key is no weight (nor Keras' seed state)
+    # Keras' counts by hand: kernels and biases; BN 4 per unit, of which gamma and beta trainable
+    "ioffe-sigmoid": (784 * 100 + 100 + 2 * (100 * 100 + 100) + 100 * 10 + 10,) * 2 + (0,),
+    "ioffe-sigmoid-bn": (784 * 100 + 2 * 100 * 100 + 3 * 4 * 100 + 100 * 10 + 10,
+                         784 * 100 + 2 * 100 * 100 + 3 * 2 * 100 + 100 * 10 + 10, 3 * 2 * 100),
 }
 
 
@@ -36,6 +41,16 @@ def test_inspect_lists_trainable_flags():
     assert flags["batch_normalization/gamma"] and flags["batch_normalization/beta"]
     assert not flags["batch_normalization/moving_mean"] and not flags["batch_normalization/moving_variance"]
     assert flags["dense/kernel"] and flags["dense/bias"]
+
+
+def test_noise_layers_add_no_variables():
+    assert variables(preset("bn-after-noisy")) == variables(preset("bn-after"))
+    assert [r.params for r in layer_rows(preset("bn-after-noisy")) if r.kind == "CovariateNoise"] == [0, 0, 0]
+
+
+def test_the_study_default_stays_the_three_original_presets():
+    from normlab.experiments.config import StudyConfig
+    assert StudyConfig().presets == ("baseline", "bn-after", "bn-before")
 
 
 def test_baseline_forward_matches_numpy():

@@ -48,6 +48,12 @@ def test_defaults_fill_in_and_the_layer_value_wins():
     ([], "layers must be a list of 1 to"),
     ("dense", "layers must be a list"),
     ([["dense"]], "must be a table like"),
+    ([{"kind": "flatten"}, {"kind": "covariate_noise", "max_std": -0.5}, {"kind": "dense", "units": 10}],
+     r"layer 2 \(covariate_noise\): max_std must be a number >= 0 within float32, got -0.5"),
+    ([{"kind": "flatten"}, {"kind": "covariate_noise", "max_mean": "1"}, {"kind": "dense", "units": 10}],
+     "max_mean must be a number >= 0"),
+    ([{"kind": "flatten"}, {"kind": "covariate_noise", "max_mean": float("inf")}, {"kind": "dense", "units": 10}],
+     "max_mean must be a number >= 0"),
 ])
 def test_bad_specs_are_one_line_config_errors(layers, message):
     with pytest.raises(ConfigError, match=message) as error:

@@ -2,7 +2,8 @@
 
 Keras needs no per-kind code: a layer's options already carry Keras' names, so each layer is
 ``keras.layers.<class>(**options)``. PyTorch gets one small translation per Keras class below, with Keras'
-initializers and BN conventions; a class without one makes the PyTorch peer skip, saying which.
+initializers and BN conventions. A class a framework lacks (normlab's own ``CovariateNoise``, or one without a
+translation) raises ``Unsupported`` naming it, so that framework's peer skips the model.
 Imports neither JAX nor a framework: each bench child passes in the one it runs.
 """
 
@@ -19,6 +20,8 @@ class Unsupported(Exception):
 
 def keras_model(keras, description: dict):
     """A ``keras.Sequential`` of the same layers; it ends in the softmax normlab folds into its loss."""
+    if missing := [layer["class"] for layer in description["layers"] if not hasattr(keras.layers, layer["class"])]:
+        raise Unsupported(f"Keras has no layer class {missing[0]} (a normlab layer)")
     layers = [getattr(keras.layers, layer["class"])(**layer["options"]) for layer in description["layers"]]
     return keras.Sequential([keras.Input(tuple(description["input_shape"])), *layers], name=description["name"])
 
@@ -50,6 +53,8 @@ def _torch_dense(nn, options: dict, in_shape: list, last: bool) -> list:
     if options["kernel_initializer"] == "he_normal":
         std = math.sqrt(2.0 / in_shape[-1]) / TRUNCATED_NORMAL_STD
         nn.init.trunc_normal_(layer.weight, std=std, a=-2 * std, b=2 * std)
+    elif options["kernel_initializer"] == "random_normal":
+        nn.init.normal_(layer.weight, std=0.05)  # Keras' RandomNormal default
     else:
         nn.init.xavier_uniform_(layer.weight)  # glorot_uniform; symmetric in fan_in/fan_out
     if options["use_bias"]:

@@ -22,4 +22,9 @@ def he_normal(key, shape, dtype=jnp.float32):
     return stddev * jax.random.truncated_normal(key, -2.0, 2.0, shape, dtype)
 
 
-INITIALIZERS = {"glorot_uniform": glorot_uniform, "he_normal": he_normal}
+def random_normal(key, shape, dtype=jnp.float32):
+    """N(0, 0.05²), Keras' RandomNormal defaults: Ioffe & Szegedy's "small random Gaussian values" (Sec. 4.1)."""
+    return 0.05 * jax.random.normal(key, shape, dtype)
+
+
+INITIALIZERS = {"glorot_uniform": glorot_uniform, "he_normal": he_normal, "random_normal": random_normal}

@@ -1,6 +1,6 @@
 """Models as data: a name and a list of layer specs (``nn.spec``), built into sequential models of our layers.
 
-The study's three presets are specs too (``presets.toml``); a study file adds its own under ``[models.NAME]``.
+The study's presets are specs too (``presets.toml``); a study file adds its own under ``[models.NAME]``.
 Layers are named the way Keras names them (``dense``, ``dense_1``, ``batch_normalization``, ...) and their
 params and state are dicts keyed by those names, so `normlab inspect` reads like Keras.
 """

@@ -7,6 +7,7 @@ and one line here.
 from normlab.nn.activations import activation, flatten, leaky_relu
 from normlab.nn.dense import dense
 from normlab.norms.batch_norm import batch_norm
+from normlab.norms.covariate_noise import covariate_noise
 
 KINDS = {
     "flatten": flatten,
@@ -14,4 +15,5 @@ KINDS = {
     "activation": activation,
     "leaky_relu": leaky_relu,
     "batch_norm": batch_norm,
+    "covariate_noise": covariate_noise,
 }

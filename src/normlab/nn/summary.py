@@ -1,11 +1,13 @@
 """What Keras' ``model.summary()`` shows: per layer its output shape and parameter count, then the totals.
 
-Trainable = params (what the optimizer updates); non-trainable = state (BN moving statistics).
+Trainable = params (what the optimizer updates); non-trainable = state (BN moving statistics). A PRNG key in
+the state (``covariate_noise``) is integer data, not a weight: Keras does not count a seed generator's state either.
 """
 
 from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from normlab.nn.models import INPUT_SHAPE, Model, abstract
@@ -25,7 +27,9 @@ class Variable(NamedTuple):
 
 
 def _size(tree) -> int:
-    return int(sum(np.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(tree)))
+    """The number of weights: floating-point entries only."""
+    return int(sum(np.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(tree)
+                   if jnp.issubdtype(leaf.dtype, jnp.floating)))
 
 
 def layer_rows(model: Model) -> list[LayerRow]:
