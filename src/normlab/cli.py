@@ -13,6 +13,7 @@ from normlab.errors import ConfigError, NormlabError, closest
 from normlab.files import display, one_line
 
 EXIT_USER_ERROR = 2
+PRESET_HELP = "a preset (baseline, bn-after, bn-before, ...: nn/presets.toml) or a [models.NAME] of --study"
 
 
 # StudyConfig field -> the option that sets it; the config checks every value, argparse only parses them.
@@ -86,7 +87,7 @@ def _run_study(args, config, out: Path, on_epoch, progress=None) -> dict:
     from normlab.report.tensorboard import LiveTensorBoard
     warn = print if progress is None else progress.console.print
     with rundir.claim(out):
-        if (held := rundir.holds(out)) == "sweep" or (held and not args.resume):
+        if (held := rundir.holds(out)) not in (None, "run") or (held and not args.resume):
             raise ConfigError(f"{display(out)} already holds a {held}; "
                               + ("choose another --out" if held == "sweep" else
                                  "add --resume to continue it, or choose another --out"))
@@ -203,8 +204,9 @@ def cmd_run(args) -> None:
                                                                         "--workers")
     out = Path(args.out or f"runs/{study.name}")
     with rundir.claim(out):
-        if rundir.holds(out) == "run":
-            raise ConfigError(f"{display(out)} holds a train or reproduce run, not a sweep; choose another --out")
+        if (held := rundir.holds(out)) not in (None, "sweep"):
+            raise ConfigError(f"{display(out)} holds a {'train or reproduce run' if held == 'run' else held}, "
+                              f"not a sweep; choose another --out")
         args.stop_note = (f"finished trials and epochs are kept in {display(out)}. Resume with the same command: "
                           f"normlab {shlex.join(args.argv)}")
         sweep.prepare(study, out)
@@ -232,6 +234,75 @@ def cmd_run(args) -> None:
         with signals.held():
             signals.safe_point("report")
             _sweep_report(out, console)
+
+
+DIAGNOSE_OPTIONS = {"presets": "--presets", "seeds": "--seeds", "every": "--every", "etas": "--etas",
+                    "unit": "--unit", "precise_batches": "--precise-batches"}
+
+
+def _diagnose_config(args):
+    """The study's ``[diagnose]`` (the seed study's by default) with the options given; an error names its option."""
+    from normlab.diagnose.config import with_options
+    from normlab.experiments.study import builtin, load
+    config = (load(args.study) if args.study else builtin("seed")).diagnose
+    for field, flag in DIAGNOSE_OPTIONS.items():
+        if (value := getattr(args, flag[2:].replace("-", "_"), None)) is not None:
+            if field in ("presets", "etas"):
+                value = _names(value)
+            if field == "etas":
+                value = [_number(flag, text) for text in value] or None
+            config = with_options(config, {field: value}, flag)
+    return config
+
+
+def _number(flag: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"{flag}: {text!r} is not a number") from None
+
+
+def cmd_diagnose(args) -> None:
+    from rich.console import Console
+    from normlab import rundir
+    from normlab.data import load
+    from normlab.diagnose.study import run_diagnosis
+    from normlab.report.tensorboard import LiveTensorBoard
+    from normlab.diagnose.run import check_unit
+    diagnosis = _diagnose_config(args)
+    config = _study_config(args, presets=diagnosis.presets, seeds=diagnosis.seeds)
+    for preset in diagnosis.presets:
+        check_unit(config.model(preset), diagnosis.unit)
+    out = Path(args.out or f"runs/diagnose-{time.strftime('%Y%m%d-%H%M%S')}")
+    console = Console()
+    with rundir.claim(out):
+        if (held := rundir.holds(out)) not in (None, "diagnosis") or (held and not args.resume):
+            raise ConfigError(f"{display(out)} already holds a {held}; "
+                              + ("add --resume to continue it, or choose another --out" if held == "diagnosis" else
+                                 "choose another --out"))
+        again = [a for a in args.argv if a != "--resume"] + ([] if args.out else ["--out", display(out)])
+        args.stop_note = (f"finished presets are kept in {display(out / 'presets')}. Resume with: "
+                          f"normlab {shlex.join(again)} --resume")
+        _say(console, f"diagnose {', '.join(diagnosis.presets)}: {diagnosis.seeds} seeds x {config.epochs} epochs, "
+                      f"measured every {diagnosis.every} steps -> {display(out)}")
+        signals.safe_point("data")
+        data = load(args.data_dir, verify=not args.no_verify)
+
+        def on_epoch(event):
+            _say(console, f"  {event.job.preset} epoch {event.epoch}/{config.epochs}: val_accuracy "
+                          f"{_mean(event.metrics['val_accuracy'])} ({event.seconds:.1f}s with probes)")
+
+        with LiveTensorBoard() as tensorboard:
+            diagnostics = run_diagnosis(config, diagnosis, data, out, args.resume, _tee(on_epoch, tensorboard),
+                                        lambda where, seed, epoch, arrays: tensorboard.histograms(
+                                            where.folder, where.preset, seed, epoch, arrays),
+                                        lambda text: _say(console, text))
+        args.stop_note = f"the diagnosis had finished: {display(out)}"
+    for name, entry in diagnostics["presets"].items():
+        time_ = entry["time"]
+        _say(console, f"{name}: compile {time_['compile_s']:.1f}s, {time_['probed_epoch_s']:.2f}s per epoch with "
+                      f"probes vs {time_['plain_epoch_s']:.2f}s without")
+    _say(console, f"wrote {display(out)}/diagnostics.json, report.html, figures/, tensorboard/")
 
 
 def _sweep_report(out: Path, console) -> None:
@@ -287,7 +358,7 @@ class Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """Options only parse; the study config checks every value. Defaults shown are the seed study's."""
-    from normlab.experiments.defaults import default
+    from normlab.experiments.defaults import default, diagnose_default
     parser = Parser(prog="normlab", description="Batch normalization, reproduced and measured.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -322,10 +393,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, text in (("summary", cmd_summary, "Keras-style model summary"),
                              ("inspect", cmd_inspect, "every variable with shape and trainable flag")):
         p = with_study(sub.add_parser(name, help=text))
-        p.add_argument("preset", help="a preset (baseline, bn-after, bn-before) or a [models.NAME] of --study")
+        p.add_argument("preset", help=PRESET_HELP)
         p.set_defaults(func=func)
     p = with_training(sub.add_parser("train", help="train one model, one seed, Keras-like log"))
-    p.add_argument("preset", help="a preset (baseline, bn-after, bn-before) or a [models.NAME] of --study")
+    p.add_argument("preset", help=PRESET_HELP)
     p.add_argument("--seed", type=int, help=f"default {default('first_seed')}")
     p.set_defaults(func=cmd_train)
     p = with_training(sub.add_parser("reproduce", help="the three-preset study over several seeds"))
@@ -343,6 +414,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training processes for all trials' jobs, each pinned to its share of the cores (default: "
                         "the study's workers, else one per core on CPU, 1 on GPU)")
     p.set_defaults(func=cmd_run)
+    p = with_training(sub.add_parser("diagnose", help="measure why BN helps: covariate shift, smoothness, the "
+                                                       "train/eval gap (Ioffe & Szegedy 2015, Santurkar et al. 2018)"))
+    p.add_argument("--presets", help=f"comma-separated (default {','.join(diagnose_default('presets'))})")
+    p.add_argument("--seeds", type=int, help=f"default {diagnose_default('seeds')}")
+    p.add_argument("--every", type=int, help=f"measure every K training steps (default {diagnose_default('every')})")
+    p.add_argument("--etas", help="comma-separated step sizes of the landscape (default "
+                                  f"{','.join(map(str, diagnose_default('etas')))})")
+    p.add_argument("--unit", type=int,
+                   help=f"watched unit of the last hidden layer (default {diagnose_default('unit')})")
+    p.add_argument("--precise-batches", type=int,
+                   help=f"training batches of precise BN (default {diagnose_default('precise_batches')})")
+    p.set_defaults(func=cmd_diagnose)
     p = sub.add_parser("report", help="one self-contained HTML report (and Markdown) from run directories")
     p.add_argument("run_dirs", nargs="+", type=Path)
     p.add_argument("--out", type=Path, help="HTML file (default RUN_DIRS[0]/summary.html)")
@@ -370,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
         args.stop_note = "nothing was written"
         if args.command != "bench":  # bench's children configure themselves; its peers run as their users do
             from normlab import runtime
-            runtime.configure(compile_cache=args.command in ("train", "reproduce", "run"))
+            runtime.configure(compile_cache=args.command in ("train", "reproduce", "run", "diagnose"))
         args.func(args)
         signals.check()  # a signal after the last safe point still ends the command as interrupted
         code = 0

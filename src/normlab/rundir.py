@@ -24,12 +24,15 @@ def is_run_folder(folder: Path) -> bool:
 
 
 def holds(folder: Path) -> str | None:
-    """What ``folder`` holds already: "sweep" (``normlab run``), "run" (train/reproduce/bench) or None.
+    """What ``folder`` holds already: "sweep" (``normlab run``), "diagnosis" (``normlab diagnose``), "run"
+    (train/reproduce/bench) or None.
 
-    A sweep's report gathers every results.json below it, so the two kinds never share a folder.
+    A sweep's report gathers every results.json below it, so no two kinds share a folder.
     """
     if (folder / "study.toml").exists():
         return "sweep"
+    if (folder / "diagnostics.json").exists() or (folder / "presets").is_dir():
+        return "diagnosis"
     if any((folder / name).exists() for name in ("results.json", "bench.json")) or any(
             (folder / "checkpoints").rglob("epoch-*.safetensors")):
         return "run"

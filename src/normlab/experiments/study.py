@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from normlab.diagnose.config import DiagnoseConfig, with_options
 from normlab.errors import ConfigError, did_you_mean, shown
 from normlab.experiments.config import FLOATS, StudyConfig, check, check_models
 from normlab.files import MiB, FileProblem, display, read_text
@@ -37,7 +38,7 @@ SAMPLERS = {
     "uniform": lambda rng, a, b: rng.uniform(a, b),
     "log_uniform": lambda rng, a, b: math.exp(rng.uniform(math.log(a), math.log(b))),
 }
-SECTIONS = ("name", "description", "models", "config", "sweep")
+SECTIONS = ("name", "description", "models", "config", "sweep", "diagnose")
 NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")  # the default --out is runs/<name>: a folder, never a path
 MAX_VALUES = 1000     # values of one swept key
 MAX_TRIALS = 10_000   # combinations of the grid, and random samples: each trial is a training run
@@ -59,6 +60,7 @@ class Study:
     base: StudyConfig
     sweep: Sweep
     source: str
+    diagnose: DiagnoseConfig = DiagnoseConfig()  # what `normlab diagnose --study` compares and measures
 
 
 def builtin_studies() -> list[str]:
@@ -181,7 +183,13 @@ def parse(text: str, source: str) -> Study:
     sweep = _sweep(_table(raw, "sweep", source), source)
     for index, trial in enumerate(expand(sweep)):  # every trial must be valid before any work starts
         make_config(base, trial, f"{source}: trial {trial_id(index, trial)}")
-    return Study(name, description, base, sweep, text)
+    diagnose = with_options(DiagnoseConfig(), _table(raw, "diagnose", source), f"{source} [diagnose]")
+    for preset in diagnose.presets:
+        try:
+            base.model(preset)
+        except ConfigError as error:
+            raise ConfigError(f"{source} [diagnose]: {error}") from None
+    return Study(name, description, base, sweep, text, diagnose)
 
 
 def builtin(name: str) -> Study:

@@ -1,6 +1,7 @@
 """The report layer of `normlab reproduce`: turns the results dict (also saved as results.json) into files.
 
 `write_all` writes a study's files; the tables the CLI prints come from `summary`, rendered by `table.to_rich`.
+`diagnostics` turns the diagnostics.json of `normlab diagnose` into figures, a table and a section of the page.
 """
 
 from pathlib import Path

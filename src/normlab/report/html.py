@@ -5,17 +5,20 @@ the page reads the same offline, as a CI artifact or an e-mail attachment. Runs 
 preset plus the values a sweep varied ("bn-after lr=0.01"). Diverged runs are counted but left out of every
 statistic; summary.py builds the tables, stats.py their numbers. Both files carry a mark ("generator" meta tag,
 "# normlab report" first line) so that `report_command` overwrites its own earlier output and nothing else.
+A diagnostics.json of `normlab diagnose` in the folders adds what it measured (`diagnostics`) in place of the
+prose on why BN helps.
 """
 
-import base64
 import html
-import json
 import os
 from pathlib import Path
 
 from normlab.errors import ConfigError
 from normlab.files import MiB, FileProblem, display, one_line, read_bytes, write_text
+from normlab.report.diagnostics import findings, section_html
+from normlab.report.diagnostics_json import NAME as DIAGNOSTICS, find_diagnostics, load_diagnostics
 from normlab.report.literal import markdown
+from normlab.report.page import HTML_HEAD, details, document, img
 from normlab.report.plots import learning_curves_png, sweep_png
 from normlab.report.results_json import find_results, load_results
 from normlab.report.stats import summarize
@@ -23,12 +26,6 @@ from normlab.report.summary import (control_table, controls, diverged_line, fina
                                     group_settings, label, sort_key, value_text)
 from normlab.report.table import Table, to_html, to_markdown
 
-CSS = """body{font:15px/1.5 system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-h1,h2{font-weight:600}h2{margin-top:1.6em;border-bottom:1px solid #ddd}p.note{color:#555;font-size:13px}
-table{border-collapse:collapse;margin:.6em 0}th,td{border:1px solid #ccc;padding:.25em .6em}th{background:#f2f2f2}
-td{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}td.t{text-align:left}
-img{max-width:100%}pre{background:#f7f7f7;padding:.6em;overflow:auto;font-size:12px}"""
-HTML_HEAD = "<!DOCTYPE html><html lang=en><head><meta charset=utf-8><meta name=generator content=normlab>"
 MARKDOWN_TITLE = "# normlab report"
 # How our earlier outputs begin, so that they may be replaced (pages from before the generator tag began with the
 # title); a file larger than OURS_MAX_BYTES is not one of them.
@@ -50,6 +47,7 @@ BN_EXPLANATION = (
     "deliberately injected covariate shift, and traced it instead to a smoother loss landscape: BN makes the "
     "loss and its gradients more Lipschitz, so gradient steps are more predictive and larger steps stay safe.",
 )
+WHY_IT_HELPS = 2  # the last items of BN_EXPLANATION: a run with diagnostics shows what was measured instead
 
 
 def _tables(groups: dict[str, dict], control_of: dict[str, str | None]) -> list[Table]:
@@ -99,13 +97,11 @@ def _overview(groups: dict[str, dict], n_files: int, control_of: dict) -> str:
     return f"{overview} Every run diverged (non-finite loss): there is no statistic, curve or sweep to show."
 
 
-def _img(png: bytes, alt: str) -> str:
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
-
-
 def write_html(results_list: list[dict], out: Path, titles: list[str] | None = None,
-               control: str | None = None) -> Path:
+               control: str | None = None, diagnostics: dict | None = None) -> Path:
     """Write the page: overview, tables, learning curves, sweep plots, BN in brief, every config and provenance.
+
+    With ``diagnostics`` (a checked diagnostics.json) the measured section replaces the prose on why BN helps.
 
     Rendered whole before anything is written, then written atomically: a failure leaves no partial page.
     """
@@ -119,28 +115,25 @@ def write_html(results_list: list[dict], out: Path, titles: list[str] | None = N
     curves = {name: g["ok"] for name, g in groups.items() if g["ok"]}
     if curves:
         parts += ["<h2>Learning curves</h2><p class=note>Mean over the seeds that did not diverge (n in the "
-                  "legend); the band is ± 1 sample std.</p>", _img(learning_curves_png(curves), "learning curves")]
+                  "legend); the band is ± 1 sample std.</p>", img(learning_curves_png(curves), "learning curves")]
     for key in _sweep_keys(groups):
         if series := _sweep_series(groups, key):
-            parts += [f"<h2>Sweep over {esc(key)}</h2>", _img(sweep_png(series, key), f"sweep {key}")]
-    parts += ["<h2>How batch normalization works</h2>", *(f"<p>{esc(line)}</p>" for line in BN_EXPLANATION)]
-    parts += ["<h2>Configuration and provenance</h2>"]
-    for title, results in zip(titles, results_list):
-        record = {"config": results.get("config"), "provenance": results.get("provenance")}
-        origin = record["provenance"] or {}
-        summary = f"{title} — commit {origin.get('git_commit', '?')}, {origin.get('timestamp', '?')}"
-        parts += [f"<details><summary>{esc(summary)}</summary><pre>{esc(json.dumps(record, indent=1, default=str))}"
-                  "</pre></details>"]
-    return write_text(out, f"{HTML_HEAD}<title>normlab report</title><style>{CSS}</style></head>"
-                           f"<body>{''.join(parts)}</body></html>\n")
+            parts += [f"<h2>Sweep over {esc(key)}</h2>", img(sweep_png(series, key), f"sweep {key}")]
+    prose = BN_EXPLANATION[:-WHY_IT_HELPS] if diagnostics else BN_EXPLANATION
+    parts += ["<h2>How batch normalization works</h2>", *(f"<p>{esc(line)}</p>" for line in prose)]
+    parts += [section_html(diagnostics, img)] if diagnostics else []
+    parts += ["<h2>Configuration and provenance</h2>", *map(details, titles, results_list)]
+    parts += [details(DIAGNOSTICS, diagnostics)] if diagnostics else []
+    return write_text(out, document("normlab report", parts))
 
 
-def write_markdown_summary(results_list: list[dict], out: Path, control: str | None = None) -> Path:
+def write_markdown_summary(results_list: list[dict], out: Path, control: str | None = None,
+                           diagnostics: dict | None = None) -> Path:
     """The page's tables in Markdown, for a README or a pull request."""
     groups = group_settings(results_list)
     control_of = controls(groups, control)
     lines = [MARKDOWN_TITLE, "", markdown(_overview(groups, len(results_list), control_of)), ""]
-    for table in _tables(groups, control_of):
+    for table in [*_tables(groups, control_of), *([findings(diagnostics)] if diagnostics else [])]:
         lines += [*to_markdown(table), ""]
     lines += [f"- {markdown(note)}" for note in _diverged_notes(groups)]
     return write_text(out, "\n".join(lines).rstrip() + "\n")
@@ -163,18 +156,21 @@ def report_command(run_dirs: list[Path], out: Path | None = None, control: str |
     """`normlab report RUN_DIR...`: merge every results.json, write an HTML report (default
     RUN_DIRS[0]/summary.html, beside reproduce's own report.md) and the Markdown summary beside it (same name,
     .md); return the HTML path. A file in the way that is not an earlier report of ours (a user's notes.html,
-    reproduce's report.md) is a ConfigError, not overwritten."""
+    reproduce's report.md) is a ConfigError, not overwritten. The first diagnostics.json found in the folders
+    (`normlab diagnose`) adds what it measured to both."""
     if not run_dirs:
         raise ConfigError("no run directories given")
     # each results file once, however often the folders given overlap ("runs/a runs/a", "runs runs/a")
     paths = list({path.resolve(): path for run_dir in run_dirs for path in find_results(run_dir)}.values())
     results_list = [load_results(path) for path in paths]
+    found = find_diagnostics(run_dirs)
+    diagnostics = load_diagnostics(found) if found else None
     out = Path(out) if out is not None else Path(run_dirs[0]) / "summary.html"
     out = out / "summary.html" if out.is_dir() else out
     if out.suffix == ".md":
         raise ConfigError(f"{one_line(out)} would be overwritten by its own Markdown twin; give the page a .html name")
     _refuse_foreign(out, OUR_PAGE)
     _refuse_foreign(out.with_suffix(".md"), OUR_MARKDOWN)
-    page = write_html(results_list, out, [display(path.parent) for path in paths], control)
-    write_markdown_summary(results_list, out.with_suffix(".md"), control)
+    page = write_html(results_list, out, [display(path.parent) for path in paths], control, diagnostics)
+    write_markdown_summary(results_list, out.with_suffix(".md"), control, diagnostics)
     return page

@@ -160,15 +160,21 @@ def _no_constant(name: str):
     raise ValueError(f"{name} is not a finite number; JSON has no NaN or Infinity")
 
 
-def load_results(path: Path) -> dict:
-    """Read and check one results.json; ConfigError (one line) when it is unreadable or not a study's results."""
+def read_json(path: Path, max_bytes: int = MAX_BYTES):
+    """The JSON value in ``path``; ConfigError (one line) when it is unreadable, too big or not strict JSON."""
     where = one_line(path)
     try:
-        results = json.loads(read_text(path, MAX_BYTES), parse_constant=_no_constant)
+        return json.loads(read_text(path, max_bytes), parse_constant=_no_constant)
     except FileProblem as error:
         raise ConfigError(f"cannot read {where}: {str(error).removeprefix(f'{display(path)}: ')}") from None
     except (ValueError, RecursionError) as error:  # JSONDecodeError, NaN, ints of over 4300 digits, deep nesting
         raise ConfigError(f"cannot read {where}: not valid JSON ({' '.join(str(error).split())[:200]})") from None
+
+
+def load_results(path: Path) -> dict:
+    """Read and check one results.json; ConfigError (one line) when it is unreadable or not a study's results."""
+    where = one_line(path)
+    results = read_json(path)
     if not isinstance(results, dict) or not isinstance(results.get("runs"), list) or not results["runs"]:
         raise ConfigError(f"{where}: no 'runs' list; is it a results.json of normlab reproduce?")
     if _too_deep(results):
@@ -188,11 +194,16 @@ def find_results(run_dir: Path) -> list[Path]:
     is not a regular file (a FIFO would block); RUN_DIR/results.json itself is always taken, so load_results says
     what is wrong with it.
     """
-    run_dir = Path(run_dir)
-    if os.path.lexists(run_dir / "results.json"):
-        return [run_dir / "results.json"]
-    found = sorted(Path(folder) / "results.json" for folder, _, names in os.walk(run_dir)
-                   if "results.json" in names and os.path.isfile(Path(folder) / "results.json"))
+    found = find_files(run_dir, "results.json")
     if not found:
         raise ConfigError(f"no results.json in {one_line(run_dir)} or below it")
     return found
+
+
+def find_files(run_dir: Path, name: str) -> list[Path]:
+    """RUN_DIR/NAME if it exists (whatever it is), else every regular file NAME below RUN_DIR, sorted."""
+    run_dir = Path(run_dir)
+    if os.path.lexists(run_dir / name):
+        return [run_dir / name]
+    return sorted(Path(folder) / name for folder, _, names in os.walk(run_dir)
+                  if name in names and os.path.isfile(Path(folder) / name))

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from tensorboardX.event_file_writer import EventsWriter
 from tensorboardX.proto.event_pb2 import Event
-from tensorboardX.summary import scalar
+from tensorboardX.summary import histogram, scalar
 
 from normlab.report.literal import path_component
 from normlab.train.loop import finite
@@ -24,6 +24,7 @@ from normlab.train.loop import finite
 # Keras history key -> TensorBoard tag; the "train/" and "val/" prefixes put each pair on one dashboard card.
 TAGS = {"loss": "train/loss", "accuracy": "train/accuracy", "val_loss": "val/loss", "val_accuracy": "val/accuracy"}
 TEST_KEYS = ("loss", "accuracy")
+HISTOGRAM_BINS = 64
 
 
 def run_directory(root: Path, *names) -> Path:
@@ -61,15 +62,26 @@ class LiveTensorBoard:
                 else:
                     self.diverged.add(run_dir)
 
-    def _write(self, run_dir: Path, step: int, scalars: dict[str, float]) -> None:
+    def histograms(self, folder: Path, preset: str, seed: int, step: int, arrays: dict[str, np.ndarray]) -> None:
+        """One histogram per tag (``activations/LAYER``, ``gradients/LAYER/VARIABLE``) at ``step``, in the run
+        directory of ``preset`` and ``seed``; non-finite values are left out (NaN has no bin), and so is a tag that
+        has no finite value left (a diverged seed)."""
+        finite_values = {tag: values[np.isfinite(values)].astype(np.float64) for tag, values in arrays.items()}
+        self._write(run_directory(Path(folder) / "tensorboard", preset, f"seed{seed}"), step,
+                    {tag: histogram(tag, values, HISTOGRAM_BINS)
+                     for tag, values in finite_values.items() if values.size})
+
+    def _write(self, run_dir: Path, step: int, values: dict) -> None:
+        """Scalars (floats) or ready summaries (histograms) under their tags."""
         if run_dir not in self.writers:  # this process logs the run from its first epoch: older files go
             run_dir.mkdir(parents=True, exist_ok=True)
             for old in run_dir.glob("events.out.tfevents.*"):
                 old.unlink()
             self.writers[run_dir] = EventsWriter(str(run_dir / "events"))
         writer = self.writers[run_dir]
-        for tag, value in scalars.items():
-            writer.write_event(Event(wall_time=time.time(), step=step, summary=scalar(tag, value)))
+        for tag, value in values.items():
+            summary = scalar(tag, value) if isinstance(value, float) else value
+            writer.write_event(Event(wall_time=time.time(), step=step, summary=summary))
         writer.flush()
 
     def __enter__(self) -> "LiveTensorBoard":

@@ -47,16 +47,26 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
     return OPTIMIZERS[config.optimizer](config)
 
 
+def batch_mask(num_examples: int, batch_size: int) -> np.ndarray:
+    """(steps, batch_size): 1 for the real rows of each batch, 0 for the padding of the last one."""
+    steps = -(-num_examples // batch_size)
+    return (np.arange(steps * batch_size) < num_examples).astype(np.float32).reshape(steps, batch_size)
+
+
+def shuffled_batches(rng, epoch_index, num_examples: int, batch_size: int):
+    """The rows of each of the epoch's batches, (steps, batch_size), in the epoch's own shuffle; padded with row 0."""
+    steps = -(-num_examples // batch_size)
+    order = jax.random.permutation(jax.random.fold_in(rng, epoch_index), num_examples)
+    return jnp.pad(order, (0, steps * batch_size - num_examples)).reshape(steps, batch_size)
+
+
 def make_epoch(model: Model, optimizer, num_examples: int, batch_size: int):
     """``epoch(ts, images_u8, labels, epoch_index) -> (ts, {"loss", "accuracy"})`` for one seed."""
-    steps = -(-num_examples // batch_size)
-    padded = steps * batch_size
-    mask = (np.arange(padded) < num_examples).astype(np.float32).reshape(steps, batch_size)
+    mask = batch_mask(num_examples, batch_size)
     step = make_train_step(model, optimizer)
 
     def epoch(ts: TrainState, images_u8, labels, epoch_index):
-        order = jax.random.permutation(jax.random.fold_in(ts.rng, epoch_index), num_examples)
-        order = jnp.pad(order, (0, padded - num_examples)).reshape(steps, batch_size)
+        order = shuffled_batches(ts.rng, epoch_index, num_examples, batch_size)
 
         def body(ts, batch):
             rows, batch_mask = batch

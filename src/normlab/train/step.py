@@ -17,19 +17,25 @@ def scale_pixels(images_u8):
     return images_u8.astype(jnp.float32) * (1.0 / 255.0)
 
 
-def make_train_step(model: Model, optimizer: optax.GradientTransformation):
-    """``step(ts, images_u8, labels, mask) -> (ts, (loss_sum, correct_sum))``.
+def make_loss(model: Model):
+    """``loss(params, model_state, x, labels, mask) -> (mean loss, (new_state, loss_sum, correct_sum))`` in
+    training mode: the function every gradient of training and of ``normlab diagnose`` is taken of.
 
-    ``mask`` marks the real rows of a padded batch: the gradient is the mean loss over real rows, exactly what
-    Keras does for the partial last batch, and the sums let the epoch report a per-sample mean like Keras' fit.
+    ``mask`` marks the real rows of a padded batch: the mean is over real rows, exactly what Keras does for the
+    partial last batch, and the sums let the epoch report a per-sample mean like Keras' fit.
     """
 
-    def loss_fn(params, model_state, x, labels, mask):
+    def loss(params, model_state, x, labels, mask):
         logits, new_state = apply(model, params, model_state, x, True, mask)
         losses = sparse_categorical_crossentropy(logits, labels) * mask
         return jnp.sum(losses) / jnp.sum(mask), (new_state, jnp.sum(losses), jnp.sum(correct(logits, labels) * mask))
 
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    return loss
+
+
+def make_train_step(model: Model, optimizer: optax.GradientTransformation):
+    """``step(ts, images_u8, labels, mask) -> (ts, (loss_sum, correct_sum))``, one SGD step on ``make_loss``."""
+    grad_fn = jax.value_and_grad(make_loss(model), has_aux=True)
 
     def step(ts: TrainState, images_u8, labels, mask):
         (_, (model_state, loss_sum, correct_sum)), grads = grad_fn(ts.params, ts.model_state, scale_pixels(images_u8),

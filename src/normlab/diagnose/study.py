@@ -1,0 +1,97 @@
+"""A whole diagnosis: every preset of a ``DiagnoseConfig`` trained with the probes, then ``diagnostics.json``,
+its figures and its HTML page in the run folder.
+
+Each preset's entry is saved (atomically) as soon as it is done, under ``presets/``; ``resume`` keeps the
+entries whose settings match, so an interrupted diagnosis loses at most the preset it was training.
+"""
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Callable
+
+from normlab import signals
+from normlab.diagnose.config import DiagnoseConfig
+from normlab.diagnose.measure import Probes
+from normlab.diagnose.run import WATCHED_IMAGES, GRADIENT_IMAGES, Options, diagnose
+from normlab.experiments.config import StudyConfig
+from normlab.experiments.provenance import provenance
+from normlab.experiments.reproduce import subset
+from normlab.files import MiB, FileProblem, read_text, write_bytes, write_text
+from normlab.report.literal import path_component
+
+MAX_ENTRY_BYTES = 256 * MiB
+
+
+@dataclasses.dataclass(frozen=True)
+class Where:
+    """The ``job`` of a diagnosis' ``EpochEvent``s: what `report.tensorboard.LiveTensorBoard` files them under."""
+    preset: str
+    folder: Path
+
+
+def config_record(study: StudyConfig, diagnosis: DiagnoseConfig) -> dict:
+    """``diagnostics.json``'s ``config``: the training settings, what was measured and on which images."""
+    train = {k: v for k, v in study.as_dict().items() if k not in ("presets", "seeds", "workers", "seeds_per_program")}
+    return {**train, **diagnosis.as_dict(),
+            "probe": f"validation images 0..{WATCHED_IMAGES - 1}, BN in training mode (statistics of those "
+                     f"{WATCHED_IMAGES:,})",
+            "gradient_histograms": f"training images 0..{GRADIENT_IMAGES - 1}",
+            "precise_images": f"training images 0..{diagnosis.precise_batches * study.batch_size - 1} (at most the "
+                              f"full batches of the training set)"}
+
+
+def _identity(study: StudyConfig, diagnosis: DiagnoseConfig, preset: str) -> dict:
+    """What a saved preset entry must match to be kept on resume."""
+    return {**study.identity(preset), "epochs": study.epochs, "diagnose": {**diagnosis.as_dict(), "presets": None}}
+
+
+def _saved(path: Path, identity: dict, warn: Callable[[str], None]) -> dict | None:
+    try:
+        record = json.loads(read_text(path, MAX_ENTRY_BYTES))
+    except FileNotFoundError:
+        return None
+    except (FileProblem, ValueError, RecursionError) as problem:
+        warn(f"warning: ignoring {path.name} ({problem}); its preset is diagnosed again")
+        return None
+    if not isinstance(record, dict) or record.get("identity") != json.loads(json.dumps(identity)):
+        warn(f"warning: {path.name} was diagnosed with other settings; its preset is diagnosed again")
+        return None
+    return record.get("result") if isinstance(record.get("result"), dict) else None
+
+
+def run_diagnosis(study: StudyConfig, diagnosis: DiagnoseConfig, data, out: Path, resume: bool,
+                  on_epoch=None, on_histograms=None, say: Callable[[str], None] = print) -> dict:
+    """Diagnose every preset, write ``out/diagnostics.json``, ``out/figures/*.png`` and ``out/report.html``."""
+    from normlab.report.diagnostics import figures, write_page
+    from normlab.report.diagnostics_json import SCHEMA
+    options = Options(Probes(diagnosis.every, diagnosis.etas, diagnosis.unit), diagnosis.precise_batches)
+    arrays = subset(vars(data), study.subset)
+    seeds = list(range(study.first_seed, study.first_seed + diagnosis.seeds))
+    entries = {}
+    for preset in diagnosis.presets:
+        model = study.model(preset)
+        path = out / "presets" / f"{path_component(preset)}.json"
+        identity = _identity(study, diagnosis, preset)
+        if resume and (found := _saved(path, identity, say)) is not None:
+            say(f"{preset}: kept from {path.parent.name}/{path.name}")
+            entries[preset] = found
+            continue
+        where = Where(preset, out)
+        entries[preset] = diagnose(
+            model, arrays, seeds, study.train_config(), options,
+            None if on_epoch is None else lambda event: on_epoch(dataclasses.replace(event, job=where)),
+            None if on_histograms is None else lambda seed, epoch, hists: on_histograms(where, seed, epoch, hists))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text(path, json.dumps({"identity": identity, "result": entries[preset]}, allow_nan=False))
+    signals.safe_point("report")
+    with signals.held():
+        diagnostics = {"schema": SCHEMA, "provenance": provenance(), "config": config_record(study, diagnosis),
+                       "presets": entries}
+        write_text(out / "diagnostics.json", json.dumps(diagnostics, indent=1, allow_nan=False))
+        (out / "figures").mkdir(exist_ok=True)
+        pngs = figures(diagnostics)
+        for name, png in pngs.items():
+            write_bytes(out / "figures" / name, png)
+        write_page(diagnostics, out / "report.html", pngs)
+    return diagnostics
