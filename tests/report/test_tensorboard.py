@@ -45,21 +45,26 @@ def _fields(buf: bytes):
         yield key >> 3, value
 
 
-def read_scalars(run_dir) -> dict[str, dict[int, float]]:
-    """tag -> {step: value}, over all the run's event files; a step logged twice for a tag fails the test."""
-    scalars: dict[str, dict[int, float]] = {}
+def _values(run_dir):
+    """(step, Summary.Value fields) of every value in the run's event files, in order."""
     for path in sorted(run_dir.glob("events.out.tfevents.*")):
         data, i = path.read_bytes(), 0
         while i < len(data):
             (size,) = struct.unpack_from("<Q", data, i)
             event = dict(_fields(data[i + 12:i + 12 + size]))  # Event: step = 2, summary = 5
             i += 12 + size + 4
-            for field, value in _fields(event.get(5, b"")):  # Summary.value = 1: Value(tag = 1, simple_value = 2)
-                value = dict(_fields(value))
-                steps = scalars.setdefault(value[1].decode(), {})
-                assert event[2] not in steps, f"{value[1]} logged twice at step {event[2]}"
-                steps[event[2]] = struct.unpack("<f", value[2])[0]
+            for _, value in _fields(event.get(5, b"")):  # Summary.value = 1: Value(tag = 1, simple_value = 2)
+                yield event[2], dict(_fields(value))
         assert i == len(data)
+
+
+def read_scalars(run_dir) -> dict[str, dict[int, float]]:
+    """tag -> {step: value}, over all the run's event files; a step logged twice for a tag fails the test."""
+    scalars: dict[str, dict[int, float]] = {}
+    for step, value in _values(run_dir):
+        steps = scalars.setdefault(value[1].decode(), {})
+        assert step not in steps, f"{value[1]} logged twice at step {step}"
+        steps[step] = struct.unpack("<f", value[2])[0]
     return scalars
 
 
@@ -146,3 +151,32 @@ def test_reproduce_logs_live_and_a_resumed_study_keeps_every_step_once(small_dat
         scalars = read_scalars(tmp_path / "tensorboard" / "bn-after" / f"seed{run['seed']}")
         assert scalars["val/accuracy"] == pytest.approx(dict(enumerate(run["history"]["val_accuracy"], 1)))
         assert scalars["test/loss"] == pytest.approx({2: run["test"]["loss"]})
+
+
+def read_histograms(run_dir) -> dict[str, dict[int, dict]]:
+    """tag -> {step: {"min", "max", "num", "sum"}}: HistogramProto's fields 1-4 (doubles) of each Value.histo (5)."""
+    found: dict[str, dict[int, dict]] = {}
+    for step, value in _values(run_dir):
+        histo = dict(_fields(value[5]))
+        found.setdefault(value[1].decode(), {})[step] = {
+            name: struct.unpack("<d", histo[field])[0] if field in histo else 0.0
+            for field, name in zip((1, 2, 3, 4), ("min", "max", "num", "sum"))}
+    return found
+
+
+def test_histograms_hold_the_finite_values_and_skip_a_tag_with_none(tmp_path):
+    rng = np.random.default_rng(0)
+    activations = rng.normal(size=(50, 7)).astype(np.float32)
+    gradients = activations.copy()
+    gradients[0, :3] = [np.nan, np.inf, -np.inf]
+    with LiveTensorBoard() as log:
+        for step in (1, 2):
+            log.histograms(tmp_path, "bn-after", 3, step, {"activations/dense": activations * step,
+                                                            "gradients/dense/kernel": gradients,
+                                                            "gradients/dense/bias": np.full(4, np.nan)})
+    found = read_histograms(tmp_path / "tensorboard" / "bn-after" / "seed3")
+    assert set(found) == {"activations/dense", "gradients/dense/kernel"} and set(found["activations/dense"]) == {1, 2}
+    finite = gradients[np.isfinite(gradients)].astype(np.float64)
+    assert found["gradients/dense/kernel"][2] == pytest.approx(
+        {"min": finite.min(), "max": finite.max(), "num": finite.size, "sum": finite.sum()})
+    assert found["activations/dense"][2]["max"] == pytest.approx(2 * float(activations.max()))

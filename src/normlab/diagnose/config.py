@@ -12,7 +12,9 @@ from normlab.experiments.defaults import diagnose_default
 from normlab.layer import FLOAT32_MAX
 
 MAX_ETAS = 64
-LIMITS = {"seeds": 1000, "every": 10_000_000, "unit": 1 << 20, "precise_batches": 55_000}
+# seeds: all of a preset's seeds are one program, and each holds its probes' copies of the model (a landscape is
+# one per step size) and the validation set's activations: 100 is ~10 GB at the defaults, not a typo's 1,000.
+LIMITS = {"seeds": 100, "every": 10_000_000, "unit": 1 << 20, "precise_batches": 55_000}
 
 
 def _int(name: str, value) -> int:

@@ -75,7 +75,8 @@ def last_hidden_nonlinearity(model: Model) -> int:
     """The index of the layer that applies the last hidden layer's nonlinearity (Ioffe & Szegedy's Fig. 1 unit)."""
     found = [i for i, spec in enumerate(model.spec[:-1]) if _nonlinear(spec)]
     if not found:
-        raise ConfigError(f"model {model.name} has no hidden nonlinearity to watch")
+        raise ConfigError(f"model {model.name} has no hidden nonlinearity; diagnose watches the input of the last "
+                          f"one (Ioffe & Szegedy's Fig. 1): give the model a hidden layer with an activation")
     return found[-1]
 
 

@@ -121,8 +121,11 @@ def diagnose(model: Model, data, seeds: list[int], config: TrainConfig, options:
         if with_bn:
             gap["moving"].append(metrics["val_accuracy"])
             gap["batch_stats"].append(np.asarray(batch_statistics(ts.params, ts.model_state, x_val, y_val)))
-            population = precise(ts.params, ts.model_state, x_train)
-            gap["precise"].append(np.asarray(evaluate(ts.params, population, x_val, y_val)[1]))
+            if precise_batches:  # none when the training set is smaller than one batch: no population to estimate
+                population = precise(ts.params, ts.model_state, x_train)
+                gap["precise"].append(np.asarray(evaluate(ts.params, population, x_val, y_val)[1]))
+            else:
+                gap["precise"].append(np.full(len(seeds), np.nan))
         if on_histograms is not None:
             activations, grads = snapshot(ts.params, ts.model_state, held_out["watch"], x_train[:GRADIENT_IMAGES],
                                           y_train[:GRADIENT_IMAGES])

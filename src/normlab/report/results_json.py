@@ -160,7 +160,7 @@ def _no_constant(name: str):
     raise ValueError(f"{name} is not a finite number; JSON has no NaN or Infinity")
 
 
-def read_json(path: Path, max_bytes: int = MAX_BYTES):
+def read_json(path: Path, max_bytes: int):
     """The JSON value in ``path``; ConfigError (one line) when it is unreadable, too big or not strict JSON."""
     where = one_line(path)
     try:
@@ -174,7 +174,7 @@ def read_json(path: Path, max_bytes: int = MAX_BYTES):
 def load_results(path: Path) -> dict:
     """Read and check one results.json; ConfigError (one line) when it is unreadable or not a study's results."""
     where = one_line(path)
-    results = read_json(path)
+    results = read_json(path, MAX_BYTES)
     if not isinstance(results, dict) or not isinstance(results.get("runs"), list) or not results["runs"]:
         raise ConfigError(f"{where}: no 'runs' list; is it a results.json of normlab reproduce?")
     if _too_deep(results):
