@@ -143,7 +143,7 @@ def _percentiles_figure(presets: dict) -> Figure | None:
         _finish(ax, f"{literal(name)}\n{literal(watched['layer'])}, unit {watched['unit']}", STEP,
                 "input to the nonlinearity")
     fig.suptitle("One unit's input on the probe batch: 15th and 85th percentile (thin lines, shaded between), "
-                 "median (thick); each a mean over seeds")
+                 "median (thick); each a mean over seeds", wrap=True)
     return fig
 
 
@@ -161,7 +161,7 @@ def _ics_figure(presets: dict) -> Figure | None:
                 handles[name] = _mean_line(ax, p["steps"], p["ics"][layer][part], _style(i), _label(name, p))
             _finish(ax, f"{literal(layer)}: {quantity}", STEP if layer == layers[-1] else "",
                     f"{quantity} ({unshifted}: no shift)", log_if_wide=part == "l2")
-    fig.suptitle(f"Internal covariate shift, Santurkar et al.'s Definition 2.1, per layer ({SPREAD})")
+    fig.suptitle(f"Internal covariate shift, Santurkar et al.'s Definition 2.1, per layer ({SPREAD})", wrap=True)
     _shared_legend(fig, list(handles.values()))
     return fig
 
@@ -182,7 +182,7 @@ def _landscape_figure(presets: dict) -> Figure | None:
                              if parts else _mean_line(ax, p["steps"], p[key], _style(i), _label(name, p)))
         _finish(ax, title, STEP, ylabel, log_if_wide=True)
     fig.suptitle("Along the gradient g: range over the step sizes η shaded, each edge a mean over seeds; "
-                 "β: mean over seeds, band min–max")
+                 "β: mean over seeds, band min–max", wrap=True)
     _shared_legend(fig, list(handles.values()))
     return fig
 
@@ -198,7 +198,7 @@ def _gap_figure(presets: dict) -> Figure | None:
                  for j, (key, label) in enumerate(GAP_LINES)]
         _finish(ax, literal(name), "epoch", "validation accuracy (%)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.suptitle(f"Validation accuracy with batch, moving and precise BN statistics ({SPREAD})")
+    fig.suptitle(f"Validation accuracy with batch, moving and precise BN statistics ({SPREAD})", wrap=True)
     _shared_legend(fig, lines)
     return fig
 
