@@ -2,6 +2,7 @@
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +20,16 @@ TRAIN = ["train", "bn-after", "--subset", "1500", "--epochs", str(EPOCHS), "--se
 def env(tmp_path_factory):
     """A private compile cache shared by the runs here, so each restart compiles from disk in about a second."""
     return {**os.environ, "XDG_CACHE_HOME": str(tmp_path_factory.mktemp("cache")), "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, env):
+    """One uninterrupted run: the reference a killed and resumed run must equal, and (copied) a run to damage."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    done = start(out, env)
+    _, err = done.communicate(timeout=300)
+    assert done.returncode == 0, err
+    return out
 
 
 def start(out, env, *extra, delay_s=0.0):
@@ -46,10 +57,8 @@ def checkpoint_epochs(out):
     return [int(p.name[6:10]) for p in folder.glob("epoch-*.safetensors")] if folder.is_dir() else []
 
 
-def test_sigkill_at_random_points_then_resume_is_bitwise_identical(tmp_path, env):
-    reference = tmp_path / "reference"
-    assert start(reference, env).wait(timeout=300) == 0
-    expected = final_arrays(reference)
+def test_sigkill_at_random_points_then_resume_is_bitwise_identical(tmp_path, env, finished):
+    expected = final_arrays(finished)
 
     out, rng, kills, mid_write = tmp_path / "killed", random.Random(1234), 0, 0
     # Each round resumes and is SIGKILLed: after epoch k is on disk plus a random delay, or the moment a
@@ -92,11 +101,11 @@ def test_signal_checkpoints_and_says_how_to_resume(tmp_path, env, signum, code):
     assert resumed.returncode == 0, resumed.stderr
 
 
-def test_resume_skips_a_damaged_checkpoint_and_refuses_other_options(tmp_path, env):
+def test_resume_skips_a_damaged_checkpoint_and_refuses_other_options(tmp_path, env, finished):
     out = tmp_path / "run"
+    shutil.copytree(finished, out)
     run = lambda *extra: subprocess.run([sys.executable, "-m", "normlab.cli", *TRAIN, "--out", str(out), *extra],
                                         env=env, capture_output=True, text=True, timeout=300)
-    assert run().returncode == 0
     newest = out / "checkpoints" / "bn-after" / f"epoch-{EPOCHS:04d}.safetensors"
     newest.write_bytes(newest.read_bytes()[:1000])
     resumed = run("--resume")

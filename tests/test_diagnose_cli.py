@@ -133,7 +133,9 @@ def test_diagnose_refuses_a_folder_of_another_kind(study, data_dir, tmp_path, ca
     (out / "notes.txt").write_text("mine")
     assert diagnose(study, data_dir, out) == 2
     assert "not a normlab run folder" in capsys.readouterr().err
-    assert main(["reproduce", "--data-dir", str(data_dir), "--no-verify", "--out", str(tmp_path / "r"), "--seeds", "1",
-                 "--epochs", "1", "--subset", "64", "--presets", "baseline", "--workers", "1"]) == 0
-    assert diagnose(study, data_dir, tmp_path / "r", "--resume") == 2
+    run = tmp_path / "r"  # a train or reproduce run's folder, as rundir recognizes one
+    run.mkdir()
+    (run / ".normlab-lock").write_text("")
+    (run / "results.json").write_text("{}")
+    assert diagnose(study, data_dir, run, "--resume") == 2
     assert "already holds a run; choose another --out" in capsys.readouterr().err

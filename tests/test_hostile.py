@@ -7,6 +7,7 @@ checkpoint records lives beside the modules that parse them.
 import gzip
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -60,6 +61,15 @@ def start_paused(args, tmp_path, stage):
     return proc
 
 
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A finished ``train bn-after`` run, for the tests that start from one to copy."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    code, _, err = normlab("train", "bn-after", *TINY, "--out", out)
+    assert code == 0, err
+    return out
+
+
 def study_file(folder: Path, text: str, name: str = "study.toml") -> Path:
     path = folder / name
     path.write_text(text, encoding="utf-8")
@@ -85,7 +95,7 @@ def test_a_sweep_trial_whose_runs_all_diverge_is_done_and_reported(tmp_path):
     study = study_file(tmp_path, 'name = "hot"\n[config]\npresets = ["baseline"]\nseeds = 1\nepochs = 1\n'
                                  'subset = 500\n[sweep]\nlearning_rate = [10.0, 0.001]\n')
     out = tmp_path / "sweep"
-    code, stdout, err = normlab("run", study, "--out", out)
+    code, stdout, err = normlab("run", study, "--out", out, "--workers", "1")  # the pool is test_workers.py's
     assert code == 0, err
     manifests = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(out.glob("trials/*/manifest.json"))]
     assert [m["status"] for m in manifests] == ["done", "done"]
@@ -128,9 +138,9 @@ def test_a_run_folder_has_one_writer(tmp_path, second):
 
 
 @pytest.mark.full_data
-def test_a_finished_run_is_not_silently_replaced(tmp_path):
+def test_a_finished_run_is_not_silently_replaced(tmp_path, finished_run):
     out = tmp_path / "run"
-    assert normlab("train", "bn-after", *TINY, "--out", out)[0] == 0
+    shutil.copytree(finished_run, out)
     before = tree(out)
     code, _, err = normlab("train", "bn-after", "--seed", "1", *TINY, "--out", out)
     one_line_error(code, err, "already holds a run", "--resume")
@@ -238,9 +248,9 @@ def test_a_data_file_that_is_not_a_regular_file_is_refused_at_once(data_dir, kin
 
 @pytest.mark.full_data
 @pytest.mark.parametrize("kind", ["fifo", "dev_zero"])
-def test_a_checkpoint_that_is_not_a_regular_file_is_skipped(tmp_path, kind):
+def test_a_checkpoint_that_is_not_a_regular_file_is_skipped(tmp_path, finished_run, kind):
     out = tmp_path / "run"
-    assert normlab("train", "bn-after", *TINY, "--out", out)[0] == 0
+    shutil.copytree(finished_run, out)
     bogus = out / "checkpoints" / "bn-after" / "epoch-0002.safetensors"
     os.mkfifo(bogus) if kind == "fifo" else bogus.symlink_to("/dev/zero")
     code, stdout, err = normlab("train", "bn-after", "--subset", "500", "--epochs", "2", "--out", out, "--resume",
@@ -254,7 +264,8 @@ def test_a_checkpoint_that_is_not_a_regular_file_is_skipped(tmp_path, kind):
 
 @pytest.mark.full_data
 def test_a_file_named_like_a_built_in_study_does_not_replace_it(tmp_path):
-    study_file(tmp_path, '[config]\nlearning_rate = 0.5\nepochs = 1\nseeds = 1\nsubset = 500\n', name="seed")
+    study_file(tmp_path, '[config]\npresets = ["bn-after"]\nlearning_rate = 0.5\nepochs = 1\nseeds = 1\nsubset = 500\n',
+               name="seed")
     code, _, err = normlab("train", "bn-after", *TINY, "--out", tmp_path / "run", cwd=tmp_path)
     assert code == 0, err
     assert json.loads((tmp_path / "run" / "results.json").read_text(encoding="utf-8"))["config"][

@@ -14,15 +14,18 @@ import jax
 import numpy as np
 import pytest
 
+from normlab import runtime
 from normlab.errors import NormlabError
 from normlab.experiments import sweep, workers
 from normlab.experiments.config import StudyConfig
 from normlab.experiments.reproduce import reproduce
 from normlab.experiments.study import make_config, parse
 
-CONFIG = StudyConfig(presets=("baseline", "bn-after"), seeds=2, epochs=2)
+# Compiling, not training, is what a job of this size costs: one model throughout, and the sweep's first learning
+# rate is the study's, so with ``compile_cache`` each program is compiled once per core count, not once per job.
+CONFIG = StudyConfig(presets=("bn-after",), seeds=2, epochs=2)
 STUDY = parse('name = "t"\n[config]\npresets = ["bn-after"]\nseeds = 2\nepochs = 1\n'
-              '[sweep]\nlearning_rate = [0.01, 0.1]\n', "t.toml")
+              '[sweep]\nlearning_rate = [0.001, 0.01]\n', "t.toml")
 two_cores = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one worker per core needs two cores")
 
 
@@ -51,6 +54,25 @@ def targets(monkeypatch, tmp_path):
     jax.config.update("jax_compilation_cache_dir", str(tmp_path / "parent-cache"))  # workers cache iff we do
     yield
     jax.config.update("jax_compilation_cache_dir", before)
+
+
+@pytest.fixture(scope="module")
+def compile_cache(tmp_path_factory):
+    """One persistent compile cache for this module's in-process runs and pools (workers cache iff we do, in
+    ``$XDG_CACHE_HOME/normlab/xla/cores-N``), so a program is compiled once per core count, not once per job;
+    afterwards this process caches as it did before."""
+    from jax.experimental.compilation_cache import compilation_cache
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+             "jax_persistent_cache_min_entry_size_bytes")
+    before = {name: getattr(jax.config, name) for name in names}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+        compilation_cache.reset_cache()  # JAX opens its cache once per process: at the folder named now
+        runtime.enable_compile_cache()
+        yield
+    for name, value in before.items():
+        jax.config.update(name, value)
+    compilation_cache.reset_cache()
 
 
 def test_cores_are_shared_out_as_evenly_as_possible(monkeypatch):
@@ -100,7 +122,7 @@ def alive(pid: int) -> bool:
         return False
 
 
-def test_workers_give_one_process_numbers_and_checkpoints(small_data, tmp_path):
+def test_workers_give_one_process_numbers_and_checkpoints(small_data, tmp_path, compile_cache):
     epochs = []
     alone = reproduce(small_data, replace(CONFIG, workers=1))
     parallel = reproduce(small_data, replace(CONFIG, workers=2), tmp_path, on_epoch=epochs.append)
@@ -120,14 +142,14 @@ def test_workers_give_one_process_numbers_and_checkpoints(small_data, tmp_path):
             assert (tmp_path / "checkpoints" / preset / f"seeds-{seed}-{seed}" / "epoch-0002.safetensors").is_file()
 
 
-def test_a_workers_error_is_the_studys_error(small_data, tmp_path):
-    reproduce(small_data, replace(CONFIG, workers=2), tmp_path)
+def test_a_workers_error_is_the_studys_error(small_data, tmp_path, compile_cache):
+    reproduce(small_data, replace(CONFIG, workers=1), tmp_path)  # checkpoints where a pool's jobs look for them
     with pytest.raises(NormlabError, match="different configuration"):
         reproduce(small_data, replace(CONFIG, workers=2, learning_rate=0.01), tmp_path, resume=True)
     assert not children(os.getpid())
 
 
-def test_a_sweeps_trials_are_jobs_of_one_pool(small_data, tmp_path):
+def test_a_sweeps_trials_are_jobs_of_one_pool(small_data, tmp_path, compile_cache):
     events, said = [], []
     assert sweep.run(STUDY, tmp_path, sweep.trials(STUDY), small_data, 2, events.append, said.append) == []
     for tid, overrides in sweep.trials(STUDY):
@@ -142,7 +164,7 @@ def test_a_sweeps_trials_are_jobs_of_one_pool(small_data, tmp_path):
     assert sorted(said) == sorted(f"trial {tid} done" for tid, _ in sweep.trials(STUDY))
 
 
-def test_a_failed_trial_leaves_the_others_to_finish(small_data, tmp_path):
+def test_a_failed_trial_leaves_the_others_to_finish(small_data, tmp_path, compile_cache):
     (first, overrides), (second, _) = sweep.trials(STUDY)
     # two epochs in the first trial's checkpoints, more than its study asks for: its job fails, and only it
     reproduce(small_data, replace(make_config(STUDY.base, overrides, "test"), epochs=2, workers=1),
@@ -176,8 +198,9 @@ def held_at_checkpoint(argv, out, env, count=2):
 
 
 def training_with_workers(out, env):
-    return held_at_checkpoint(["reproduce", "--presets", "bn-after", "--seeds", "2", "--subset", "1500", "--epochs",
-                               "8"], out, env)
+    """Held at epoch 1 of 2: the resumed run has an epoch left to train. The sweep below trains the same programs."""
+    return held_at_checkpoint(["reproduce", "--presets", "bn-after", "--seeds", "2", "--subset", "500", "--epochs",
+                               "2"], out, env)
 
 
 def holding_at(stages, stage) -> list[int]:
@@ -187,6 +210,7 @@ def holding_at(stages, stage) -> list[int]:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
+    """A compile cache shared by the runs here: the CLI and its workers compile each program once."""
     return {**os.environ, "XDG_CACHE_HOME": str(tmp_path_factory.mktemp("cache")), "PYTHONUNBUFFERED": "1"}
 
 
@@ -227,7 +251,7 @@ def test_killed_parent_leaves_no_orphan_training(tmp_path, env):
 def test_an_interrupted_sweep_stops_every_worker_and_resumes(tmp_path, env):
     study = tmp_path / "two.toml"
     study.write_text('[config]\npresets = ["bn-after"]\nseeds = 1\nepochs = 2\nsubset = 500\n'
-                     '[sweep]\nlearning_rate = [0.01, 0.1]\n')
+                     '[sweep]\nlearning_rate = [0.001, 0.01]\n')
     out = tmp_path / "sweep"
     proc, pids = held_at_checkpoint(["run", str(study), "--workers", "2"], out, env)
     proc.send_signal(signal.SIGINT)

@@ -12,6 +12,7 @@ import threading
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from normlab import atomic
 from normlab.errors import ConfigError
 from normlab.report import results_json, write_all
 from normlab.report.hparams import write_hparams
@@ -284,8 +285,9 @@ def results_files(draw) -> bytes:
 @settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                              HealthCheck.too_slow])
 @given(blob=results_files())
-def test_fuzz_load_results_and_markdown_raise_only_config_errors(tmp_path, blob):
+def test_fuzz_load_results_and_markdown_raise_only_config_errors(tmp_path, blob, monkeypatch):
     """Many examples, no figures: loading plus every table the report shows (the Markdown twin)."""
+    monkeypatch.setattr(atomic.os, "fsync", lambda fd: None)  # what is written counts here, not that it is durable
     path = tmp_path / "results.json"
     path.write_bytes(blob)
     try:
