@@ -43,7 +43,13 @@ def choice(*names) -> Option:
 
 
 MAX_UNITS = 1 << 20
-Units = Annotated[int, Option(f"an int in 1..{MAX_UNITS:,}", lambda v: type(v) is int and 1 <= v <= MAX_UNITS)]
+
+
+def _count(v) -> bool:
+    return type(v) is int and 1 <= v <= MAX_UNITS
+
+
+Units = Annotated[int, Option(f"an int in 1..{MAX_UNITS:,}", _count)]
 Flag = Annotated[bool, Option("true or false", lambda v: type(v) is bool)]
 Fraction = Annotated[float, Option("a number in [0, 1)", lambda v: _real(v) and 0 <= v < 1)]
 FLOAT32_MAX = 3.4028234663852886e38  # training runs in float32: a larger value would become inf
@@ -52,8 +58,27 @@ Real = Annotated[float, Option("a number within float32", lambda v: _real(v) and
 NonNegative = Annotated[float, Option("a number >= 0 within float32", lambda v: _real(v) and 0 <= v <= FLOAT32_MAX)]
 
 
+# A window's size or stride (conv2d, max_pool2d): one int for both axes, or [height, width], as Keras takes them.
+_WINDOW = Option(f"an int in 1..{MAX_UNITS:,} or a list [height, width] of two",
+                 lambda v: _count(v) or isinstance(v, list) and len(v) == 2 and all(map(_count, v)))
+Window = Annotated[int | list, _WINDOW]
+MaybeWindow = Annotated[int | list | None, Option(f"{_WINDOW.expected} (or left out)",
+                                                  lambda v: v is None or _WINDOW.accepts(v))]
+# A shape without the batch axis (reshape's target_shape).
+Shape = Annotated[list, Option(f"a list of 1 to 3 ints in 1..{MAX_UNITS:,}",
+                               lambda v: isinstance(v, list) and 1 <= len(v) <= 3 and all(map(_count, v)))]
+
+
 def need_flat(kind: str, in_shape: tuple) -> int:
     """The feature count of a flat input; a kind that needs one says so in terms of the model's layers."""
     if len(in_shape) != 1:
         raise ConfigError(f"{kind} needs a flat input, got shape {in_shape}; put {{kind = \"flatten\"}} before it")
     return in_shape[0]
+
+
+def need_image(kind: str, in_shape: tuple) -> tuple[int, int, int]:
+    """(height, width, channels) of an image input (NHWC without the batch); a flat one is reshaped first."""
+    if len(in_shape) != 3:
+        raise ConfigError(f"{kind} needs an image input (height, width, channels), got shape {in_shape}; put "
+                          f"{{kind = \"reshape\", target_shape = [28, 28, 1]}} first")
+    return in_shape

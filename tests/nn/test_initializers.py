@@ -38,3 +38,19 @@ def test_random_normal_has_keras_defaults():
 def test_different_keys_give_different_weights():
     a, b = (np.asarray(he_normal(jax.random.key(k), (10, 10))) for k in (0, 1))
     assert not np.allclose(a, b)
+
+
+CONV_SHAPE = (3, 3, 16, 32)  # (kh, kw, in_channels, filters)
+
+
+def test_conv_kernels_use_keras_fans_over_the_receptive_field():
+    """Keras' compute_fans: fan_in = 3*3*16, fan_out = 3*3*32 (not shape[0] and shape[-1])."""
+    fan_in, fan_out = 3 * 3 * 16, 3 * 3 * 32
+    w = np.asarray(glorot_uniform(jax.random.key(4), CONV_SHAPE), np.float64).ravel()
+    limit = math.sqrt(6 / (fan_in + fan_out))
+    assert np.abs(w).max() <= limit and np.abs(w).max() > 0.99 * limit
+    assert stats.kstest(w, stats.uniform(-limit, 2 * limit).cdf).pvalue > 1e-3
+    h = np.asarray(he_normal(jax.random.key(5), CONV_SHAPE), np.float64).ravel()
+    scale = math.sqrt(2 / fan_in) / 0.87962566103423978
+    assert stats.kstest(h, stats.truncnorm(-2, 2, scale=scale).cdf).pvalue > 1e-3
+    assert h.std() == pytest.approx(math.sqrt(2 / fan_in), rel=0.05)

@@ -10,6 +10,8 @@ from normlab.nn.losses import sparse_categorical_crossentropy
 from normlab.nn.models import apply, init, preset
 from normlab.nn.summary import layer_rows, param_counts, variables
 
+MLP, F = 784 * 300 + 300 + 300 * 100 + 100 + 100 * 10 + 10, 784 + 300 + 100
+CONVS, DENSES, CHANNELS = 3 * 3 * 1 * 16 + 3 * 3 * 16 * 32, 7 * 7 * 32 * 128 + 128 * 10 + 10, 16 + 32 + 128
 EXPECTED_COUNTS = {
     "baseline": (266_610, 266_610, 0),
     "bn-after": (271_346, 268_978, 2_368),
@@ -19,6 +21,16 @@ EXPECTED_COUNTS = {
     "ioffe-sigmoid": (784 * 100 + 100 + 2 * (100 * 100 + 100) + 100 * 10 + 10,) * 2 + (0,),
     "ioffe-sigmoid-bn": (784 * 100 + 2 * 100 * 100 + 3 * 4 * 100 + 100 * 10 + 10,
                          784 * 100 + 2 * 100 * 100 + 3 * 2 * 100 + 100 * 10 + 10, 3 * 2 * 100),
+    # bn-after's Dense layers and a norm on its F = 784 + 300 + 100 features: gamma and beta (scale alone for RMS),
+    # batch renorm's five moving variables (Keras' renorm=True), BN's two
+    **{name: (MLP + 2 * F,) * 2 + (0,) for name in ("ln-after", "gn-after")},
+    "rms-after": (MLP + F, MLP + F, 0),
+    "renorm-after": (MLP + 7 * F, MLP + 2 * F, 5 * F),
+    **{name: (MLP + 4 * F, MLP + 2 * F, 2 * F) for name in ("ghost-after", "torch-bn-after")},
+    # two conv blocks (3x3x1x16, 3x3x16x32) and Dense 7*7*32 -> 128 -> 10; BN variants drop the hidden biases
+    "cnn-baseline": (CONVS + 16 + 32 + DENSES + 128,) * 2 + (0,),
+    "cnn-bn": (CONVS + DENSES + 4 * CHANNELS, CONVS + DENSES + 2 * CHANNELS, 2 * CHANNELS),
+    **{name: (CONVS + DENSES + 2 * CHANNELS,) * 2 + (0,) for name in ("cnn-gn", "cnn-ln")},
 }
 
 

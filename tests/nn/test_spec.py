@@ -8,7 +8,7 @@ import pytest
 from normlab.errors import ConfigError
 from normlab.nn.models import apply, build, init, preset
 from normlab.nn.registry import KINDS
-from normlab.nn.spec import options
+from normlab.nn.spec import check_layer, options
 from normlab.nn.summary import param_counts
 
 WIDE_BN = [
@@ -65,7 +65,10 @@ def test_every_kind_declares_checked_options_with_defaults_that_pass_them():
     for kind in KINDS:
         for name, (option, default) in options(kind).items():
             assert name != "units" or default is not None
-            if not isinstance(default, type):
+            if default is None:  # derived: from the kind's convention (batch norm), or another option (strides)
+                filled = check_layer({"kind": kind}, "t")[name]
+                assert filled is None or option.accepts(filled), (kind, name)
+            elif not isinstance(default, type):
                 assert option.accepts(default), (kind, name)
 
 

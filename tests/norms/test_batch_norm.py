@@ -5,7 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from normlab.errors import ConfigError
+from normlab.nn.spec import check_layer
 from normlab.norms import batch_norm
+from norms.layer_check import close, train_vjp
 from reference import batch_norm_numpy as ref
 
 FEATURES = 7
@@ -23,20 +26,11 @@ def random_case(batch, seed, momentum=0.99, eps=1e-3):
     return x, gamma, beta, moving_mean, moving_var, dy, layer, params, state
 
 
-def close(actual, expected, scale=1.0):
-    np.testing.assert_allclose(np.asarray(actual, np.float64), expected, rtol=2e-4, atol=2e-5 * scale)
-
-
 @pytest.mark.parametrize("batch", [1, 2, 24, 32])
 @pytest.mark.parametrize("momentum,eps", [(0.99, 1e-3), (0.9, 1e-5)])
 def test_training_forward_backward_and_moving_update(batch, momentum, eps):
     x, gamma, beta, mm, mv, dy, layer, params, state = random_case(batch, seed=batch, momentum=momentum, eps=eps)
-
-    def f(x32, p):
-        return layer.apply(p, state, x32, True)
-
-    (y, new_state), vjp = jax.vjp(f, jnp.float32(x), params)
-    dx, dparams = vjp((jnp.float32(dy), jax.tree.map(jnp.zeros_like, new_state)))
+    y, new_state, dx, dparams = train_vjp(layer, params, state, x, dy)
 
     y_ref, batch_mean, batch_var = ref.forward(x, gamma, beta, eps)
     dx_ref, dgamma_ref, dbeta_ref = ref.backward(dy, x, gamma, eps)
@@ -66,8 +60,8 @@ def test_masked_padded_batch_equals_the_real_rows_alone():
         y, s = layer.apply(p, state, xs, True, m)
         return jnp.sum(y[:24] * jnp.float32(dy)), s
 
-    (l24, s24), g24 = jax.value_and_grad(loss, has_aux=True)(params, jnp.float32(x), None)
-    (l32, s32), g32 = jax.value_and_grad(loss, has_aux=True)(params, jnp.float32(np.r_[x, junk]), mask)
+    (l24, s24), g24 = jax.jit(jax.value_and_grad(loss, has_aux=True))(params, jnp.float32(x), None)
+    (l32, s32), g32 = jax.jit(jax.value_and_grad(loss, has_aux=True))(params, jnp.float32(np.r_[x, junk]), mask)
     close(l32, float(l24), scale=10)
     for a, b in zip(jax.tree.leaves((g32, s32)), jax.tree.leaves((g24, s24))):
         close(a, np.asarray(b, np.float64), scale=10)
@@ -84,3 +78,63 @@ def test_keras_defaults_and_variable_layout():
     np.testing.assert_array_equal(state["moving_mean"], np.zeros(5))
     np.testing.assert_array_equal(state["moving_variance"], np.ones(5))
     assert set(batch_norm(center=False, scale=False).init(jax.random.key(0), (5,))[0]) == set()
+
+
+# ---- convention = "pytorch": torch.nn.BatchNorm1d/2d ----
+
+# (batch, example shape, momentum): None is the convention's 0.1
+PYTORCH_CASES = [(2, (FEATURES,), None), (24, (FEATURES,), None), (32, (FEATURES,), 0.3),
+                 (1, (3, 4, FEATURES), None), (2, (3, 4, FEATURES), None), (24, (3, 4, FEATURES), None),
+                 (32, (3, 4, FEATURES), 0.3)]
+
+
+@pytest.mark.parametrize("batch,shape,momentum", PYTORCH_CASES)
+def test_pytorch_convention_momentum_weights_the_new_statistic_and_running_variance_is_unbiased(batch, shape,
+                                                                                                 momentum):
+    """Per channel over N (and H, W): normalized with the biased variance and epsilon 1e-5, running variance
+    stepped with the unbiased one, m/(m-1) sigma^2, by momentum (default 0.1), the new statistic's weight."""
+    rng = np.random.default_rng(batch)
+    x, dy = rng.normal(2.0, 3.0, (batch, *shape)), rng.normal(0.0, 1.0, (batch, *shape))
+    _, gamma, beta, moving_mean, moving_var, _, _, params, state = random_case(1, seed=batch)
+    layer = batch_norm(momentum, convention="pytorch")
+    y, new_state, dx, dparams = train_vjp(layer, params, state, x, dy)
+    rows, dy_rows = x.reshape(-1, FEATURES), dy.reshape(-1, FEATURES)  # per-channel BN is flat BN over all pixels
+    y_ref, batch_mean, _ = ref.forward(rows, gamma, beta, 1e-5)
+    dx_ref, dgamma_ref, dbeta_ref = ref.backward(dy_rows, rows, gamma, 1e-5)
+    close(y, y_ref.reshape(x.shape))
+    close(dx, dx_ref.reshape(x.shape))
+    close(dparams["gamma"], dgamma_ref, scale=len(rows))
+    close(dparams["beta"], dbeta_ref, scale=len(rows))
+    keep = 1.0 - (0.1 if momentum is None else momentum)
+    close(new_state["moving_mean"], ref.moving_update(moving_mean, batch_mean, keep), scale=10)
+    close(new_state["moving_variance"], ref.moving_update(moving_var, rows.var(axis=0, ddof=1), keep), scale=10)
+
+
+def test_pytorch_convention_refuses_one_value_per_feature_in_training_only():
+    """Inference at batch 1 is fine, with the moving statistics and epsilon 1e-5."""
+    x, gamma, beta, moving_mean, moving_var, _, _, params, state = random_case(1, seed=0)
+    layer = batch_norm(convention="pytorch")
+    with pytest.raises(ConfigError, match="^batch_norm \\(convention pytorch\\): expected more than 1 value per"):
+        layer.apply(params, state, jnp.float32(x), True)
+    close(layer.apply(params, state, jnp.float32(x), False)[0], ref.inference(x, gamma, beta, moving_mean, moving_var,
+                                                                               1e-5))
+
+
+def test_pytorch_convention_padded_batch_with_one_real_row_keeps_a_finite_running_variance():
+    """One real row has no unbiased variance; the layer steps the running variance with the biased 0."""
+    x, gamma, beta, moving_mean, moving_var, _, _, params, state = random_case(1, seed=4)
+    x_padded = np.r_[x, np.random.default_rng(1).normal(50.0, 20.0, (31, FEATURES))]
+    mask = jnp.float32(np.r_[1.0, np.zeros(31)])
+    y, new_state = batch_norm(convention="pytorch").apply(params, state, jnp.float32(x_padded), True, mask)
+    assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves((y, new_state)))
+    close(y[0], beta)
+    close(new_state["moving_mean"], ref.moving_update(moving_mean, x[0], 0.9), scale=10)
+    close(new_state["moving_variance"], ref.moving_update(moving_var, np.zeros(FEATURES), 0.9), scale=10)
+
+
+def test_spec_fills_the_conventions_defaults():
+    assert check_layer({"kind": "batch_norm", "convention": "pytorch"}, "x") == {
+        "kind": "batch_norm", "momentum": 0.1, "epsilon": 1e-05, "center": True, "scale": True, "convention": "pytorch"}
+    assert check_layer({"kind": "batch_norm"}, "x")["momentum"] == 0.99
+    assert check_layer({"kind": "batch_norm"}, "x")["epsilon"] == 1e-3
+    assert check_layer({"kind": "batch_norm", "convention": "pytorch", "momentum": 0.3}, "x")["momentum"] == 0.3

@@ -45,9 +45,10 @@ def make_batch_statistics_accuracy(model: Model, n: int, batch_size: int):
 
 
 def statistics_twin(model: Model) -> Model:
-    """The model with BN momentum 0, whose training-mode state update is exactly the batch's mean and biased
-    variance: the batch statistics of every BN layer, read through the layers' own protocol."""
-    spec = [{**s, "momentum": 0.0} if s["kind"] == "batch_norm" else s for s in model.spec]
+    """The model with BN momentum 0 in Keras' convention, whose training-mode state update is exactly the batch's
+    mean and biased variance: the batch statistics of every BN layer, read through the layers' own protocol.
+    A PyTorch-convention BN normalizes the same way in training; only its running variance is unbiased."""
+    spec = [{**s, "momentum": 0.0, "convention": "keras"} if s["kind"] == "batch_norm" else s for s in model.spec]
     return build(f"{model.name}-batch-statistics", spec)
 
 

@@ -52,7 +52,8 @@ def unknown(name: str, known) -> ConfigError:
 
 
 def _snake(kind: str) -> str:
-    return {"LeakyReLU": "leaky_re_lu"}.get(kind, re.sub(r"(?<!^)(?=[A-Z])", "_", kind).lower())
+    """Keras' ``to_snake_case``: LeakyReLU -> leaky_re_lu, Conv2D -> conv2d, RMSNormalization -> rms_normalization."""
+    return re.sub("([a-z])([A-Z])", r"\1_\2", re.sub("(.)([A-Z][a-z]+)", r"\1_\2", kind)).lower()
 
 
 def _keras_names(layers: list[Layer]) -> tuple[tuple[str, Layer], ...]:
@@ -129,6 +130,24 @@ def apply(model: Model, params, state, x, train: bool, mask=None):
     for name, layer in model.layers:
         x, new_state[name] = layer.apply(params[name], state[name], x, train, mask)
     return x, new_state
+
+
+def check_batch(model: Model, batch_size: int) -> None:
+    """A training step's shapes traced at ``batch_size`` rows, computing nothing: a layer for which that batch is
+    undefined (PyTorch-convention BN at batch 1, a ghost batch size that does not divide it) raises its ConfigError
+    when the study is read, not hours into a sweep."""
+    _check_batch(json.dumps([model.name, model.spec], sort_keys=True, default=str), batch_size)
+
+
+@functools.lru_cache(maxsize=256)
+def _check_batch(key: str, batch_size: int) -> None:
+    model = build(*json.loads(key))
+    params, state, _ = abstract(model)
+    x = jax.ShapeDtypeStruct((batch_size, *INPUT_SHAPE), jax.numpy.float32)
+    try:
+        jax.eval_shape(lambda p, s, x: apply(model, p, s, x, True), params, state, x)
+    except ConfigError as error:
+        raise ConfigError(f"model {model.name} at batch size {batch_size}: {error}") from None
 
 
 def preset(name: str, defaults: dict | None = None) -> Model:

@@ -5,15 +5,34 @@ and one line here.
 """
 
 from normlab.nn.activations import activation, flatten, leaky_relu
+from normlab.nn.conv import conv2d
 from normlab.nn.dense import dense
-from normlab.norms.batch_norm import batch_norm
+from normlab.nn.pooling import max_pool2d
+from normlab.nn.reshape import reshape
+from normlab.norms.batch_norm import CONVENTIONS as BATCH_NORM_CONVENTIONS, batch_norm
+from normlab.norms.batch_renorm import batch_renorm
 from normlab.norms.covariate_noise import covariate_noise
+from normlab.norms.ghost_batch_norm import ghost_batch_norm
+from normlab.norms.group_norm import group_norm
+from normlab.norms.layer_norm import layer_norm
+from normlab.norms.rms_norm import rms_norm
 
 KINDS = {
     "flatten": flatten,
     "dense": dense,
+    "conv2d": conv2d,
+    "max_pool2d": max_pool2d,
+    "reshape": reshape,
     "activation": activation,
     "leaky_relu": leaky_relu,
     "batch_norm": batch_norm,
     "covariate_noise": covariate_noise,
+    "layer_norm": layer_norm,
+    "group_norm": group_norm,
+    "rms_norm": rms_norm,
+    "batch_renorm": batch_renorm,
+    "ghost_batch_norm": ghost_batch_norm,
 }
+
+# Kinds whose option defaults depend on a ``convention`` option: convention -> option -> value (``nn.spec``).
+CONVENTIONS = {"batch_norm": BATCH_NORM_CONVENTIONS}

@@ -11,7 +11,7 @@ import typing
 
 from normlab.errors import ConfigError, did_you_mean, shown
 from normlab.layer import Layer, Option
-from normlab.nn.registry import KINDS
+from normlab.nn.registry import CONVENTIONS, KINDS
 
 MAX_LAYERS = 100
 
@@ -26,11 +26,17 @@ def options(kind: str) -> dict[str, tuple[Option, object]]:
     return found
 
 
+def _is_float(kind: str, name: str) -> bool:
+    return typing.get_args(inspect.signature(KINDS[kind]).parameters[name].annotation)[0] is float
+
+
 def check_layer(table, where: str, defaults: dict | None = None) -> dict:
     """One layer table as ``{"kind": ..., option: value, ...}`` with every option present, defaults filled in.
 
     ``defaults`` (kind -> options) come between the builder's defaults and the table's own values: the study-wide
-    ``bn_momentum``/``bn_epsilon`` for a ``batch_norm`` that does not set its own.
+    ``bn_momentum``/``bn_epsilon`` for a ``batch_norm`` that does not set its own. A kind with conventions
+    (``CONVENTIONS`` beside its builder, e.g. batch norm's Keras and PyTorch) takes them in its default
+    convention only, and an option left unset takes the convention's value.
     """
     if not isinstance(table, dict):
         raise ConfigError(f"{where} must be a table like {{kind = \"dense\", units = 100}}, got {shown(table)}")
@@ -39,7 +45,7 @@ def check_layer(table, where: str, defaults: dict | None = None) -> dict:
         raise ConfigError(f"{where}: unknown layer kind {shown(kind)}; "
                           f"{did_you_mean(kind, KINDS) if isinstance(kind, str) else ''}known: {', '.join(KINDS)}")
     known = options(kind)
-    spec = {"kind": kind, **{name: default for name, (_, default) in known.items()}, **(defaults or {}).get(kind, {})}
+    spec = {"kind": kind, **{name: default for name, (_, default) in known.items()}}
     for name, value in table.items():
         if name == "kind":
             continue
@@ -50,7 +56,14 @@ def check_layer(table, where: str, defaults: dict | None = None) -> dict:
         option = known[name][0]
         if not option.accepts(value):
             raise ConfigError(f"{where} ({kind}): {name} must be {option.expected}, got {shown(value)}")
-        spec[name] = float(value) if type(known[name][1]) is float else value
+        spec[name] = float(value) if _is_float(kind, name) and type(value) is int else value
+    study_wide = (defaults or {}).get(kind, {})
+    conventions = CONVENTIONS.get(kind)
+    if conventions is not None:
+        if spec["convention"] != known["convention"][1]:
+            study_wide = {}
+        study_wide = conventions[spec["convention"]] | study_wide
+    spec |= {name: value for name, value in study_wide.items() if name not in table}
     if missing := [name for name, value in spec.items() if value is inspect.Parameter.empty]:
         raise ConfigError(f"{where} ({kind}): needs {', '.join(missing)}")
     return spec

@@ -44,7 +44,8 @@ def param_counts(model: Model) -> dict[str, int]:
     return {"total": trainable + non_trainable, "trainable": trainable, "non_trainable": non_trainable}
 
 
-KERAS_ORDER = ("kernel", "bias", "gamma", "beta", "moving_mean", "moving_variance")
+KERAS_ORDER = ("kernel", "bias", "gamma", "beta", "scale", "moving_mean", "moving_variance", "moving_stddev",
+               "renorm_mean", "renorm_stddev")
 
 
 def variables(model: Model) -> list[Variable]:
@@ -58,11 +59,12 @@ def variables(model: Model) -> list[Variable]:
 
 
 def describe(model: Model) -> dict:
-    """The model as plain JSON for another framework: per layer its Keras class, options (Keras' names and
-    values, defaults filled in) and shapes. What the bench's Keras and PyTorch mirrors are generated from."""
+    """The model as plain JSON for another framework: per layer its normlab kind, Keras class, options (Keras'
+    names and values, defaults filled in) and shapes. What the bench's Keras and PyTorch mirrors are generated
+    from; the kind tells apart layers one Keras class covers (``batch_norm``, ``batch_renorm``)."""
     _, _, shapes = abstract(model)
     inputs = [INPUT_SHAPE, *shapes[:-1]]
     return {"name": model.name, "input_shape": list(INPUT_SHAPE), "layers": [
-        {"class": layer.kind, "options": {k: v for k, v in spec.items() if k != "kind"},
+        {"kind": spec["kind"], "class": layer.kind, "options": {k: v for k, v in spec.items() if k != "kind"},
          "in_shape": list(in_shape), "out_shape": list(out_shape)}
         for (_, layer), spec, in_shape, out_shape in zip(model.layers, model.spec, inputs, shapes)]}
