@@ -20,7 +20,9 @@ from normlab.bench.common import summarize
 from normlab.errors import ConfigError
 
 PARAMS = {"baseline": 266_610, "bn-after": 271_346, "bn-before": 270_946, "wide-bn": 412_234,
-          "ioffe-sigmoid-bn": 100_610}
+          "ioffe-sigmoid-bn": 100_610, "cnn-bn": 207_450, "ln-after": 268_978, "rms-after": 267_794,
+          "renorm-after": 274_898, "torch-bn-after": 271_346}
+KERAS_CANNOT, TORCH_CANNOT = {"torch-bn-after"}, {"renorm-after"}  # see test_unsupported_layers_say_why
 
 
 def description(preset: str) -> dict:
@@ -76,6 +78,10 @@ def test_matmul_floor_skips_the_input_gradient_with_nothing_trainable_before():
     baseline = [name for name, *_ in matmul_shapes(build_preset("baseline"), 32)]
     assert len(baseline) == 8 and "dense dx=g@W^T" not in baseline  # no BN in front of the first Dense
     assert len(matmul_shapes(build_preset("bn-after"), 32)) == 9
+    cnn = matmul_shapes(build_preset("cnn-bn"), 32)  # a conv as its im2col GEMM: a row per output position
+    assert len(cnn) == 11 and cnn[:2] == [("conv2d fwd x@W", (32 * 28 * 28, 3 * 3 * 1), (9, 16), ((1,), (0,))),
+                                          ("conv2d dW=x^T@g", (32 * 28 * 28, 9), (32 * 28 * 28, 16), ((0,), (0,)))]
+    assert cnn[4] == ("conv2d_1 dx=g@W^T", (32 * 14 * 14, 32), (32, 3 * 3 * 16), ((1,), (0,)))
 
 
 class Recorder:
@@ -103,17 +109,58 @@ def test_keras_mirror_builds_keras_layers_with_keras_options():
         ("Dense", (), {"units": 10, **dense, "activation": "softmax", "use_bias": True})]
 
 
-def test_a_model_with_covariate_noise_is_not_mirrored_and_says_why():
-    """Keras and PyTorch have no CovariateNoise: each mirror raises Unsupported, naming it, for the peer to report."""
+def test_keras_mirror_translates_the_kinds_whose_options_are_not_keras_keywords():
+    """cnn-bn's conv, pooling and reshape options are Keras' own; BN drops normlab's convention; batch renorm is
+    BatchNormalization(renorm=True) with the paper's clipping, rmin = 1 / rmax."""
+    cnn = mirror.keras_layers(description("cnn-bn"))
+    assert cnn[:5] == [("Reshape", {"target_shape": [28, 28, 1]}),
+                       ("Conv2D", {"filters": 16, "kernel_size": 3, "strides": 1, "padding": "same",
+                                   "activation": "linear", "use_bias": False, "kernel_initializer": "glorot_uniform"}),
+                       ("BatchNormalization", {"momentum": 0.99, "epsilon": 0.001, "center": True, "scale": True}),
+                       ("Activation", {"activation": "relu"}),
+                       ("MaxPooling2D", {"pool_size": 2, "strides": None, "padding": "valid"})]
+    renorm = mirror.keras_layers(description("renorm-after"))[1]
+    assert renorm == ("BatchNormalization", {"momentum": 0.99, "epsilon": 0.001, "center": True, "scale": True,
+                                             "renorm_momentum": 0.99, "renorm": True,
+                                             "renorm_clipping": {"rmax": 3.0, "rmin": 1 / 3.0, "dmax": 5.0}})
+
+
+def built(*layers):
+    """A model of ``layers`` and a classifier head."""
+    from normlab.nn.models import build
+    return build("m", [*layers, {"kind": "flatten"}, {"kind": "dense", "units": 10}])
+
+
+def described(*layers) -> dict:
+    from normlab.nn.summary import describe
+    return describe(built(*layers))
+
+
+RESHAPE = {"kind": "reshape", "target_shape": [28, 28, 1]}
+
+
+@pytest.mark.parametrize("framework, model, reason", [
+    ("keras", lambda: description("bn-after-noisy"), "Keras has no layer class CovariateNoise"),
+    ("torch", lambda: description("bn-after-noisy"), r"no PyTorch mirror for covariate_noise \(the Keras class "
+                                                     r"CovariateNoise\)"),
+    ("keras", lambda: description("torch-bn-after"), "cannot keep an unbiased running variance"),
+    ("keras", lambda: described({"kind": "batch_renorm", "warmup_steps": 100}), "no warm-up or relaxation schedule"),
+    ("torch", lambda: described(RESHAPE, {"kind": "conv2d", "filters": 2, "kernel_size": 2, "padding": "same"}),
+     r"PyTorch pads both sides alike; conv2d padding \"same\" \(window \(2, 2\), strides \(1, 1\)\) on 28x28"),
+    ("torch", lambda: described(RESHAPE, {"kind": "max_pool2d", "padding": "same", "strides": 1}), "pads one more"),
+    ("torch", lambda: description("renorm-after"), "PyTorch has no batch renormalization"),
+    ("keras", lambda: description("ghost-after"), "no virtual_batch_size"),
+    ("torch", lambda: description("ghost-after"), "no virtual batches"),
+])
+def test_unsupported_layers_say_why(framework, model, reason):
+    """A layer a framework cannot mirror raises Unsupported with its reason, for that peer to report as skipped."""
     keras = Recorder()
     keras.layers = types.SimpleNamespace(Flatten=Recorder, BatchNormalization=Recorder, Dense=Recorder)  # no noise
-    with pytest.raises(mirror.Unsupported, match="Keras has no layer class CovariateNoise"):
-        mirror.keras_model(keras, description("bn-after-noisy"))
-    with pytest.raises(mirror.Unsupported, match="no PyTorch mirror for the Keras class CovariateNoise"):
-        mirror.torch_model(Recorder(), description("bn-after-noisy"))
+    with pytest.raises(mirror.Unsupported, match=reason):
+        mirror.keras_model(keras, model()) if framework == "keras" else mirror.torch_model(Recorder(), model())
 
 
-@pytest.mark.parametrize("preset", PARAMS)
+@pytest.mark.parametrize("preset", sorted(set(PARAMS) - TORCH_CANNOT))
 def test_torch_mirror_matches_normlab_parameter_count(preset):
     torch = pytest.importorskip("torch")
     model = mirror.torch_model(torch.nn, description(preset))
@@ -121,14 +168,82 @@ def test_torch_mirror_matches_normlab_parameter_count(preset):
     assert sum(t.numel() for t in [*model.parameters(), *buffers]) == PARAMS[preset]
 
 
-def test_keras_mirror_matches_normlab_parameter_count():
+def copy_weights(torch, mirrored, model, params) -> None:
+    """normlab's trainable weights into the PyTorch mirror, in Keras' variable order (PyTorch's module order)."""
+    import numpy as np
+    from normlab.nn.summary import variables
+    layout = {4: (3, 2, 0, 1), 2: (1, 0), 1: (0,)}  # Keras' HWIO and (in, out) kernels as PyTorch's (out, in, ...)
+    trainable = [v.path.split("/") for v in variables(model) if v.trainable]
+    with torch.no_grad():
+        for (layer, name), weight in zip(trainable, mirrored.parameters(), strict=True):
+            value = np.asarray(params[layer][name])
+            weight.copy_(torch.from_numpy(value.transpose(layout[value.ndim]).copy()))
+
+
+PADDED = [RESHAPE, {"kind": "conv2d", "filters": 3, "kernel_size": [3, 5], "padding": "same", "activation": "relu"},
+          {"kind": "max_pool2d", "pool_size": 3, "padding": "same"},  # TF pads 28 to 30, one each side
+          {"kind": "conv2d", "filters": 4, "strides": 2}, {"kind": "batch_norm"}]
+
+
+@pytest.mark.parametrize("preset", ["cnn-bn", "cnn-gn", "cnn-ln", "ln-after", "gn-after", "rms-after",
+                                    "torch-bn-after", "padded"])
+def test_torch_mirror_computes_what_normlab_computes(preset):
+    """normlab's weights copied into the PyTorch mirror give the same logits in inference and in training (batch
+    statistics), and the same moving means after that step: the NHWC permutes, Keras' flatten order, "same"
+    padding, each norm's axes and BN's momentum conventions all agree. With PyTorch's convention (unbiased
+    running variance) the moving variances agree too."""
+    import jax
+    import numpy as np
+    from normlab.nn import models
+    from normlab.nn.summary import describe
+    torch = pytest.importorskip("torch")
+    model = built(*PADDED) if preset == "padded" else models.preset(preset)
+    params, state = models.init(model, jax.random.key(0))
+    mirrored = mirror.torch_model(torch.nn, describe(model))
+    copy_weights(torch, mirrored, model, params)
+    x = np.random.default_rng(0).uniform(0, 1, (8, 28, 28)).astype(np.float32)
+    for train in (False, True):  # inference first: a training pass moves the running statistics
+        ours, new_state = models.apply(model, params, state, x, train=train)
+        mirrored.train(train)
+        with torch.no_grad():
+            theirs = mirrored(torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(theirs, np.asarray(ours), rtol=1e-4, atol=1e-4)
+    buffers = dict(mirrored.named_buffers())
+    stats = ["moving_mean", "moving_variance"] if preset == "torch-bn-after" else ["moving_mean"]
+    for name in stats:
+        torch_name = name.replace("moving", "running").replace("variance", "var")
+        ours = [np.asarray(s[name]) for s in new_state.values() if name in s]
+        theirs = [b.numpy() for key, b in buffers.items() if key.endswith(torch_name)]
+        assert len(ours) == len(theirs) == sum(kind.kind == "BatchNormalization" for _, kind in model.layers)
+        for a, b in zip(ours, theirs):
+            np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+
+
+KERAS_CHECK = """import json, os, sys
+os.environ['KERAS_BACKEND'] = 'numpy'  # builds the same variables as jax or tensorflow, without compiling (-50 s)
+import keras
+from normlab.bench.mirror import keras_model
+found = []
+for description in json.load(sys.stdin):
+    keras.backend.clear_session()  # layer names count from 0 again, as in a fresh program
+    model = keras_model(keras, description)
+    found.append([model.count_params(), [[w.path.split('/', 1)[1], list(w.shape)] for w in model.weights]])
+print(json.dumps(found))
+"""
+
+
+def test_keras_mirror_matches_normlab_parameter_count_and_variables():
+    """Keras' count and its ``model.weights`` (paths and shapes, in order) are ours (``nn.summary.variables``)."""
     if importlib.util.find_spec("keras") is None:
         pytest.skip("keras not installed (the [bench] extra)")
-    code = ("import json, os, sys; os.environ['KERAS_BACKEND'] = 'jax'; import keras; from normlab.bench.mirror import "
-            "keras_model; print([keras_model(keras, d).count_params() for d in json.load(sys.stdin)])")
-    models = json.dumps([description(preset) for preset in PARAMS])
-    out = subprocess.run([sys.executable, "-c", code], input=models, capture_output=True, text=True, check=True).stdout
-    assert json.loads(out.strip().splitlines()[-1]) == list(PARAMS.values())
+    from normlab.experiments.study import parse as parse_study
+    from normlab.nn.summary import variables
+    presets = sorted(set(PARAMS) - KERAS_CANNOT)
+    models = [parse_study(WIDE_BN_STUDY, "wide.toml").base.model(preset) for preset in presets]
+    out = subprocess.run([sys.executable, "-c", KERAS_CHECK], input=json.dumps([description(p) for p in presets]),
+                         capture_output=True, text=True, check=True).stdout
+    assert json.loads(out.strip().splitlines()[-1]) == [
+        [PARAMS[preset], [[v.path, list(v.shape)] for v in variables(model)]] for preset, model in zip(presets, models)]
 
 
 @pytest.mark.full_data
