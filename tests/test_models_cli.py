@@ -64,3 +64,21 @@ def test_a_study_model_trains_with_run(real_data, study, tmp_path):
     runs = {r["preset"]: r for r in results["runs"]}
     assert set(runs) == {"wide-bn", "bn-after"} and runs["wide-bn"]["params"]["total"] == 412_234
     assert all(0.2 < r["history"]["val_accuracy"][-1] <= 1 for r in runs.values())  # 63 steps: above chance (0.1)
+
+
+NEW_PRESETS = ["cnn-baseline", "cnn-bn", "cnn-gn", "cnn-ln", "ln-after", "gn-after", "rms-after", "renorm-after",
+               "ghost-after", "torch-bn-after"]
+
+
+def test_every_norm_and_cnn_preset_trains_from_a_study_file(data_dir, tmp_path):
+    """One seed, one short epoch each: a finite loss, an accuracy, and a checkpoint with the norms' state."""
+    study = tmp_path / "zoo.toml"
+    study.write_text(f"[config]\npresets = {json.dumps(NEW_PRESETS)}\nseeds = 1\nepochs = 1\nsubset = 96\n"
+                     "batch_size = 32\nlearning_rate = 0.01\nworkers = 1\n")
+    out = tmp_path / "out"
+    assert main(["run", str(study), "--out", str(out), "--data-dir", str(data_dir), "--no-verify"]) == 0
+    results = json.loads(next(out.glob("trials/*/results.json")).read_text())
+    trained = {run["preset"]: run for run in results["runs"]}
+    assert set(trained) == set(NEW_PRESETS)
+    for run in trained.values():
+        assert all(0 < loss < 10 for loss in run["history"]["loss"]) and 0 <= run["history"]["val_accuracy"][-1] <= 1

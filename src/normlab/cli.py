@@ -19,7 +19,8 @@ PRESET_HELP = "a preset (baseline, bn-after, bn-before, ...: nn/presets.toml) or
 # StudyConfig field -> the option that sets it; the config checks every value, argparse only parses them.
 OPTIONS = {"epochs": "--epochs", "learning_rate": "--lr", "batch_size": "--batch-size", "optimizer": "--optimizer",
            "bn_momentum": "--bn-momentum", "bn_epsilon": "--bn-eps", "subset": "--subset", "seeds": "--seeds",
-           "seeds_per_program": "--seeds-per-program", "workers": "--workers", "first_seed": "--seed"}
+           "seeds_per_program": "--seeds-per-program", "workers": "--workers", "first_seed": "--seed",
+           "lr_batch": "--lr-batch"}
 
 
 def _names(text: str) -> list[str]:
@@ -378,6 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--epochs", type=int, help=f"default {default('epochs')}")
         p.add_argument("--lr", type=float, help=f"learning rate (default {default('learning_rate')})")
         p.add_argument("--batch-size", type=int, help=f"default {default('batch_size')}")
+        p.add_argument("--lr-batch", type=int, help="scale the learning rate linearly with the batch size: --lr is "
+                       "for batches of this size (Goyal et al. 2017); default: no scaling")
         p.add_argument("--optimizer", help=f"sgd, momentum or adam (default {default('optimizer')})")
         p.add_argument("--bn-momentum", type=float, help=f"BN moving-average momentum, in [0, 1), for every batch_norm "
                        f"layer that sets none (default {default('bn_momentum')})")

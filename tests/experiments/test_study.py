@@ -215,6 +215,11 @@ def test_trial_folder_names_stay_short_and_unique_when_every_key_is_swept():
     (dict(presets=("bn-sideways",)), "unknown preset 'bn-sideways'"),
     (dict(optimizer={"sgd": 1}), "optimizer must be one of sgd, momentum, adam"),
     (dict(optimizer="x" * 10_000), "optimizer must be one of sgd, momentum, adam, got 'xxxxxxxxxxxx...xxxxxxxxxxxxx'"),
+    (dict(lr_batch=0), "lr_batch must be unset or an int in 1..55000"),
+    (dict(learning_rate=3e38, lr_batch=1, batch_size=32), "learning_rate * batch_size / lr_batch is 9.6e+39, beyond"),
+    (dict(models={"t": {"layers": [{"kind": "flatten"}, {"kind": "batch_norm", "convention": "pytorch"},
+                                   {"kind": "dense", "units": 10}]}}, presets=("t",), batch_size=1),
+     "model t at batch size 1: batch_norm (convention pytorch): expected more than 1 value per feature"),
 ])
 def test_python_callers_get_the_same_checks(fields, fragment):
     with pytest.raises(ConfigError) as caught:
@@ -296,3 +301,10 @@ def test_a_swept_list_of_presets_is_recorded_as_one_text():
     overrides = {"presets": ("bn-after", "baseline"), "learning_rate": 0.1}
     assert studies.setting(overrides) == {"presets": "bn-after,baseline", "learning_rate": 0.1}
     assert studies.trial_id(3, overrides) == "003-presets=bn-after,baseline-learning_rate=0.1"
+
+
+def test_lr_batch_scales_the_learning_rate_linearly_with_the_batch():
+    """Goyal et al.'s rule: lr 0.01 meant for batch 32 is 0.0025 at batch 8 and 0.08 at batch 256."""
+    assert StudyConfig(learning_rate=0.01, lr_batch=32, batch_size=8).train_config().learning_rate == 0.0025
+    assert StudyConfig(learning_rate=0.01, lr_batch=32, batch_size=256).train_config().learning_rate == 0.08
+    assert StudyConfig(learning_rate=0.01, batch_size=256).train_config().learning_rate == 0.01

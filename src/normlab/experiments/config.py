@@ -12,7 +12,7 @@ from normlab.errors import ConfigError, shown
 from normlab.experiments.defaults import default
 from normlab.experiments.workers import default_workers
 from normlab.nn import spec as layer_specs
-from normlab.nn.models import NAME, Model, build, check_name, presets, unknown
+from normlab.nn.models import NAME, Model, build, check_batch, check_name, presets, unknown
 from normlab.train.loop import OPTIMIZERS, TrainConfig
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # training runs in float32: a larger value would become inf
@@ -28,6 +28,7 @@ INTS = {  # inclusive ranges; the upper bounds keep memory and time bounded what
     "subset": (1, TRAIN_IMAGES, " (the training set's size)"),
     "seeds_per_program": (1, MAX_SEEDS, ""),  # more than ``seeds`` means all of them (``reproduce.jobs``)
     "workers": (1, 1024, ""),
+    "lr_batch": (1, TRAIN_IMAGES, " (the training set's size)"),
 }
 _POSITIVE = (f"(0, {FLOAT32_MAX!r}]", lambda x: x > 0)
 _FRACTION = ("[0, 1)", lambda x: 0 <= x < 1)
@@ -117,12 +118,17 @@ class StudyConfig:
     seeds_per_program: int | None = None  # vmap width; None: measured default (1 on CPU, all on accelerators)
     workers: int | None = None   # training processes; None: measured default (one per core on CPU, else 1)
     models: dict = dataclasses.field(default_factory=dict)  # the study's own, [models.NAME]: {"layers": [...]}
+    # Goyal et al. 2017's linear scaling rule: learning_rate is meant for batches of lr_batch and each run uses
+    # learning_rate * batch_size / lr_batch, so a batch-size sweep compares equal progress per epoch. None: as is.
+    lr_batch: int | None = None
 
     def __post_init__(self):
         for f in dataclasses.fields(self):  # normalized in place, so equal configs compare and serialize equal
             object.__setattr__(self, f.name, check(f.name, getattr(self, f.name)))
-        for preset in self.presets:
-            self.model(preset)  # an unknown name, or a model whose shapes do not fit, fails here
+        for preset in self.presets:  # an unknown name, a model whose shapes do not fit or an undefined batch
+            check_batch(self.model(preset), self.batch_size)
+        if not self.step_size <= FLOAT32_MAX:
+            raise ConfigError(f"learning_rate * batch_size / lr_batch is {self.step_size:g}, beyond float32")
         last = self.first_seed + self.seeds - 1
         if last >= SEED_LIMIT:
             raise ConfigError(f"first_seed + seeds - 1 must be below 2**32 (seeds are uint32), got {last}")
@@ -136,8 +142,13 @@ class StudyConfig:
         """Training processes, resolved (see ``experiments.workers.default_workers``)."""
         return self.workers if self.workers is not None else default_workers()
 
+    @property
+    def step_size(self) -> float:
+        """The learning rate each run uses: ``learning_rate``, scaled by the batch size when ``lr_batch`` is set."""
+        return self.learning_rate if self.lr_batch is None else self.learning_rate * self.batch_size / self.lr_batch
+
     def train_config(self) -> TrainConfig:
-        return TrainConfig(self.learning_rate, self.batch_size, self.epochs, self.optimizer, self.optimizer_momentum)
+        return TrainConfig(self.step_size, self.batch_size, self.epochs, self.optimizer, self.optimizer_momentum)
 
     def model(self, preset: str) -> Model:
         """The preset or study model of that name; a batch_norm without its own momentum or epsilon gets the
