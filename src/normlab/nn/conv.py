@@ -8,14 +8,32 @@ with ``p`` the padding before (0 for ``"valid"``, TF's rule for ``"same"``, see 
 NHWC and the kernel ``(kh, kw, in_channels, filters)`` (HWIO), Keras' layout, so weights read the same in both.
 """
 
-import jax
 import jax.numpy as jnp
 
 from normlab.layer import Flag, Layer, Units, Window
 from normlab.nn.activations import FUNCTIONS, Activation
-from normlab.nn.dense import Initializer
+from normlab.nn.dense import Initializer, matmul
 from normlab.nn.initializers import INITIALIZERS
 from normlab.nn.window import Padding, output_shape, pair
+
+
+def patches(x, window: tuple, steps: tuple, padding: str):
+    """im2col: every output position's window as one row, ``(n * out_h * out_w, kh * kw * channels)``, in the
+    order of the HWIO kernel's rows, so the convolution is one GEMM.
+
+    XLA's CPU convolution ran 4-6x slower inside the epoch's ``lax.scan`` than called alone (cnn-bn at batch 2:
+    17 ms per training step vs 3.9 ms with this GEMM form; 2-core EPYC, jaxlib 0.10.2); matmuls keep their speed
+    there, as the MLP's do.
+    """
+    (kh, kw), (sh, sw) = window, steps
+    n, height, width, channels = x.shape
+    out_h, out_w, _ = output_shape("conv2d", x.shape[1:], window, steps, padding, channels)
+    if padding == "same":  # TF's rule (``nn.window``): the odd value after
+        pad_h, pad_w = max((out_h - 1) * sh + kh - height, 0), max((out_w - 1) * sw + kw - width, 0)
+        x = jnp.pad(x, ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0)))
+    shifted = [x[:, a:a + (out_h - 1) * sh + 1:sh, b:b + (out_w - 1) * sw + 1:sw, :]
+               for a in range(kh) for b in range(kw)]
+    return jnp.concatenate(shifted, axis=-1).reshape(n * out_h * out_w, kh * kw * channels), (n, out_h, out_w)
 
 
 def conv2d(filters: Units, kernel_size: Window = 3, strides: Window = 1, padding: Padding = "valid",
@@ -32,8 +50,8 @@ def conv2d(filters: Units, kernel_size: Window = 3, strides: Window = 1, padding
         return params, {}, out_shape
 
     def apply(params, state, x, train, mask=None):
-        y = jax.lax.conv_general_dilated(x, params["kernel"], steps, padding.upper(),
-                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        rows, out = patches(x, window, steps, padding)
+        y = matmul(rows, params["kernel"].reshape(-1, filters)).reshape(*out, filters)
         if use_bias:
             y = y + params["bias"]
         return act(y), state
