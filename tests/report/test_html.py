@@ -273,3 +273,16 @@ def test_bad_run_directory_is_a_one_line_config_error(tmp_path, content, message
     with pytest.raises(ConfigError, match=message) as error:
         report_command([tmp_path], None, None)
     assert "\n" not in str(error.value)
+
+
+def test_a_sweep_over_two_architectures_gets_a_panel_each():
+    """The norms-vs-batch-size study: the MLP's norms and the CNN's are compared among themselves."""
+    from normlab.nn.models import presets
+    from normlab.report.html import architecture
+    from normlab.report.plots import sweep_png
+    assert architecture(presets()["cnn-bn"]) == "conv 16-32, dense 128-10"
+    assert architecture(presets()["bn-after"]) == architecture(presets()["ln-after"]) == "dense 300-100-10"
+    series = {"bn-after": [(2, 0.7, (0.6, 0.8)), (32, 0.8, None)], "cnn-bn": [(2, 0.75, None), (32, 0.85, None)]}
+    one, two = sweep_png(series, "batch_size"), sweep_png(series, "batch_size", {"bn-after": "MLP", "cnn-bn": "CNN"})
+    width = lambda png: int.from_bytes(png[16:20], "big")  # noqa: E731 - the PNG header's IHDR width
+    assert width(two) > 1.5 * width(one)

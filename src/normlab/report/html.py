@@ -15,6 +15,7 @@ from pathlib import Path
 
 from normlab.errors import ConfigError
 from normlab.files import MiB, FileProblem, display, one_line, read_bytes, write_text
+from normlab.nn.models import presets
 from normlab.report.diagnostics import findings, section_html
 from normlab.report.diagnostics_json import NAME as DIAGNOSTICS, find_diagnostics, load_diagnostics
 from normlab.report.literal import markdown
@@ -75,6 +76,27 @@ def _sweep_keys(groups: dict[str, dict]) -> list[str]:
             if k != "preset" and len(vs) > 1 and all(sort_key(v)[0] == 0 for v in vs)]
 
 
+def architecture(layers: list) -> str:
+    """A model's weighted layers without its norms and activations, e.g. "conv 16-32, dense 128-10": what sets an
+    MLP's presets apart from a CNN's in a sweep plot."""
+    sizes = {kind: "-".join(str(layer.get(option)) for layer in layers if layer.get("kind") == kind)
+             for kind, option in (("conv2d", "filters"), ("dense", "units"))}
+    return ", ".join(f"{kind.removesuffix('2d')} {text}" for kind, text in sizes.items() if text)
+
+
+def _architectures(results_list: list[dict]) -> dict[str, str]:
+    """preset -> its architecture, from the models each results file names (a study's own, else the presets)."""
+    found = {}
+    for results in results_list:
+        models = (results.get("config") or {}).get("models") or {}
+        for preset in {run.get("preset") for run in results.get("runs", []) if isinstance(run, dict)}:
+            layers = models.get(preset, {}).get("layers") if isinstance(models.get(preset), dict) else None
+            layers = layers if isinstance(layers, list) else presets().get(preset)
+            if isinstance(layers, list) and all(isinstance(layer, dict) for layer in layers):
+                found[preset] = architecture(layers)
+    return found
+
+
 def _sweep_series(groups: dict[str, dict], key: str) -> dict[str, list]:
     series: dict[str, list] = {}
     for g in groups.values():
@@ -116,9 +138,13 @@ def write_html(results_list: list[dict], out: Path, titles: list[str] | None = N
     if curves:
         parts += ["<h2>Learning curves</h2><p class=note>Mean over the seeds that did not diverge (n in the "
                   "legend); the band is ± 1 sample std.</p>", img(learning_curves_png(curves), "learning curves")]
+    architectures = _architectures(results_list)
     for key in _sweep_keys(groups):
         if series := _sweep_series(groups, key):
-            parts += [f"<h2>Sweep over {esc(key)}</h2>", img(sweep_png(series, key), f"sweep {key}")]
+            panel_of = {name: architectures.get(g["setting"]["preset"], "") for name, g in groups.items()}
+            panel_of = {label(g["setting"], skip=key): panel_of[name] for name, g in groups.items()}
+            panels = panel_of if len(set(panel_of.values())) > 1 else None
+            parts += [f"<h2>Sweep over {esc(key)}</h2>", img(sweep_png(series, key, panels), f"sweep {key}")]
     prose = BN_EXPLANATION[:-WHY_IT_HELPS] if diagnostics else BN_EXPLANATION
     parts += ["<h2>How batch normalization works</h2>", *(f"<p>{esc(line)}</p>" for line in prose)]
     parts += [section_html(diagnostics, img)] if diagnostics else []

@@ -91,32 +91,41 @@ def learning_curves_png(groups: dict[str, list[Run]]) -> bytes:
     return png_bytes(_learning_curves_figure(groups, shared_legend=True))
 
 
-def sweep_png(series: dict[str, list[tuple[float, float, tuple[float, float] | None]]], key: str) -> bytes:
+def sweep_png(series: dict[str, list[tuple[float, float, tuple[float, float] | None]]], key: str,
+              panel_of: dict[str, str] | None = None) -> bytes:
     """Final validation accuracy (%) against one swept value: a line per series, error bars = 95% CI.
 
     ``series`` maps a label to (x, mean accuracy, CI or None) points; the x axis is logarithmic when the values
-    span a factor of ten or more, as learning rates usually do.
+    span a factor of ten or more, as learning rates and batch sizes usually do. ``panel_of`` (label -> panel
+    title, e.g. the architecture) draws one panel per title side by side, so an MLP's norms and a CNN's are
+    compared among themselves; the y axis is shared.
     """
-    fig = Figure(figsize=(6.5, 4), layout="constrained")
-    ax = fig.subplots()
-    xs = [x for points in series.values() for x, _, _ in points]
-    log = min(xs) > 0 and max(xs) / min(xs) >= 10
-    bars = []
-    for i, (label, points) in enumerate(series.items()):
-        points = sorted(points, key=lambda p: p[0])
-        x = [p[0] for p in points]
-        y = [100 * p[1] for p in points]
-        err = [[100 * (p[1] - p[2][0]) if p[2] else 0 for p in points],
-               [100 * (p[2][1] - p[1]) if p[2] else 0 for p in points]]
-        bars.append(ax.errorbar(x, y, yerr=err, marker="o", markersize=4, capsize=3, label=literal(label),
-                                **_style(i)))
+    panels: dict[str, dict] = {}
+    for label, points in series.items():
+        panels.setdefault((panel_of or {}).get(label, ""), {})[label] = points
+    fig = Figure(figsize=(6.5 * len(panels) ** 0.8, 4.2), layout="constrained")
+    axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    xs = sorted({x for points in series.values() for x, _, _ in points})
+    log = xs[0] > 0 and xs[-1] / xs[0] >= 10
     name = literal(key.replace("_", " "))
-    ax.set(title=f"Final validation accuracy vs {name}", xlabel=name + (" (log scale)" if log else ""),
-           ylabel="final validation accuracy (%)", xscale="log" if log else "linear")
-    ax.set_xticks(sorted(set(xs)), labels=[f"{x:g}" for x in sorted(set(xs))])
-    ax.xaxis.set_minor_locator(NullLocator())
-    ax.grid(alpha=0.3)
-    _legend(ax, bars, fontsize="small", title="error bars: 95% CI", title_fontsize="small")
+    for ax, (title, members) in zip(axes, panels.items()):
+        bars = []
+        for i, (label, points) in enumerate(members.items()):
+            points = sorted(points, key=lambda p: p[0])
+            y = [100 * p[1] for p in points]
+            err = [[100 * (p[1] - p[2][0]) if p[2] else 0 for p in points],
+                   [100 * (p[2][1] - p[1]) if p[2] else 0 for p in points]]
+            bars.append(ax.errorbar([p[0] for p in points], y, yerr=err, marker="o", markersize=4, capsize=3,
+                                    label=literal(label), **_style(i)))
+        ax.set(title=literal(title) if title else f"Final validation accuracy vs {name}",
+               xlabel=name + (" (log scale)" if log else ""), xscale="log" if log else "linear")
+        ax.set_xticks(xs, labels=[f"{x:g}" for x in xs])
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.grid(alpha=0.3)
+        _legend(ax, bars, fontsize="small", title="error bars: 95% CI", title_fontsize="small")
+    axes[0].set_ylabel("final validation accuracy (%)")
+    if len(panels) > 1:
+        fig.suptitle(f"Final validation accuracy vs {name}")
     return png_bytes(fig)
 
 
