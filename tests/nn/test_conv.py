@@ -69,6 +69,8 @@ def test_a_small_cnn_builds_with_keras_names_and_shapes():
     ([{"kind": "conv2d", "filters": 4}], r"conv2d needs an image input \(height, width, channels\), got shape "
                                          r"\(28, 28\); put \{kind = \"reshape\", target_shape = \[28, 28, 1\]\} first"),
     ([CNN[0], {"kind": "conv2d", "filters": 4, "kernel_size": 29}], "a 29x29 window does not fit the 28x28 input"),
+    ([CNN[0], {"kind": "conv2d", "filters": 4, "kernel_size": 1000, "padding": "same"}],
+     "a 1000x1000 window does not fit the 28x28 input"),  # im2col would trace a million slices
     ([CNN[0], {"kind": "conv2d", "filters": 4, "kernel_size": [3]}], r"kernel_size must be an int in 1\.\.1,048,576 "
                                                                      r"or a list \[height, width\] of two"),
     ([CNN[0], {"kind": "conv2d", "filters": 4, "strides": 0}], "strides must be"),
@@ -85,6 +87,6 @@ def test_a_valid_window_may_exactly_fit_and_same_never_shrinks_below_one():
     model = build("m", [CNN[0], {"kind": "conv2d", "filters": 1, "kernel_size": 28}, {"kind": "flatten"},
                         {"kind": "dense", "units": 10}])
     assert layer_rows(model)[1].output_shape == (None, 1, 1, 1)
-    same = build("m", [CNN[0], {"kind": "conv2d", "filters": 1, "kernel_size": 40, "strides": 64, "padding": "same"},
+    same = build("m", [CNN[0], {"kind": "conv2d", "filters": 1, "kernel_size": 28, "strides": 64, "padding": "same"},
                        {"kind": "flatten"}, {"kind": "dense", "units": 10}])
     assert layer_rows(same)[1].output_shape == (None, 1, 1, 1)
