@@ -1,6 +1,5 @@
 """Real training in a subprocess, killed and interrupted: nothing finished is lost, and resuming is exact."""
 
-import os
 import random
 import shutil
 import signal
@@ -13,13 +12,14 @@ import safetensors.numpy
 
 pytestmark = pytest.mark.full_data
 EPOCHS = 6
-TRAIN = ["train", "bn-after", "--subset", "1500", "--epochs", str(EPOCHS), "--seed", "3"]
+# test_signals.py's subset: the same programs, which the session's compile cache then holds for both
+TRAIN = ["train", "bn-after", "--subset", "2000", "--epochs", str(EPOCHS), "--seed", "3"]
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    """A private compile cache shared by the runs here, so each restart compiles from disk in about a second."""
-    return {**os.environ, "XDG_CACHE_HOME": str(tmp_path_factory.mktemp("cache")), "PYTHONUNBUFFERED": "1"}
+def env(cli_env):
+    """The session's compile cache (conftest.cli_env), so each restart compiles from disk in about a second."""
+    return {**cli_env, "PYTHONUNBUFFERED": "1"}
 
 
 @pytest.fixture(scope="module")

@@ -61,6 +61,14 @@ def start_paused(args, tmp_path, stage):
     return proc
 
 
+@pytest.fixture(scope="module", autouse=True)
+def session_cache(cli_env):
+    """The CLI processes here compile into, and load from, the session's compile cache (conftest.cli_env)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", cli_env["XDG_CACHE_HOME"])
+        yield
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     """A finished ``train bn-after`` run, for the tests that start from one to copy."""
@@ -120,21 +128,29 @@ def test_an_interrupted_sweep_trial_says_interrupted(tmp_path):
 
 # 3. Two processes, one run folder.
 
-@pytest.mark.full_data
-@pytest.mark.parametrize("second", [["train", "bn-after", "--seed", "1", *TINY],
-                                    ["reproduce", "--seeds", "1", *TINY],
-                                    ["train", "bn-after", "--seed", "0", *TINY, "--resume"]])
-def test_a_run_folder_has_one_writer(tmp_path, second):
-    out = tmp_path / "run"
-    first = start_paused(["train", "bn-after", "--seed", "0", *TINY, "--out", out], tmp_path, "train")
+@pytest.fixture(scope="module")
+def first_writer(tmp_path_factory):
+    """A `train` held while training, its run folder claimed: each second writer below meets the same one. Once
+    they have, SIGTERM still stops it as usual."""
+    folder = tmp_path_factory.mktemp("first")
+    first = start_paused(["train", "bn-after", "--seed", "0", *TINY, "--out", folder / "run"], folder, "train")
     try:
-        before = tree(out)
-        one_line_error(*[normlab(*second, "--out", out)[i] for i in (0, 2)], f"in use by normlab process {first.pid}")
-        assert tree(out) == before
+        yield first, folder / "run"
     finally:
         first.send_signal(signal.SIGTERM)
         first.communicate(timeout=300)
     assert first.returncode == 143
+
+
+@pytest.mark.full_data
+@pytest.mark.parametrize("second", [["train", "bn-after", "--seed", "1", *TINY],
+                                    ["reproduce", "--seeds", "1", *TINY],
+                                    ["train", "bn-after", "--seed", "0", *TINY, "--resume"]])
+def test_a_run_folder_has_one_writer(first_writer, second):
+    first, out = first_writer
+    before = tree(out)
+    one_line_error(*[normlab(*second, "--out", out)[i] for i in (0, 2)], f"in use by normlab process {first.pid}")
+    assert tree(out) == before and first.poll() is None
 
 
 @pytest.mark.full_data

@@ -18,6 +18,7 @@ import time
 
 import pytest
 
+from conftest import cache_home
 from normlab.train import checkpoint
 
 pytestmark = [pytest.mark.full_data, pytest.mark.fuzz]
@@ -36,17 +37,11 @@ MOMENTS = {
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
-
-
-@pytest.fixture(scope="module")
-def one_epoch_run(tmp_path_factory, cache):
+def one_epoch_run(tmp_path_factory, cli_env):
     """A finished one-epoch run, copied for each case that resumes (the checkpoint-read moment)."""
     out = tmp_path_factory.mktemp("template") / "run"
     done = subprocess.run([sys.executable, "-m", "normlab.cli", *TRAIN, "--epochs", "1", "--out", str(out)],
-                          env={**os.environ, "XDG_CACHE_HOME": str(cache)}, capture_output=True, text=True,
-                          timeout=600)
+                          env=cli_env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     return out
 
@@ -65,14 +60,14 @@ def cases():
 
 
 @pytest.mark.parametrize("stage,signum", cases())
-def test_a_signal_at_any_moment(tmp_path, cache, one_epoch_run, stage, signum):
+def test_a_signal_at_any_moment(tmp_path, cli_env, one_epoch_run, stage, signum):
     pause, resumes = MOMENTS[stage]
     out, stages = tmp_path / "run", tmp_path / "stages"
     if resumes:
         shutil.copytree(one_epoch_run, out)
     # "compile" needs a cold cache so the signal lands inside XLA's compilation, not after a 1 s cache load
-    env = {**os.environ, "NORMLAB_TEST_STAGES": str(stages), "PYTHONUNBUFFERED": "1",
-           "XDG_CACHE_HOME": str(tmp_path / "cold" if stage == "compile" else cache),
+    env = {**cli_env, "NORMLAB_TEST_STAGES": str(stages), "PYTHONUNBUFFERED": "1",
+           **({"XDG_CACHE_HOME": str(cache_home(tmp_path / "cold"))} if stage == "compile" else {}),
            **({"NORMLAB_TEST_PAUSE_AT": stage} if pause else {})}
     argv = [*TRAIN, "--epochs", "2", "--out", str(out), *(["--resume"] if resumes else [])]
     proc = subprocess.Popen([sys.executable, "-m", "normlab.cli", *argv], env=env, stdout=subprocess.PIPE,

@@ -1,6 +1,7 @@
 """Fuzzing study files and StudyConfig: whatever the input, a valid study or one ConfigError, nothing else."""
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -50,9 +51,12 @@ PLAUSIBLE = {  # values in and at the edges of each field's range, so that many 
 
 
 def table(value_of, max_size: int, min_size: int = 0):
-    """Mostly a table of real field names, each value drawn by ``value_of(name)``; else anything."""
+    """Mostly a table of real field names, each value drawn by ``value_of(name)``; else anything. The strategy of
+    each set of names is built once (``functools.cache``), not at every draw."""
+    value_of = functools.cache(value_of)
+    fields_of = functools.cache(lambda keys: st.fixed_dictionaries({key: value_of(key) for key in keys}))
     fields = st.lists(st.sampled_from(FIELDS), unique=True, min_size=min_size, max_size=max_size).flatmap(
-        lambda keys: st.fixed_dictionaries({key: value_of(key) for key in keys}))
+        lambda keys: fields_of(tuple(keys)))
     return mostly(fields, st.dictionaries(KEYS, VALUES, max_size=2) | VALUES)
 
 
@@ -74,8 +78,8 @@ SWEEP = st.builds(lambda grid, random: {**grid, **random} if isinstance(grid, di
                   st.fixed_dictionaries({}, optional={"random": RANDOM}))
 OPTION_VALUES = st.sampled_from([1, 10, 300, 0, -1, 2**20, 2**20 + 1, 0.5, 0.99, 1.0, 1e-3, 0.0, math.inf, math.nan,
                                  True, False, "relu", "softmax", "he_normal", "linear", "x", 3.4e38, 1e39])
-LAYER = mostly(st.sampled_from(sorted(KINDS)).flatmap(lambda kind: st.fixed_dictionaries(
-    {"kind": st.just(kind)}, optional={name: mostly(OPTION_VALUES, VALUES) for name in options(kind)})),
+LAYER = mostly(st.sampled_from(sorted(KINDS)).flatmap(functools.cache(lambda kind: st.fixed_dictionaries(
+    {"kind": st.just(kind)}, optional={name: mostly(OPTION_VALUES, VALUES) for name in options(kind)}))),
     st.dictionaries(st.sampled_from(["kind", "units", "unit"]) | HOSTILE_KEYS, VALUES, max_size=3))
 LAYERS = mostly(st.lists(LAYER, max_size=5).map(  # mostly shaped like a classifier, so the shape checks are reached
     lambda body: [{"kind": "flatten"}, *body, {"kind": "dense", "units": 10, "activation": "softmax"}]), VALUES)

@@ -2,11 +2,10 @@
 
 from pathlib import Path
 
-from tensorboardX import SummaryWriter
-
 from normlab.report.literal import printable
 from normlab.report.results_json import Run, runs
 from normlab.report.tensorboard import run_directory
+from tensorboardX import SummaryWriter  # after normlab.report.tensorboard, which imports it without torch
 
 
 def _hparam(value):
