@@ -1,5 +1,7 @@
 """Presets match the study's Keras models: counts, layer order, bias-free Dense before BN, and the forward math."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,7 +9,8 @@ import pytest
 
 from normlab.errors import ConfigError
 from normlab.nn.losses import sparse_categorical_crossentropy
-from normlab.nn.models import apply, init, preset
+from normlab.nn.models import _check_batch, apply, init, preset, presets
+from normlab.nn.registry import BATCH_LIMITED
 from normlab.nn.summary import layer_rows, param_counts, variables
 
 MLP, F = 784 * 300 + 300 + 300 * 100 + 100 + 100 * 10 + 10, 784 + 300 + 100
@@ -101,3 +104,16 @@ def test_dense_gradients_match_numpy():
     np.testing.assert_allclose(y, x @ w, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(dx, g @ w.T, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(dw, x.T @ g, rtol=1e-5, atol=1e-5)
+
+
+def test_only_batch_limited_layers_make_a_batch_size_undefined():
+    """``check_batch`` traces only models with a ``BATCH_LIMITED`` layer: every other preset must trace at any
+    batch size, or a study would accept a batch that fails hours later."""
+    for name in presets():
+        model = preset(name)
+        limited = any(BATCH_LIMITED.get(spec["kind"], lambda spec: False)(spec) for spec in model.spec)
+        for batch in (1, 3, 24):
+            try:
+                _check_batch(json.dumps([model.name, model.spec], sort_keys=True, default=str), batch)
+            except ConfigError:
+                assert limited, f"{name} at batch {batch}"

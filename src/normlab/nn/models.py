@@ -18,6 +18,7 @@ import jax
 from normlab.errors import ConfigError, did_you_mean, shown
 from normlab.layer import Layer
 from normlab.nn import spec as specs
+from normlab.nn.registry import BATCH_LIMITED
 
 INPUT_SHAPE = (28, 28)
 NUM_CLASSES = 10
@@ -135,7 +136,9 @@ def apply(model: Model, params, state, x, train: bool, mask=None):
 def check_batch(model: Model, batch_size: int) -> None:
     """A training step's shapes traced at ``batch_size`` rows, computing nothing: a layer for which that batch is
     undefined (PyTorch-convention BN at batch 1, a ghost batch size that does not divide it) raises its ConfigError
-    when the study is read, not hours into a sweep."""
+    when the study is read, not hours into a sweep. Only models with such a layer (``BATCH_LIMITED``) are traced."""
+    if not any(BATCH_LIMITED.get(spec["kind"], lambda spec: False)(spec) for spec in model.spec):
+        return
     _check_batch(json.dumps([model.name, model.spec], sort_keys=True, default=str), batch_size)
 
 

@@ -36,3 +36,8 @@ KINDS = {
 
 # Kinds whose option defaults depend on a ``convention`` option: convention -> option -> value (``nn.spec``).
 CONVENTIONS = {"batch_norm": BATCH_NORM_CONVENTIONS}
+
+# Layers whose training step is undefined at some batch sizes (they raise ConfigError when traced there):
+# ``models.check_batch`` traces a model only if one of its layer specs is such a layer.
+BATCH_LIMITED = {"batch_norm": lambda spec: spec["convention"] == "pytorch",  # batch 1: no unbiased variance
+                 "ghost_batch_norm": lambda spec: True}  # a virtual batch size that does not divide the batch
