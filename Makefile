@@ -36,6 +36,6 @@ clean:
 	rm -rf $(VENV) src/*.egg-info .pytest_cache .hypothesis
 
 # Property-based fuzzing (IDX reader, checkpoint files and records, study files, results.json) with 10,000
-# examples each, and SIGINT/SIGTERM at every moment of a run 10 times each (CI: 2,000 examples, 2 times).
+# examples each, and SIGINT/SIGTERM at every moment of a run 10 times each (CI: 1,000 examples, once).
 fuzz: data
 	NORMLAB_FUZZ_EXAMPLES=10000 NORMLAB_SIGNAL_REPS=10 $(BIN)/pytest -q -m fuzz

@@ -20,7 +20,7 @@ def idx_bytes(a: np.ndarray, type_byte: int = 0x08) -> bytes:
     return struct.pack(f">2xBB{a.ndim}I", type_byte, a.ndim, *a.shape) + a.astype(np.uint8).tobytes()
 
 
-FUZZ = settings(max_examples=int(os.environ.get("NORMLAB_FUZZ_EXAMPLES", "2000")), deadline=2000, derandomize=True)
+FUZZ = settings(max_examples=int(os.environ.get("NORMLAB_FUZZ_EXAMPLES", "1000")), deadline=2000, derandomize=True)
 ARRAY = np.random.default_rng(0).integers(0, 256, (3, 4, 5), dtype=np.uint8)
 VALID = idx_bytes(ARRAY)
 

@@ -19,7 +19,7 @@ from normlab.nn.registry import KINDS
 from normlab.nn.spec import options
 from normlab.train.loop import OPTIMIZERS
 
-FUZZ_EXAMPLES = int(os.environ.get("NORMLAB_FUZZ_EXAMPLES", "2000"))
+FUZZ_EXAMPLES = int(os.environ.get("NORMLAB_FUZZ_EXAMPLES", "1000"))
 FIELDS = studies.FIELDS
 
 

@@ -209,9 +209,10 @@ def holding_at(stages, stage) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    """A compile cache shared by the runs here: the CLI and its workers compile each program once."""
-    return {**os.environ, "XDG_CACHE_HOME": str(tmp_path_factory.mktemp("cache")), "PYTHONUNBUFFERED": "1"}
+def env(cli_env):
+    """The session's compile cache (``conftest.cli_env``): the CLI and its workers compile each program once, and
+    bn-after's programs at these sizes are in it from other tests already."""
+    return {**cli_env, "PYTHONUNBUFFERED": "1"}
 
 
 @two_cores

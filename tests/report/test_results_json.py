@@ -19,7 +19,7 @@ from normlab.report.hparams import write_hparams
 from normlab.report.html import report_command, write_markdown_summary
 from normlab.report.results_json import find_results, load_results
 
-FUZZ_EXAMPLES = int(os.environ.get("NORMLAB_FUZZ_EXAMPLES", "2000"))
+FUZZ_EXAMPLES = int(os.environ.get("NORMLAB_FUZZ_EXAMPLES", "1000"))
 FLOAT32_MAX = 3.4028234663852886e38  # written out: the bound is ours to choose, not numpy's to change
 
 

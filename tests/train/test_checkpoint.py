@@ -19,7 +19,7 @@ from normlab.experiments.config import StudyConfig
 from normlab.train.loop import _record_problem, make_optimizer
 from normlab.train.state import create
 
-FUZZ_EXAMPLES = int(os.environ.get("NORMLAB_FUZZ_EXAMPLES", "2000"))
+FUZZ_EXAMPLES = int(os.environ.get("NORMLAB_FUZZ_EXAMPLES", "1000"))
 CONFIG = {"preset": "bn-after", "learning_rate": 0.001}
 MAX = 64 << 20
 SEEDS = [0, 1]
