@@ -20,7 +20,8 @@ PRESET_HELP = "a preset (baseline, bn-after, bn-before, ...: nn/presets.toml) or
 OPTIONS = {"epochs": "--epochs", "learning_rate": "--lr", "batch_size": "--batch-size", "optimizer": "--optimizer",
            "bn_momentum": "--bn-momentum", "bn_epsilon": "--bn-eps", "subset": "--subset", "seeds": "--seeds",
            "seeds_per_program": "--seeds-per-program", "workers": "--workers", "first_seed": "--seed",
-           "lr_batch": "--lr-batch"}
+           "lr_batch": "--lr-batch", "init_from": "--init-from",
+           "shuffle": "--no-shuffle"}  # stored as args.no_shuffle = False: the field's value
 
 
 def _names(text: str) -> list[str]:
@@ -57,6 +58,9 @@ def cmd_summary(args) -> None:
     from rich.text import Text
     from normlab.nn.summary import layer_rows, param_counts
     model = _study_config(args, presets=[args.preset]).model(args.preset)
+    if args.folded:
+        from normlab.nn.fold import folded
+        model = folded(model)
     table = Table(title=Text(f'Model: "{model.name}"'))
     for column in ("Layer (type)", "Output Shape", "Param #"):
         table.add_column(column, justify="right" if column == "Param #" else "left")
@@ -81,17 +85,17 @@ def _run_study(args, config, out: Path, on_epoch, progress=None) -> dict:
     The report is written with SIGINT/SIGTERM held back, so an interrupt there still leaves it whole.
     """
     from normlab import rundir
-    from normlab.data import load
-    from normlab.experiments.reproduce import reproduce
-    from normlab.report import write_all
-    from normlab.report.results_json import write_results
-    from normlab.report.tensorboard import LiveTensorBoard
     warn = print if progress is None else progress.console.print
     with rundir.claim(out):
         if (held := rundir.holds(out)) not in (None, "run") or (held and not args.resume):
             raise ConfigError(f"{display(out)} already holds a {held}; "
                               + ("choose another --out" if held == "sweep" else
                                  "add --resume to continue it, or choose another --out"))
+        from normlab.data import load  # the heavy imports (JAX, scipy, matplotlib) once the folder is ours
+        from normlab.experiments.reproduce import reproduce
+        from normlab.report import write_all
+        from normlab.report.results_json import write_results
+        from normlab.report.tensorboard import LiveTensorBoard
         args.stop_note = lambda: _resume_note(args, out)
         signals.safe_point("data")
         data = load(args.data_dir, verify=not args.no_verify)
@@ -126,8 +130,17 @@ def _resume_note(args, out: Path) -> str:
     return f"no epoch had finished, so nothing was saved. Start again with: normlab {shlex.join(again)}"
 
 
+def _check_init_from(config) -> None:
+    """A model file to start from is read now, so a wrong one is an error before any training."""
+    if config.init_from is not None:
+        from normlab.interop.model_files import initial
+        for preset in config.presets:
+            initial(config.init_from, config.model(preset))
+
+
 def cmd_train(args) -> None:
     config = _study_config(args, presets=[args.preset], seeds=1)
+    _check_init_from(config)
     out = Path(args.out or f"runs/train-{args.preset}-seed{config.first_seed}-{time.strftime('%Y%m%d-%H%M%S')}")
     print(f"{args.preset}, seed {config.first_seed} -> {display(out)}", flush=True)
 
@@ -148,6 +161,7 @@ def cmd_reproduce(args) -> None:
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     config = _study_config(args, presets=None if args.presets is None else _names(args.presets))
+    _check_init_from(config)
     out = Path(args.out or f"runs/reproduce-{time.strftime('%Y%m%d-%H%M%S')}")
     console = Console()
     _say(console, f"{len(config.presets)} presets x {config.seeds} seeds x {config.epochs} epochs -> {display(out)}")
@@ -195,11 +209,8 @@ def _summary_table(results: dict):
 def cmd_run(args) -> None:
     from rich.console import Console
     from normlab import rundir
-    from normlab.data import load
     from normlab.experiments import study as studies
     from normlab.experiments import sweep
-    from normlab.report import write_all
-    from normlab.report.tensorboard import LiveTensorBoard
     study = studies.load(args.study)
     pool = study.base if args.workers is None else studies.make_config(study.base, {"workers": args.workers},
                                                                         "--workers")
@@ -217,6 +228,9 @@ def cmd_run(args) -> None:
         _say(console, f"{study.name}: {len(everything)} trial(s), {len(everything) - len(pending)} already done, "
                       f"{len(pending)} to run -> {display(out)}")
         if pending:
+            from normlab.data import load
+            from normlab.report import write_all
+            from normlab.report.tensorboard import LiveTensorBoard
             signals.safe_point("data")
             data = load(args.data_dir, verify=not args.no_verify)
 
@@ -272,6 +286,8 @@ def cmd_diagnose(args) -> None:
     from normlab.diagnose.run import check_unit
     diagnosis = _diagnose_config(args)
     config = _study_config(args, presets=diagnosis.presets, seeds=diagnosis.seeds)
+    if config.init_from is not None:
+        raise ConfigError("diagnose measures training from each seed's own initial weights: remove init_from")
     for preset in diagnosis.presets:
         check_unit(config.model(preset), diagnosis.unit)
     out = Path(args.out or f"runs/diagnose-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -390,6 +406,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--resume", action="store_true", help="continue from the newest intact checkpoint in --out")
         return p
 
+    def with_start(p):
+        p.add_argument("--init-from", help="start from this .keras or .safetensors model's weights (normlab export)")
+        p.add_argument("--no-shuffle", action="store_const", const=False,
+                       help="visit the training batches in order every epoch, as Keras' fit(shuffle=False)")
+        return p
+
     p = with_data(sub.add_parser("data", help="find, fetch and verify Fashion-MNIST"))
     p.add_argument("--no-download", action="store_true", help="only look, never download")
     p.set_defaults(func=cmd_data)
@@ -398,11 +420,13 @@ def build_parser() -> argparse.ArgumentParser:
         p = with_study(sub.add_parser(name, help=text))
         p.add_argument("preset", help=PRESET_HELP)
         p.set_defaults(func=func)
-    p = with_training(sub.add_parser("train", help="train one model, one seed, Keras-like log"))
+        if name == "summary":
+            p.add_argument("--folded", action="store_true", help="the model with its batch norms folded for inference")
+    p = with_start(with_training(sub.add_parser("train", help="train one model, one seed, Keras-like log")))
     p.add_argument("preset", help=PRESET_HELP)
     p.add_argument("--seed", type=int, help=f"default {default('first_seed')}")
     p.set_defaults(func=cmd_train)
-    p = with_training(sub.add_parser("reproduce", help="the three-preset study over several seeds"))
+    p = with_start(with_training(sub.add_parser("reproduce", help="the three-preset study over several seeds")))
     p.add_argument("--presets", help=f"comma-separated (default {','.join(default('presets'))})")
     p.add_argument("--seeds", type=int, help=f"default {default('seeds')}")
     p.add_argument("--seeds-per-program", type=int,
@@ -434,6 +458,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="HTML file (default RUN_DIRS[0]/summary.html)")
     p.add_argument("--control", help="setting or preset to compare against (default baseline)")
     p.set_defaults(func=cmd_report)
+    from normlab.interop.command import add_parsers
+    add_parsers(sub, with_data)
     from normlab.bench.command import add_bench_parser
     add_bench_parser(sub)  # compiles cold on purpose: bench does not switch on the compile cache
     return parser

@@ -14,7 +14,8 @@ import types
 import pytest
 
 from conftest import WIDE_BN_STUDY
-from normlab.bench import mirror, runner
+from normlab.bench import runner
+from normlab.interop import mirror
 from normlab.bench.command import add_bench_parser, config_from_args
 from normlab.bench.common import summarize
 from normlab.errors import ConfigError
@@ -222,7 +223,7 @@ def test_torch_mirror_computes_what_normlab_computes(preset):
 KERAS_CHECK = """import json, os, sys
 os.environ['KERAS_BACKEND'] = 'numpy'  # builds the same variables as jax or tensorflow, without compiling (-50 s)
 import keras
-from normlab.bench.mirror import keras_model
+from normlab.interop.mirror import keras_model
 found = []
 for description in json.load(sys.stdin):
     keras.backend.clear_session()  # layer names count from 0 again, as in a fresh program

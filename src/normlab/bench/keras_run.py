@@ -9,7 +9,7 @@ import os
 import time
 
 from normlab.bench.common import child_parser, load_arrays, read_model, summarize, write_result
-from normlab.bench.mirror import Unsupported, keras_model
+from normlab.interop.mirror import Unsupported, keras_model
 
 
 def train(keras, args, arrays, epochs: int, steps_per_execution: int = 1, seed: int = 0) -> dict:

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from normlab.bench.common import child_parser, load_arrays, read_model, summarize, write_result
-from normlab.bench.mirror import Unsupported, torch_model
+from normlab.interop.mirror import Unsupported, torch_model
 
 NOTES = ["BatchNorm1d(momentum=0.01, eps=1e-3) == Keras BatchNormalization(momentum=0.99, epsilon=1e-3)",
          "PyTorch's running_var uses the unbiased batch variance (Keras: biased); training math is identical"]

@@ -64,7 +64,8 @@ def make_probe(model: Model, optimizer, probes: Probes):
     return probe
 
 
-def make_probed_epoch(model: Model, optimizer, num_examples: int, batch_size: int, probes: Probes):
+def make_probed_epoch(model: Model, optimizer, num_examples: int, batch_size: int, probes: Probes,
+                      shuffle: bool = True):
     """``epoch(ts, images_u8, labels, epoch_index, held_out) -> (ts, {"loss", "accuracy"}, measures)``:
     ``train.loop.make_epoch``'s training (up to float32 rounding: XLA may fuse the same step differently inside
     another loop), measured before steps 0, every, 2 * every, ... of the epoch (``measured_steps``); each measure
@@ -76,7 +77,7 @@ def make_probed_epoch(model: Model, optimizer, num_examples: int, batch_size: in
     probe = make_probe(model, optimizer, probes)
 
     def epoch(ts: TrainState, images_u8, labels, epoch_index, held_out):
-        order = shuffled_batches(ts.rng, epoch_index, num_examples, batch_size)
+        order = shuffled_batches(ts.rng, epoch_index, num_examples, batch_size, shuffle)
 
         def train(ts, batch):
             rows, batch_mask_ = batch

@@ -81,7 +81,7 @@ def diagnose(model: Model, data, seeds: list[int], config: TrainConfig, options:
     held_out = {"watch": x_val[:WATCHED_IMAGES], "x_val": x_val, "y_val": y_val}
     ts = jax.vmap(lambda seed: create(model, optimizer, seed))(jnp.asarray(seeds, jnp.uint32))
     per_seed = (0, 0, None, None)  # params, state, images, labels
-    probed = jax.jit(jax.vmap(make_probed_epoch(model, optimizer, n, config.batch_size, options.probes),
+    probed = jax.jit(jax.vmap(make_probed_epoch(model, optimizer, n, config.batch_size, options.probes, config.shuffle),
                               in_axes=(0, None, None, None, None)), donate_argnums=0)
     evaluate = jax.jit(jax.vmap(make_evaluate(model), in_axes=per_seed))
     snapshot = jax.jit(jax.vmap(make_snapshot(model), in_axes=(*per_seed, None)))

@@ -17,6 +17,7 @@ from normlab.train.loop import OPTIMIZERS, TrainConfig
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # training runs in float32: a larger value would become inf
 TRAIN_IMAGES = 55_000  # the training split; a batch or subset larger than it is a typo, not a study
+MAX_PATH = 4096  # Linux's PATH_MAX
 MAX_SEEDS = 1000  # an accelerator trains all seeds in one program: 1,000 MLPs are ~1 GB of float32 weights alone
 SEED_LIMIT = 2**32  # seeds become uint32 PRNG seeds
 
@@ -60,6 +61,15 @@ def check(name: str, value):
         return names
     if name == "models":
         return check_models(value)
+    if name == "shuffle":
+        if type(value) is not bool:
+            raise ConfigError(f"shuffle must be true or false, got {shown(value)}")
+        return value
+    if name == "init_from":
+        if value is not None and not (isinstance(value, str) and 0 < len(value) <= MAX_PATH and "\0" not in value):
+            raise ConfigError(f"init_from must be unset or the path of a .keras or .safetensors model file, "
+                              f"got {shown(value)}")
+        return value
     if name == "optimizer":
         if not isinstance(value, str) or value not in OPTIMIZERS:
             raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {shown(value)}")
@@ -121,6 +131,9 @@ class StudyConfig:
     # Goyal et al. 2017's linear scaling rule: learning_rate is meant for batches of lr_batch and each run uses
     # learning_rate * batch_size / lr_batch, so a batch-size sweep compares equal progress per epoch. None: as is.
     lr_batch: int | None = None
+    shuffle: bool = True  # False: batches in the data's order every epoch, as Keras' fit(shuffle=False)
+    # A .keras or .safetensors model (``normlab export``) whose weights every seed starts from instead of drawn ones.
+    init_from: str | None = None
 
     def __post_init__(self):
         for f in dataclasses.fields(self):  # normalized in place, so equal configs compare and serialize equal
@@ -148,7 +161,8 @@ class StudyConfig:
         return self.learning_rate if self.lr_batch is None else self.learning_rate * self.batch_size / self.lr_batch
 
     def train_config(self) -> TrainConfig:
-        return TrainConfig(self.step_size, self.batch_size, self.epochs, self.optimizer, self.optimizer_momentum)
+        return TrainConfig(self.step_size, self.batch_size, self.epochs, self.optimizer, self.optimizer_momentum,
+                           self.shuffle)
 
     def model(self, preset: str) -> Model:
         """The preset or study model of that name; a batch_norm without its own momentum or epsilon gets the

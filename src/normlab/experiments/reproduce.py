@@ -19,6 +19,7 @@ from normlab.errors import NormlabError
 from normlab.experiments import workers
 from normlab.experiments.config import StudyConfig
 from normlab.experiments.provenance import provenance
+from normlab.interop import model_files
 from normlab.nn.summary import param_counts
 from normlab.train.loop import Checkpointing, EpochEvent, SeedsResult, fit, merge
 
@@ -108,8 +109,10 @@ def train_job(job: dict, arrays: dict[str, np.ndarray], send: Callable[[dict], N
         send({"event": {"epoch": event.epoch, "stage": event.stage, "seconds": event.seconds,
                         "metrics": _lists(event.metrics)}})
 
-    result = fit(config.model(job["preset"]), subset(arrays, config.subset), job["seeds"],
-                 config.train_config(), on_epoch, checkpointing)
+    model = config.model(job["preset"])
+    initial = None if config.init_from is None else model_files.initial(config.init_from, model)
+    result = fit(model, subset(arrays, config.subset), job["seeds"], config.train_config(), on_epoch, checkpointing,
+                 initial)
     return {"history": _lists(result.history), "test": _lists(result.test), "diverged_epoch": result.diverged_epoch,
             "compile_s": result.compile_s, "train_s": result.train_s, "resumed_from": result.resumed_from}
 

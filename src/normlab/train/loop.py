@@ -33,6 +33,7 @@ class TrainConfig:
     epochs: int
     optimizer: str                  # sgd | momentum | adam
     optimizer_momentum: float       # for "momentum" (heavy ball, Keras' SGD(momentum=...))
+    shuffle: bool = True            # False: every epoch visits the batches in order (``fit(shuffle=False)``)
 
 
 OPTIMIZERS = {
@@ -53,20 +54,22 @@ def batch_mask(num_examples: int, batch_size: int) -> np.ndarray:
     return (np.arange(steps * batch_size) < num_examples).astype(np.float32).reshape(steps, batch_size)
 
 
-def shuffled_batches(rng, epoch_index, num_examples: int, batch_size: int):
-    """The rows of each of the epoch's batches, (steps, batch_size), in the epoch's own shuffle; padded with row 0."""
+def shuffled_batches(rng, epoch_index, num_examples: int, batch_size: int, shuffle: bool = True):
+    """The rows of each of the epoch's batches, (steps, batch_size), in the epoch's own shuffle (in order without
+    ``shuffle``); padded with row 0."""
     steps = -(-num_examples // batch_size)
-    order = jax.random.permutation(jax.random.fold_in(rng, epoch_index), num_examples)
+    order = (jax.random.permutation(jax.random.fold_in(rng, epoch_index), num_examples) if shuffle
+             else jnp.arange(num_examples))
     return jnp.pad(order, (0, steps * batch_size - num_examples)).reshape(steps, batch_size)
 
 
-def make_epoch(model: Model, optimizer, num_examples: int, batch_size: int):
+def make_epoch(model: Model, optimizer, num_examples: int, batch_size: int, shuffle: bool = True):
     """``epoch(ts, images_u8, labels, epoch_index) -> (ts, {"loss", "accuracy"})`` for one seed."""
     mask = batch_mask(num_examples, batch_size)
     step = make_train_step(model, optimizer)
 
     def epoch(ts: TrainState, images_u8, labels, epoch_index):
-        order = shuffled_batches(ts.rng, epoch_index, num_examples, batch_size)
+        order = shuffled_batches(ts.rng, epoch_index, num_examples, batch_size, shuffle)
 
         def body(ts, batch):
             rows, batch_mask = batch
@@ -149,7 +152,8 @@ def _first_divergence(history: dict) -> list[int | None]:
 
 
 def fit(model: Model, data, seeds: list[int], config: TrainConfig,
-        on_epoch: Callable[[EpochEvent], None] | None = None, checkpointing: Checkpointing | None = None) -> SeedsResult:
+        on_epoch: Callable[[EpochEvent], None] | None = None, checkpointing: Checkpointing | None = None,
+        initial: tuple | None = None) -> SeedsResult:
     """Train ``model`` for every seed in ``seeds``, vmapped into one compiled program, and evaluate like
     ``model.fit(..., validation_data=...)``.
 
@@ -158,12 +162,13 @@ def fit(model: Model, data, seeds: list[int], config: TrainConfig,
     ``checkpointing`` the state is saved after every epoch and, if ``resume``, training continues from the newest
     intact checkpoint — bit for bit as if it had never stopped. Training stops early once every seed has diverged
     (non-finite loss). How a study groups its seeds into such programs is ``experiments.reproduce.jobs``' call.
+    ``initial`` ``(params, state)`` replaces every seed's initial weights (``--init-from``); seeds still shuffle.
     """
     optimizer = make_optimizer(config)
     x_train, y_train, x_val, y_val, x_test, y_test = jax.device_put((
         data.x_train, data.y_train.astype(np.int32), data.x_val, data.y_val.astype(np.int32), data.x_test,
         data.y_test.astype(np.int32)))
-    ts = jax.vmap(lambda seed: create(model, optimizer, seed))(jnp.asarray(seeds, jnp.uint32))
+    ts = jax.vmap(lambda seed: create(model, optimizer, seed, initial))(jnp.asarray(seeds, jnp.uint32))
     history = {k: [] for k in METRICS}
     first_epoch, train_s_before = 0, 0.0
     if checkpointing is not None and checkpointing.resume:
@@ -183,7 +188,7 @@ def fit(model: Model, data, seeds: list[int], config: TrainConfig,
                     on_epoch(EpochEvent(list(seeds), epoch + 1, {k: v[epoch] for k, v in history.items()},
                                         stage="restored"))
 
-    epoch_fn = jax.jit(jax.vmap(make_epoch(model, optimizer, len(data.y_train), config.batch_size),
+    epoch_fn = jax.jit(jax.vmap(make_epoch(model, optimizer, len(data.y_train), config.batch_size, config.shuffle),
                                 in_axes=(0, None, None, None)), donate_argnums=0)
     eval_fn = jax.jit(jax.vmap(make_evaluate(model), in_axes=(0, 0, None, None)))
     signals.safe_point("compile")

@@ -15,8 +15,9 @@ class TrainState(NamedTuple):
     rng: Any          # shuffles the training set; folded with the epoch number, so epoch k is reproducible alone
 
 
-def create(model: Model, optimizer: optax.GradientTransformation, seed) -> TrainState:
-    """One seed fixes everything: the initial weights and every epoch's shuffle."""
+def create(model: Model, optimizer: optax.GradientTransformation, seed, initial: tuple | None = None) -> TrainState:
+    """One seed fixes everything: the initial weights and every epoch's shuffle. ``initial`` ``(params, state)``
+    are given weights instead of drawn ones (a model brought in from Keras, say)."""
     init_key, shuffle_key = jax.random.split(jax.random.key(seed))
-    params, model_state = init(model, init_key)
+    params, model_state = init(model, init_key) if initial is None else initial
     return TrainState(params, model_state, optimizer.init(params), shuffle_key)

@@ -1,0 +1,120 @@
+"""``.keras`` files, written and read with Keras 3 on the JAX backend (no TensorFlow).
+
+Out: the model's Keras mirror (``interop.mirror``, the one that the bench and the parity tests train) with normlab's
+weights set in Keras' order. In: each Keras layer's class and config become a normlab layer table (the option
+names are Keras' already), the model is built like any study's, the weights placed in Keras' order, and then
+normlab's predictions on a probe batch must match Keras' own: a setting normlab does not read (a regularizer is
+harmless, a dilation is not) shows up there and is refused, instead of silently computing something else.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from normlab.interop.mirror import Unsupported, keras_model
+from normlab.errors import ConfigError
+from normlab.files import display
+from normlab.interop.weights import Weights, from_ordered, ordered
+from normlab.nn import spec as specs
+from normlab.nn.models import INPUT_SHAPE, apply, build
+from normlab.nn.summary import describe
+
+KINDS = {"Flatten": "flatten", "Dense": "dense", "Conv2D": "conv2d", "MaxPooling2D": "max_pool2d",
+         "Reshape": "reshape", "Activation": "activation", "LeakyReLU": "leaky_relu",
+         "BatchNormalization": "batch_norm", "LayerNormalization": "layer_norm", "GroupNormalization": "group_norm",
+         "RMSNormalization": "rms_norm"}
+PROBE_ROWS = 16
+PROBE_TOLERANCE = 1e-4  # probabilities; both sides compute in float32 with XLA
+
+
+def load_keras():
+    """Keras on the JAX backend (unless the process already imported it otherwise)."""
+    if "keras" not in sys.modules:
+        os.environ["KERAS_BACKEND"] = "jax"
+    try:
+        import keras
+    except ImportError:
+        raise ConfigError(".keras files need Keras 3: pip install keras") from None
+    return keras
+
+
+def write_keras(weights: Weights, path: Path) -> None:
+    """Keras writes the zip itself: into a temporary name beside ``path``, renamed when complete."""
+    k = load_keras()
+    try:
+        model = keras_model(k, describe(weights.model))
+    except Unsupported as error:
+        raise ConfigError(f"model {weights.model.name} cannot be a .keras file: {error}") from None
+    model.set_weights([array for _, array in ordered(weights)])
+    path = Path(path)
+    partial = path.with_name(f".{path.stem}.partial.keras")
+    try:
+        model.save(partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _initializer(config) -> str | None:
+    """Keras' serialized initializer (``{"class_name": "HeNormal", ...}``) as normlab's option value."""
+    name = config.get("class_name") if isinstance(config, dict) else config
+    return None if not isinstance(name, str) else {"GlorotUniform": "glorot_uniform", "HeNormal": "he_normal",
+                                                   "RandomNormal": "random_normal"}.get(name, name)
+
+
+def _plain(value):
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def layer_table(layer) -> dict:
+    """One Keras layer as a normlab layer table: the options normlab's kind has, from the layer's config."""
+    name = type(layer).__name__
+    config = layer.get_config()
+    kind = KINDS.get(name)
+    if name == "BatchNormalization" and config.get("renorm"):
+        kind = "batch_renorm"
+    if kind is None:
+        raise ConfigError(f"layer {layer.name} is a Keras {name}, which normlab has no kind for; it reads "
+                          f"{', '.join(KINDS)}")
+    table = {"kind": kind}
+    for option, (check, _) in specs.options(kind).items():
+        value = _plain(config.get(option))
+        if option == "kernel_initializer":
+            value = _initializer(value)
+        if value is not None and check.accepts(value):
+            table[option] = value
+    if kind == "batch_renorm":
+        clipping = config.get("renorm_clipping") or {}
+        table |= {k: float(clipping[k]) for k in ("rmax", "dmax") if clipping.get(k) is not None}
+    return table
+
+
+def read_keras(path: Path) -> Weights:
+    source = display(path)
+    if not Path(path).is_file():
+        raise ConfigError(f"{source}: no such file")
+    k = load_keras()
+    try:
+        loaded = k.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as error:  # Keras raises many types for a damaged or foreign file
+        raise ConfigError(f"{source}: not a Keras model file Keras can load "
+                          f"({type(error).__name__}: {str(error)[:200]})") from None
+    if tuple(loaded.input_shape[1:]) != INPUT_SHAPE:
+        raise ConfigError(f"{source}: its input is {tuple(loaded.input_shape[1:])}, normlab's images are {INPUT_SHAPE}")
+    try:
+        model = build(loaded.name, [layer_table(layer) for layer in loaded.layers])
+    except ConfigError as error:
+        raise ConfigError(f"{source}: {error}") from None
+    weights = from_ordered(model, loaded.get_weights(), source)
+    probe = np.random.default_rng(0).random((PROBE_ROWS, *INPUT_SHAPE), dtype=np.float32)
+    theirs = np.asarray(loaded(probe, training=False))
+    logits, _ = apply(model, weights.params, weights.state, probe, False)
+    ours = np.asarray(jax.nn.softmax(logits) if model.spec[-1].get("activation") == "softmax" else logits)
+    if not np.allclose(ours, theirs, atol=PROBE_TOLERANCE, rtol=0):
+        raise ConfigError(f"{source}: normlab's {model.name} computes something else than the file's Keras model "
+                          f"(a layer setting normlab does not read); max difference {np.abs(ours - theirs).max():.3g}")
+    return weights
+

@@ -1,0 +1,81 @@
+"""normlab's own model file: every array of params and state as ``LAYER/VARIABLE`` in safetensors (plain arrays,
+nothing executable), and the model spec as JSON in the header, so the file alone says what to build.
+
+A file comes from anywhere: it is read with a size cap, its spec checked as a study's model is, and every array
+must be exactly the one that model has (name, shape, dtype). A PRNG key (covariate noise) is its raw key data.
+"""
+
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+import safetensors.numpy
+
+from normlab.errors import ConfigError
+from normlab.files import FileProblem, display, read_bytes, write_bytes
+from normlab.interop.weights import Weights
+from normlab.nn.models import MAX_PARAMS, abstract, build
+
+FORMAT = "normlab-model-1"
+MAX_BYTES = MAX_PARAMS * 4 * 2 + (16 << 20)  # float32 params and state of the largest model, and the header
+
+
+def _is_key(leaf) -> bool:
+    return jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+
+
+def _leaves(weights: Weights) -> dict[str, np.ndarray]:
+    return {f"{layer}/{name}": np.asarray(jax.random.key_data(v) if _is_key(v) else v)
+            for tree in (weights.params, weights.state) for layer, values in tree.items()
+            for name, v in values.items()}
+
+
+def write_safetensors(weights: Weights, path: Path) -> None:
+    header = {"format": FORMAT, "model": json.dumps({"name": weights.model.name, "layers": list(weights.model.spec)})}
+    write_bytes(path, safetensors.numpy.save(_leaves(weights), metadata=header))
+
+
+def read_safetensors(path: Path) -> Weights:
+    source = display(path)
+    try:
+        blob = read_bytes(path, MAX_BYTES)
+        size = int.from_bytes(blob[:8], "little")
+        if len(blob) < 8 or size > len(blob) - 8:
+            raise ValueError("truncated header")
+        metadata = json.loads(blob[8:8 + size]).get("__metadata__") or {}
+        arrays = safetensors.numpy.load(blob)
+    except FileProblem as error:
+        raise ConfigError(str(error)) from None
+    except Exception as error:  # the Rust parser raises its own type: any failure is a damaged or foreign file
+        raise ConfigError(f"{source}: not a safetensors file ({type(error).__name__}: {error})") from None
+    if metadata.get("format") != FORMAT:
+        raise ConfigError(f"{source}: not a normlab model file (written by `normlab export --format safetensors`)")
+    try:
+        spec = json.loads(metadata["model"])
+        name, layers = spec["name"], spec["layers"]
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError(f"{source}: its model description is damaged") from None
+    model = build(name, layers)
+    params, state, _ = abstract(model)
+    wanted = {f"{layer}/{name}" for tree in (params, state) for layer, values in tree.items() for name in values}
+    if extra := sorted(set(arrays) - wanted):
+        raise ConfigError(f"{source}: holds {extra[0]}, which its model does not have")
+    return Weights(model, _tree(params, arrays, source), _tree(state, arrays, source))
+
+
+def _tree(like: dict, arrays: dict, source: str) -> dict:
+    """``like``'s layers and variables (shapes and dtypes) filled from ``arrays``, each matching exactly."""
+    tree = {}
+    for layer, values in like.items():
+        tree[layer] = {}
+        for name, leaf in values.items():
+            key = f"{layer}/{name}"
+            stored = jax.eval_shape(jax.random.key_data, leaf) if _is_key(leaf) else leaf
+            array = arrays.get(key)
+            if array is None or array.shape != stored.shape or array.dtype != stored.dtype:
+                got = "nothing" if array is None else f"{array.dtype}{list(array.shape)}"
+                raise ConfigError(f"{source}: {key} must be {stored.dtype}{list(stored.shape)}, found {got}")
+            tree[layer][name] = (jax.random.wrap_key_data(array, impl=jax.random.key_impl(leaf)) if _is_key(leaf)
+                                 else jax.numpy.asarray(array))
+    return tree

@@ -1,0 +1,71 @@
+"""A model with its weights as one value.
+
+Every reader (``model_files``) returns a ``Weights`` whose model was built from a spec (so it was checked like a
+study's model), and ``fitted`` is the one check that a file's model is the one a preset or study expects: same
+layers, same shapes, same function. Options that only shape training (initializers, moving-average momentum)
+may differ.
+"""
+
+from typing import NamedTuple
+
+import jax.numpy as jnp
+import numpy as np
+
+from normlab.errors import ConfigError
+from normlab.nn.models import Model
+from normlab.nn.summary import variables
+
+TRAINING_ONLY = ("kernel_initializer", "momentum", "renorm_momentum", "warmup_steps", "relax_steps", "convention")
+
+
+class Weights(NamedTuple):
+    model: Model
+    params: dict
+    state: dict
+
+
+def ordered(weights: Weights) -> list[tuple[str, np.ndarray]]:
+    """``(layer/variable, array)`` in Keras' order (``model.weights``): what a Keras mirror's ``set_weights`` takes."""
+    found = []
+    for var in variables(weights.model):
+        layer, name = var.path.split("/")
+        found.append((var.path, np.asarray((weights.params if var.trainable else weights.state)[layer][name])))
+    return found
+
+
+def from_ordered(model: Model, arrays: list, source: str) -> Weights:
+    """The inverse of ``ordered``: arrays in Keras' order placed into ``model``'s params and state, shapes checked."""
+    expected = variables(model)
+    if len(arrays) != len(expected):
+        raise ConfigError(f"{source} holds {len(arrays)} weight arrays, but its layers need {len(expected)}")
+    params = {name: {} for name, _ in model.layers}
+    state = {name: {} for name, _ in model.layers}
+    for var, array in zip(expected, arrays):
+        array = np.asarray(array)
+        if array.shape != tuple(var.shape):
+            raise ConfigError(f"{source}: {var.path} has shape {array.shape}, its layer needs {tuple(var.shape)}")
+        layer, name = var.path.split("/")
+        (params if var.trainable else state)[layer][name] = jnp.asarray(array, jnp.float32)
+    return Weights(model, params, state)
+
+
+def _architecture(model: Model) -> list[dict]:
+    return [{k: v for k, v in layer.items() if k not in TRAINING_ONLY} for layer in model.spec]
+
+
+def fitted(weights: Weights, expected: Model, source: str) -> tuple[dict, dict]:
+    """``weights``' params and state for ``expected``, or a ConfigError naming the first layer that differs."""
+    mine, theirs = _architecture(weights.model), _architecture(expected)
+    for index, (have, want) in enumerate(zip(mine, theirs)):
+        if have != want:
+            differing = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+            raise ConfigError(f"{source} does not fit model {expected.name}: its layer {index + 1} is "
+                              f"{_shown(have, differing)}, {expected.name}'s is {_shown(want, differing)}")
+    if len(mine) != len(theirs):
+        raise ConfigError(f"{source} does not fit model {expected.name}: it has {len(mine)} layers, "
+                          f"{expected.name} has {len(theirs)}")
+    return weights.params, weights.state
+
+
+def _shown(layer: dict, keys: list[str]) -> str:
+    return layer["kind"] + "".join(f" {k}={layer.get(k)}" for k in keys if k != "kind")

@@ -1,0 +1,189 @@
+"""ONNX export: every preset, and a model with every kind and option that changes the graph, run by onnxruntime
+and compared with normlab's own inference (softmax of its logits), with non-trivial norm weights and statistics;
+then the graph's declared interface, the file, and the one-line errors.
+
+Kept fast for 2 shared cores: weights are drawn with NumPy (``models.init`` ran its initializers op by op, 28 s
+for the presets under load), and normlab's forward pass is jitted once per model, at the larger batch only (all
+presets: 11 s, against 22 s op by op). Batch 1 is the first row of the batch of 1000: normlab's inference treats
+rows independently, and ONNX's batch-1 run is a second shape on the same session.
+"""
+
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+import onnx  # noqa: E402
+import onnxruntime  # noqa: E402
+
+from normlab.errors import ConfigError  # noqa: E402
+from normlab.interop import onnx_export  # noqa: E402
+from normlab.interop.onnx_export import to_onnx, write_onnx  # noqa: E402
+from normlab.nn import models  # noqa: E402
+from normlab.nn.activations import FUNCTIONS  # noqa: E402
+from normlab.nn.registry import KINDS  # noqa: E402
+
+TOLERANCE = 1e-5
+WEIGHTS = {  # name -> (rng, shape) -> values: signs, scales and offsets far from BN's identity init
+    "kernel": lambda rng, shape: rng.normal(0.0, 1.0 / np.sqrt(np.prod(shape[:-1])), shape),  # 1 / sqrt(fan-in)
+    "gamma": lambda rng, shape: rng.choice([-1.0, 1.0], shape) * rng.uniform(0.5, 2.0, shape),
+    "scale": lambda rng, shape: rng.uniform(0.5, 2.0, shape),
+    "moving_variance": lambda rng, shape: rng.uniform(0.25, 4.0, shape),
+}
+# Every kind, and the options that change the graph: "same" padding with an odd total (the extra pixel after) in
+# conv2d and max_pool2d, a non-square kernel, strides per axis, overlapping windows, norms over images and flat
+# inputs, gamma or beta alone, a softmax mid-model over an image's channels, the inference-only kinds.
+EVERY_KIND = [
+    {"kind": "reshape", "target_shape": [28, 28, 1]},
+    {"kind": "max_pool2d", "pool_size": 3, "strides": 2, "padding": "same"},  # 28 -> 14, pads 0 before, 1 after
+    {"kind": "batch_norm", "convention": "pytorch", "center": False},
+    {"kind": "conv2d", "filters": 6, "kernel_size": [3, 2], "strides": 2, "padding": "same", "activation": "elu"},
+    {"kind": "covariate_noise"},
+    {"kind": "layer_norm", "scale": False},
+    {"kind": "activation", "activation": "selu"},
+    {"kind": "conv2d", "filters": 4, "kernel_size": 2, "strides": [1, 2], "activation": "gelu"},
+    {"kind": "group_norm", "groups": 2},
+    {"kind": "rms_norm"},
+    {"kind": "activation", "activation": "softmax"},
+    {"kind": "max_pool2d", "strides": 1},
+    {"kind": "flatten"},
+    {"kind": "batch_renorm", "warmup_steps": 5, "center": False},
+    {"kind": "dense", "units": 24, "activation": "swish"},
+    {"kind": "ghost_batch_norm", "virtual_batch_size": 4, "scale": False},
+    {"kind": "leaky_relu", "negative_slope": 0.1},
+    {"kind": "group_norm", "groups": 3},
+    {"kind": "dense", "units": 16, "activation": "tanh", "use_bias": False},
+    {"kind": "activation", "activation": "leaky_relu"},
+    {"kind": "dense", "units": 12, "activation": "sigmoid"},
+    {"kind": "batch_norm", "momentum": 0.9, "epsilon": 0.5},
+    {"kind": "dense", "units": 10, "activation": "softmax"},
+]
+
+
+def offset(rng, shape) -> np.ndarray:
+    """Any other weight: beta, a bias, a moving mean, renorm's statistics."""
+    return rng.normal(0.0, 0.5, shape)
+
+
+def weights(model, seed: int = 0):
+    """Params and state drawn with NumPy (no JAX initializer to compile) in the shapes ``models.abstract`` gives;
+    integer state (a PRNG key, a step counter) is zeros: inference ignores it."""
+    rng = np.random.default_rng(seed)
+
+    def draw(key: str, leaf) -> np.ndarray:
+        if not np.issubdtype(leaf.dtype, np.floating):
+            return np.zeros(leaf.shape, leaf.dtype)
+        return np.float32(WEIGHTS.get(key, offset)(rng, leaf.shape))
+
+    params, state, _ = models.abstract(model)
+    return [{layer: {key: draw(key, leaf) for key, leaf in tree[layer].items()} for layer in tree}
+            for tree in (params, state)]
+
+
+def images(batch: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(0.0, 1.0, (batch, 28, 28)).astype(np.float32)
+
+
+def normlab_probabilities(model, params, state, x) -> np.ndarray:
+    forward = jax.jit(lambda params, state, x: jax.nn.softmax(models.apply(model, params, state, x, False)[0]))
+    return np.asarray(forward(params, state, x))
+
+
+def session(proto) -> onnxruntime.InferenceSession:
+    return onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def run(ort_session, x) -> np.ndarray:
+    return ort_session.run(["probabilities"], {"images": x})[0]
+
+
+def assert_close(actual, expected):
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=TOLERANCE)
+
+
+@pytest.mark.parametrize("name", list(models.presets()))
+def test_every_preset_matches_normlab_at_batch_1_and_1000(name):
+    model = models.preset(name)
+    params, state = weights(model)
+    x = images(1000)
+    expected = normlab_probabilities(model, params, state, x)
+    assert expected.max(axis=1).mean() < 0.99  # not saturated: the probabilities say something about the logits
+    proto = to_onnx(model, params, state)
+    onnx.checker.check_model(proto, full_check=True)
+    ort = session(proto)
+    assert_close(run(ort, x[:1]), expected[:1])
+    assert_close(run(ort, x), expected)
+
+
+@pytest.fixture(scope="module")
+def every_kind():
+    """The model, its weights, inputs and normlab's probabilities. The inputs are negative (pixels - 1), so a zero
+    pad would win the max of the first pool's border windows."""
+    model = models.build("every-kind", EVERY_KIND)
+    params, state = weights(model, seed=1)
+    x = images(37, seed=1) - 1.0
+    return model, params, state, x, normlab_probabilities(model, params, state, x)
+
+
+@pytest.mark.parametrize("opset", [onnx_export.OPSET, onnx_export.MAX_OPSET])
+def test_every_kind_matches_normlab_on_one_session_at_two_batch_sizes(every_kind, opset):
+    model, params, state, x, expected = every_kind
+    proto = to_onnx(model, params, state, opset)
+    onnx.checker.check_model(proto, full_check=True)
+    assert [entry.version for entry in proto.opset_import] == [opset]
+    ort = session(proto)
+    assert_close(run(ort, x[:1]), expected[:1])
+    assert_close(run(ort, x), expected)
+
+
+def test_the_interface_is_images_in_probabilities_out_with_a_dynamic_batch(every_kind):
+    model, params, state, _, _ = every_kind
+    proto = to_onnx(model, params, state)
+    [images_in], [probabilities_out] = proto.graph.input, proto.graph.output
+    for value, name, dims in ((images_in, "images", [28, 28]), (probabilities_out, "probabilities", [10])):
+        shape = value.type.tensor_type.shape.dim
+        assert value.name == name and value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+        assert shape[0].dim_param == "batch" and [d.dim_value for d in shape[1:]] == dims
+    assert proto.ir_version == 4  # the lowest that carries opset 9: older runtimes load it
+    floats = [t for t in proto.graph.initializer if t.data_type == onnx.TensorProto.FLOAT]
+    assert {t.name for t in floats} >= {"dense/kernel", "dense/bias", "conv2d/kernel", "rms_normalization/scale"}
+    assert onnx.numpy_helper.to_array(next(t for t in floats if t.name == "dense/kernel")).shape == (40, 24)
+
+
+def test_write_onnx_writes_the_model_and_no_temp_file(every_kind, tmp_path):
+    model, params, state, _, _ = every_kind
+    path = tmp_path / "model.onnx"
+    write_onnx(model, params, state, path)
+    assert path.read_bytes() == to_onnx(model, params, state).SerializeToString()
+    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
+
+
+def test_every_kind_and_activation_has_a_translation():
+    assert set(onnx_export.TRANSLATIONS) == set(KINDS)
+    assert set(onnx_export.ACTIVATIONS) == set(FUNCTIONS)
+
+
+def test_a_kind_without_translation_names_the_layer_and_kind(monkeypatch):
+    monkeypatch.delitem(onnx_export.TRANSLATIONS, "rms_norm")
+    model = models.preset("rms-after")
+    params, state = weights(model)
+    with pytest.raises(ConfigError, match=r"layer rms_normalization \(rms_norm\) has no ONNX translation"):
+        to_onnx(model, params, state)
+
+
+@pytest.mark.parametrize("opset", [8, 18, 9.0])
+def test_an_opset_outside_the_supported_range_is_refused(opset):
+    model = models.preset("baseline")
+    params, state = weights(model)
+    with pytest.raises(ConfigError, match=r"opset must be an int in 9\.\.17"):
+        to_onnx(model, params, state, opset)
+
+
+def test_without_the_onnx_extra_the_error_says_how_to_get_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` raises ImportError
+    model = models.preset("baseline")
+    params, state = weights(model)
+    with pytest.raises(ConfigError, match=r"pip install 'normlab\[onnx\]'"):
+        to_onnx(model, params, state)
