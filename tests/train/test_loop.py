@@ -9,7 +9,7 @@ import pytest
 
 from normlab.nn.models import preset as build_preset
 from normlab.experiments.config import StudyConfig
-from normlab.train.loop import fit, make_epoch, make_optimizer
+from normlab.train.loop import fit, make_epoch, make_optimizer, shuffled_batches
 from normlab.train.state import create
 from normlab.train.step import make_train_step
 
@@ -92,3 +92,11 @@ def test_more_epochs_compile_nothing_more(small_data):
     finally:
         monitoring.unregister_event_duration_listener(listener)
     assert counts[0] == counts[1] > 0
+
+
+def test_without_shuffle_every_epoch_visits_the_rows_in_order():
+    rng = jax.random.key(0)
+    in_order = np.asarray(shuffled_batches(rng, 3, 70, 32, shuffle=False))
+    assert in_order.tolist() == [list(range(32)), list(range(32, 64)), [*range(64, 70), *[0] * 26]]
+    shuffled = np.asarray(shuffled_batches(rng, 3, 70, 32))
+    assert sorted(shuffled.reshape(-1)[:70].tolist()) == list(range(70)) and not np.array_equal(shuffled, in_order)

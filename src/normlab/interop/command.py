@@ -51,6 +51,8 @@ def cmd_export(args: argparse.Namespace) -> None:
         weights = Weights(*fold(*weights))
     name = f"{run.preset}-seed{run.seed}{'-folded' if args.fold_bn else ''}{SUFFIXES[fmt]}"
     out = args.out or Path(args.run_dir) / "export" / name
+    if out.is_dir():
+        raise ConfigError(f"--out {display(out)} is a folder; give the file to write")
     out.parent.mkdir(parents=True, exist_ok=True)
     signals.safe_point("export")
     write(weights, fmt, out)

@@ -17,7 +17,7 @@ import numpy as np
 from normlab.interop.mirror import Unsupported, keras_model
 from normlab.errors import ConfigError
 from normlab.files import display
-from normlab.interop.weights import Weights, from_ordered, ordered
+from normlab.interop.weights import MAX_FILE_BYTES, Weights, from_ordered, ordered
 from normlab.nn import spec as specs
 from normlab.nn.models import INPUT_SHAPE, apply, build
 from normlab.nn.summary import describe
@@ -50,10 +50,15 @@ def write_keras(weights: Weights, path: Path) -> None:
         raise ConfigError(f"model {weights.model.name} cannot be a .keras file: {error}") from None
     model.set_weights([array for _, array in ordered(weights)])
     path = Path(path)
-    partial = path.with_name(f".{path.stem}.partial.keras")
+    partial = path.with_name(f".{path.stem}.{os.getpid()}.partial.keras")  # two exports never share one
     try:
         model.save(partial)
         os.replace(partial, path)
+    except OSError:
+        raise
+    except Exception as error:  # Keras' own types for what is the folder's problem (a name it cannot write)
+        raise ConfigError(f"{display(path)}: Keras could not write it ({type(error).__name__}: "
+                          f"{str(error)[:200]})") from None
     finally:
         partial.unlink(missing_ok=True)
 
@@ -95,7 +100,9 @@ def layer_table(layer) -> dict:
 def read_keras(path: Path) -> Weights:
     source = display(path)
     if not Path(path).is_file():
-        raise ConfigError(f"{source}: no such file")
+        raise ConfigError(f"{source}: no such file (or not a regular file)")
+    if (size := Path(path).stat().st_size) > MAX_FILE_BYTES:
+        raise ConfigError(f"{source}: {size:,} bytes, more than any model normlab builds ({MAX_FILE_BYTES:,})")
     k = load_keras()
     try:
         loaded = k.saving.load_model(path, compile=False, safe_mode=True)

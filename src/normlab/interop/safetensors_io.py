@@ -14,11 +14,10 @@ import safetensors.numpy
 
 from normlab.errors import ConfigError
 from normlab.files import FileProblem, display, read_bytes, write_bytes
-from normlab.interop.weights import Weights
-from normlab.nn.models import MAX_PARAMS, abstract, build
+from normlab.interop.weights import MAX_FILE_BYTES, Weights
+from normlab.nn.models import abstract, build
 
 FORMAT = "normlab-model-1"
-MAX_BYTES = MAX_PARAMS * 4 * 2 + (16 << 20)  # float32 params and state of the largest model, and the header
 
 
 def _is_key(leaf) -> bool:
@@ -39,7 +38,7 @@ def write_safetensors(weights: Weights, path: Path) -> None:
 def read_safetensors(path: Path) -> Weights:
     source = display(path)
     try:
-        blob = read_bytes(path, MAX_BYTES)
+        blob = read_bytes(path, MAX_FILE_BYTES)
         size = int.from_bytes(blob[:8], "little")
         if len(blob) < 8 or size > len(blob) - 8:
             raise ValueError("truncated header")
@@ -56,7 +55,10 @@ def read_safetensors(path: Path) -> Weights:
         name, layers = spec["name"], spec["layers"]
     except (KeyError, TypeError, ValueError):
         raise ConfigError(f"{source}: its model description is damaged") from None
-    model = build(name, layers)
+    try:
+        model = build(name, layers)
+    except ConfigError as error:
+        raise ConfigError(f"{source}: {error}") from None
     params, state, _ = abstract(model)
     wanted = {f"{layer}/{name}" for tree in (params, state) for layer, values in tree.items() for name in values}
     if extra := sorted(set(arrays) - wanted):

@@ -12,9 +12,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from normlab.errors import ConfigError
-from normlab.nn.models import Model
+from normlab.nn.models import MAX_PARAMS, Model
 from normlab.nn.summary import variables
 
+MAX_FILE_BYTES = 2 * 4 * MAX_PARAMS + (16 << 20)  # float32 weights and state of the largest model, plus headers
 TRAINING_ONLY = ("kernel_initializer", "momentum", "renorm_momentum", "warmup_steps", "relax_steps", "convention")
 
 
