@@ -22,7 +22,7 @@ from normlab.errors import CheckpointError
 from normlab.nn.models import Model
 from normlab.train import checkpoint
 from normlab.train.state import TrainState, create
-from normlab.train.step import make_evaluate, make_train_step
+from normlab.train.step import EVAL_CHUNK, chunked, make_chunk_sums, make_train_step
 
 
 @dataclass(frozen=True)
@@ -190,13 +190,20 @@ def fit(model: Model, data, seeds: list[int], config: TrainConfig,
 
     epoch_fn = jax.jit(jax.vmap(make_epoch(model, optimizer, len(data.y_train), config.batch_size, config.shuffle),
                                 in_axes=(0, None, None, None)), donate_argnums=0)
-    eval_fn = jax.jit(jax.vmap(make_evaluate(model), in_axes=(0, 0, None, None)))
+    size = min(EVAL_CHUNK, max(len(y_val), len(y_test)))  # one chunk shape: validation and test share a program
+    val_chunks, test_chunks = chunked(x_val, y_val, size), chunked(x_test, y_test, size)
+    chunk_fn = jax.jit(jax.vmap(make_chunk_sums(model), in_axes=(0, 0, None, None, None)))
     signals.safe_point("compile")
     start = time.perf_counter()
     train_epoch = epoch_fn.lower(ts, x_train, y_train, jnp.int32(0)).compile()
-    evaluate_val = eval_fn.lower(ts.params, ts.model_state, x_val, y_val).compile()
-    evaluate_test = eval_fn.lower(ts.params, ts.model_state, x_test, y_test).compile()
+    chunk_sums = chunk_fn.lower(ts.params, ts.model_state, *(a[0] for a in val_chunks)).compile()
     compile_s = time.perf_counter() - start
+
+    def evaluate(params, model_state, chunks):
+        """Mean loss and accuracy per seed over every chunk's real rows."""
+        sums = [chunk_sums(params, model_state, *(a[i] for a in chunks)) for i in range(len(chunks[0]))]
+        count = jnp.sum(chunks[2])
+        return tuple(jnp.sum(jnp.stack(parts), axis=0) / count for parts in zip(*sums))
 
     start = time.perf_counter()
     for epoch in range(first_epoch, config.epochs):
@@ -205,7 +212,7 @@ def fit(model: Model, data, seeds: list[int], config: TrainConfig,
         signals.safe_point("train")
         epoch_start = time.perf_counter()
         ts, train_metrics = train_epoch(ts, x_train, y_train, jnp.int32(epoch))
-        val_loss, val_accuracy = evaluate_val(ts.params, ts.model_state, x_val, y_val)
+        val_loss, val_accuracy = evaluate(ts.params, ts.model_state, val_chunks)
         metrics = {"loss": train_metrics["loss"], "accuracy": train_metrics["accuracy"],
                    "val_loss": val_loss, "val_accuracy": val_accuracy}
         metrics = {k: np.asarray(v, np.float64) for k, v in metrics.items()}
@@ -218,7 +225,7 @@ def fit(model: Model, data, seeds: list[int], config: TrainConfig,
                       "history": {k: [v.tolist() for v in vs] for k, vs in history.items()},
                       "train_s": train_s_before + time.perf_counter() - start}
             checkpoint.save(checkpointing.directory, epoch + 1, ts, record, checkpointing.keep)
-    test_loss, test_accuracy = evaluate_test(ts.params, ts.model_state, x_test, y_test)
+    test_loss, test_accuracy = evaluate(ts.params, ts.model_state, test_chunks)
     train_s = train_s_before + time.perf_counter() - start
     test = {"loss": np.asarray(test_loss, np.float64), "accuracy": np.asarray(test_accuracy, np.float64)}
     if on_epoch is not None:

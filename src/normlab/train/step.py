@@ -56,27 +56,36 @@ def make_train_step(model: Model, optimizer: optax.GradientTransformation):
 EVAL_CHUNK = 1000  # rows per inference pass: a CNN's im2col on 10,000 images at once takes gigabytes
 
 
+def make_chunk_sums(model: Model):
+    """``sums(params, model_state, images_u8, labels, real) -> (loss sum, correct sum)`` over one chunk's real rows
+    (``real``: 1 for a row, 0 for padding) in inference mode."""
+
+    def sums(params, model_state, images_u8, labels, real):
+        logits, _ = apply(model, params, model_state, scale_pixels(images_u8), False)
+        return (jnp.sum(sparse_categorical_crossentropy(logits, labels) * real),
+                jnp.sum(correct(logits, labels) * real))
+
+    return sums
+
+
+def chunked(images_u8, labels, size: int):
+    """``(images, labels, real)`` as ``(chunks, size, ...)``: the last chunk padded, its padding marked 0 in ``real``."""
+    n = images_u8.shape[0]
+    chunks = -(-n // size)
+    pad = chunks * size - n
+    images = jnp.pad(images_u8, ((0, pad),) + ((0, 0),) * (images_u8.ndim - 1))
+    real = (jnp.arange(chunks * size) < n).astype(jnp.float32).reshape(chunks, size)
+    return images.reshape(chunks, size, *images_u8.shape[1:]), jnp.pad(labels, (0, pad)).reshape(chunks, size), real
+
+
 def make_evaluate(model: Model, chunk: int = EVAL_CHUNK):
     """``evaluate(params, model_state, images_u8, labels) -> (mean loss, accuracy)`` in inference mode, over
-    ``chunk`` rows at a time (``lax.map``; the last chunk is padded and masked), so memory is bounded by the chunk,
-    not the data set."""
+    ``chunk`` rows at a time (``lax.map``), so memory is bounded by the chunk, not the data set."""
+    sums = make_chunk_sums(model)
 
     def evaluate(params, model_state, images_u8, labels):
-        n = images_u8.shape[0]
-        size = min(n, chunk)
-        chunks = -(-n // size)
-        pad = chunks * size - n
-        images = jnp.pad(images_u8, ((0, pad),) + ((0, 0),) * (images_u8.ndim - 1))
-        rows = (jnp.arange(chunks * size) < n).astype(jnp.float32).reshape(chunks, size)
-
-        def sums(batch):
-            x, y, real = batch
-            logits, _ = apply(model, params, model_state, scale_pixels(x), False)
-            return (jnp.sum(sparse_categorical_crossentropy(logits, y) * real),
-                    jnp.sum(correct(logits, y) * real))
-
-        loss_sums, correct_sums = jax.lax.map(sums, (images.reshape(chunks, size, *images_u8.shape[1:]),
-                                                     jnp.pad(labels, (0, pad)).reshape(chunks, size), rows))
-        return jnp.sum(loss_sums) / n, jnp.sum(correct_sums) / n
+        loss_sums, correct_sums = jax.lax.map(lambda batch: sums(params, model_state, *batch),
+                                              chunked(images_u8, labels, min(images_u8.shape[0], chunk)))
+        return jnp.sum(loss_sums) / images_u8.shape[0], jnp.sum(correct_sums) / images_u8.shape[0]
 
     return evaluate
