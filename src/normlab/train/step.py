@@ -69,7 +69,7 @@ def make_chunk_sums(model: Model):
 
 
 def chunked(images_u8, labels, size: int):
-    """``(images, labels, real)`` as ``(chunks, size, ...)``: the last chunk padded, its padding marked 0 in ``real``."""
+    """``(images, labels, real)`` as ``(chunks, size, ...)``: the last chunk padded, its padding 0 in ``real``."""
     n = images_u8.shape[0]
     chunks = -(-n // size)
     pad = chunks * size - n
