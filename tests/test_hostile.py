@@ -194,7 +194,7 @@ def test_a_folder_of_the_users_is_never_written_into(tmp_path, command):
 
 # 5. Values that cannot work: refused where they enter, before any work or memory is spent.
 
-@pytest.mark.parametrize("args,fragment", [
+IMPOSSIBLE_OPTIONS = [
     (["train", "bn-after", "--lr", "inf"], "--lr: learning_rate must be a number in (0, "),
     (["train", "bn-after", "--lr", "1e39"], "learning_rate"),
     (["train", "bn-after", "--bn-eps", "inf"], "--bn-eps: bn_epsilon must be a number in (0, "),
@@ -207,15 +207,8 @@ def test_a_folder_of_the_users_is_never_written_into(tmp_path, command):
     (["reproduce", "--subset", "1000000000000"], "subset"),
     (["reproduce", "--workers", "1000000"], "workers"),
     (["run", "seed", "--workers", "0"], "--workers: workers must be unset or an int in 1..1024"),
-])
-def test_impossible_options_are_refused_in_bounded_memory(tmp_path, args, fragment):
-    out = tmp_path / "out"
-    code, _, err = normlab(*args, "--out", out, limit_mb=4096)
-    one_line_error(code, err, fragment)
-    assert not out.exists()
-
-
-@pytest.mark.parametrize("text,fragment", [
+]
+IMPOSSIBLE_STUDIES = [
     ("[config]\nfirst_seed = 5000000000\n", "first_seed"),
     ("[config]\nseeds = 2000000000\n", "seeds"),
     ("[config]\nbatch_size = 2000000000\n", "batch_size"),
@@ -229,12 +222,50 @@ def test_impossible_options_are_refused_in_bounded_memory(tmp_path, args, fragme
     ("[sweep.random]\nsamples = 2\nlearning_rate = 5\n", "learning_rate"),
     ("name = \"../../escape\"\n", "name"),
     ("a = " + "[" * 100_000 + "]" * 100_000 + "\n", "nested"),
-])
-def test_impossible_study_files_are_refused_in_bounded_memory(tmp_path, text, fragment):
-    study = study_file(tmp_path, text)
-    code, _, err = normlab("run", study, "--out", tmp_path / "out", limit_mb=4096)
-    one_line_error(code, err, fragment)
-    assert not (tmp_path / "out").exists()
+]
+# One process under RLIMIT_AS runs every refused command in turn (``cli.main``), instead of one process each:
+# refusing costs milliseconds, starting a process with JAX seconds. Prints [exit code, stderr] per command.
+REFUSALS = ("import contextlib, io, json, resource, sys; limit = int(sys.argv[1]); "
+            "resource.setrlimit(resource.RLIMIT_AS, (limit, limit)); from normlab.cli import main\n"
+            "for argv in json.loads(sys.argv[2]):\n"
+            "    err = io.StringIO()\n"
+            "    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):\n"
+            "        try:\n"
+            "            code = main(argv)\n"
+            "        except SystemExit as stop:\n"
+            "            code = stop.code\n"
+            "    print(json.dumps([code, err.getvalue().strip()]), file=sys.__stdout__, flush=True)\n")
+
+
+@pytest.fixture(scope="module")
+def refusals(tmp_path_factory):
+    """Every impossible option and study file of the two tests below, refused in one bounded process:
+    argv tuple -> (exit code, stderr); each command's ``--out`` is its own folder, which must not appear."""
+    folder = tmp_path_factory.mktemp("refusals")
+    commands = [[*args, "--out", str(folder / f"options-{i}")] for i, (args, _) in enumerate(IMPOSSIBLE_OPTIONS)]
+    for i, (text, _) in enumerate(IMPOSSIBLE_STUDIES):
+        commands.append(["run", str(study_file(folder, text, f"study-{i}.toml")), "--out", str(folder / f"study-{i}")])
+    run = subprocess.run([sys.executable, "-c", REFUSALS, str(4096 << 20), json.dumps(commands)],
+                         capture_output=True, text=True, timeout=600)
+    answers = [json.loads(line) for line in run.stdout.splitlines()]
+    assert run.returncode == 0 and len(answers) == len(commands), run.stderr
+    return folder, answers
+
+
+@pytest.mark.parametrize("case", range(len(IMPOSSIBLE_OPTIONS)),
+                         ids=[fragment for _, fragment in IMPOSSIBLE_OPTIONS])
+def test_impossible_options_are_refused_in_bounded_memory(refusals, case):
+    folder, answers = refusals
+    one_line_error(*answers[case], IMPOSSIBLE_OPTIONS[case][1])
+    assert not (folder / f"options-{case}").exists()
+
+
+@pytest.mark.parametrize("case", range(len(IMPOSSIBLE_STUDIES)),
+                         ids=[fragment for _, fragment in IMPOSSIBLE_STUDIES])
+def test_impossible_study_files_are_refused_in_bounded_memory(refusals, case):
+    folder, answers = refusals
+    one_line_error(*answers[len(IMPOSSIBLE_OPTIONS) + case], IMPOSSIBLE_STUDIES[case][1])
+    assert not (folder / f"study-{case}").exists()
 
 
 # 6. Unbounded resources: memory capped by the sizes the data set has; never a read that blocks.
