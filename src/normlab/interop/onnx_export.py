@@ -30,6 +30,7 @@ import numpy as np
 
 from normlab.atomic import write_atomically
 from normlab.errors import ConfigError
+from normlab.nn.fold import inference_affine
 from normlab.nn.models import INPUT_SHAPE, NUM_CLASSES, Model, abstract
 from normlab.nn.window import pair
 
@@ -162,9 +163,7 @@ def _max_pool2d(graph: Graph, site: Site, x: str) -> str:
 
 def _moving_affine(graph: Graph, site: Site, x: str) -> str:
     """Batch norm at inference, with whichever of gamma and beta exist."""
-    gamma, beta = np.float64(site.params.get("gamma", 1.0)), np.float64(site.params.get("beta", 0.0))
-    scale = gamma / np.sqrt(np.float64(site.state["moving_variance"]) + site.options["epsilon"])
-    shift = beta - np.float64(site.state["moving_mean"]) * scale
+    scale, shift = inference_affine(site.options["epsilon"], site.params, site.state)
     y = graph.op(site.name, "Mul", x, graph.const(f"{site.name}/scale", scale))
     return graph.op(site.name, "Add", y, graph.const(f"{site.name}/shift", shift))
 

@@ -16,16 +16,13 @@ from normlab.errors import ConfigError
 from normlab.files import FileProblem, display, read_bytes, write_bytes
 from normlab.interop.weights import MAX_FILE_BYTES, Weights
 from normlab.nn.models import abstract, build
+from normlab.train.checkpoint import is_key
 
 FORMAT = "normlab-model-1"
 
 
-def _is_key(leaf) -> bool:
-    return jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
-
-
 def _leaves(weights: Weights) -> dict[str, np.ndarray]:
-    return {f"{layer}/{name}": np.asarray(jax.random.key_data(v) if _is_key(v) else v)
+    return {f"{layer}/{name}": np.asarray(jax.random.key_data(v) if is_key(v) else v)
             for tree in (weights.params, weights.state) for layer, values in tree.items()
             for name, v in values.items()}
 
@@ -73,11 +70,11 @@ def _tree(like: dict, arrays: dict, source: str) -> dict:
         tree[layer] = {}
         for name, leaf in values.items():
             key = f"{layer}/{name}"
-            stored = jax.eval_shape(jax.random.key_data, leaf) if _is_key(leaf) else leaf
+            stored = jax.eval_shape(jax.random.key_data, leaf) if is_key(leaf) else leaf
             array = arrays.get(key)
             if array is None or array.shape != stored.shape or array.dtype != stored.dtype:
                 got = "nothing" if array is None else f"{array.dtype}{list(array.shape)}"
                 raise ConfigError(f"{source}: {key} must be {stored.dtype}{list(stored.shape)}, found {got}")
-            tree[layer][name] = (jax.random.wrap_key_data(array, impl=jax.random.key_impl(leaf)) if _is_key(leaf)
+            tree[layer][name] = (jax.random.wrap_key_data(array, impl=jax.random.key_impl(leaf)) if is_key(leaf)
                                  else jax.numpy.asarray(array))
     return tree

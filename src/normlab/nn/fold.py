@@ -73,12 +73,12 @@ def folded(model: Model) -> Model:
     return _folded(model, _plan(model))
 
 
-def _affine(spec: dict, params: dict, state: dict) -> tuple[np.ndarray, np.ndarray]:
-    """A BN's inference map ``x * s + t`` in float64."""
+def inference_affine(epsilon: float, params: dict, state: dict) -> tuple[np.ndarray, np.ndarray]:
+    """A BN's inference map ``x * s + t`` in float64 (the ONNX export writes it as one Mul and one Add)."""
     mean, variance = (np.asarray(state[k], np.float64) for k in ("moving_mean", "moving_variance"))
     gamma = np.asarray(params.get("gamma", 1.0), np.float64)
     beta = np.asarray(params.get("beta", 0.0), np.float64)
-    scale = gamma / np.sqrt(variance + spec["epsilon"])
+    scale = gamma / np.sqrt(variance + epsilon)
     return scale, beta - mean * scale
 
 
@@ -106,7 +106,7 @@ def fold(model: Model, params: dict, state: dict) -> tuple[Model, dict, dict]:
             layer = params[names[target]]
             kernel = np.asarray(layer["kernel"], np.float64)
             weights[target] = kernel, np.asarray(layer.get("bias", np.zeros(kernel.shape[-1])), np.float64)
-        scale, shift = _affine(model.spec[i], params[names[i]], state[names[i]])
+        scale, shift = inference_affine(model.spec[i]["epsilon"], params[names[i]], state[names[i]])
         weights[target] = (_into_output if into_output else _into_input)(*weights[target], scale, shift)
     result = _folded(model, plan)
     kept = [i for i in range(len(names)) if i not in plan]

@@ -25,14 +25,14 @@ NAME = re.compile(r"epoch-(\d{4,9})\.safetensors")
 HEADER_BYTES = 64 << 20  # the JSON header (record, history) is far smaller; more means a crafted file
 
 
-def _is_key(leaf) -> bool:
+def is_key(leaf) -> bool:
     """A typed PRNG key: stored as its raw uint32 key data, rewrapped on restore."""
     return jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
 
 
 def _flatten(tree) -> dict[str, np.ndarray]:
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {jax.tree_util.keystr(path): np.asarray(jax.random.key_data(leaf) if _is_key(leaf) else leaf)
+    return {jax.tree_util.keystr(path): np.asarray(jax.random.key_data(leaf) if is_key(leaf) else leaf)
             for path, leaf in leaves}
 
 
@@ -147,7 +147,7 @@ def restore(arrays: dict[str, np.ndarray], like):
     restored = []
     for path, leaf in leaves:
         value = arrays[jax.tree_util.keystr(path)]
-        restored.append(jax.random.wrap_key_data(value, impl=jax.random.key_impl(leaf)) if _is_key(leaf)
+        restored.append(jax.random.wrap_key_data(value, impl=jax.random.key_impl(leaf)) if is_key(leaf)
                         else jax.numpy.asarray(value))
     return jax.tree_util.tree_unflatten(treedef, restored)
 
