@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 NORMLAB := $(BIN)/normlab
 
-.PHONY: setup data browser reproduce test fuzz clean
+.PHONY: setup data browser reproduce test fuzz clean docs
 
 $(NORMLAB): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ reproduce: data
 
 test: data browser
 	$(BIN)/pytest -q
+
+# docs/api.md, the API reference, from the docstrings (tests/test_api_reference.py fails while it is stale).
+docs: setup
+	$(BIN)/python -m normlab.api.reference > docs/api.md.tmp && mv docs/api.md.tmp docs/api.md
 
 clean:
 	rm -rf $(VENV) src/*.egg-info .pytest_cache .hypothesis

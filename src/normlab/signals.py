@@ -31,6 +31,8 @@ class Interrupted(BaseException):
 _held = 0
 _interruptible = 0
 _received: list[int] = []
+NOTHING_WRITTEN = "nothing was written"
+_note: object = NOTHING_WRITTEN
 
 
 def _handler(signum, frame):
@@ -62,6 +64,17 @@ def interruption(error: BaseException) -> Interrupted | None:
     if _received:
         return Interrupted(_received[0])
     return error if isinstance(error, Interrupted) else None
+
+
+def set_note(note) -> None:
+    """What an interruption from now on keeps, and how to carry on: text, or a function that says it then."""
+    global _note
+    _note = note
+
+
+def note() -> str:
+    """The stop note the command prints when it is interrupted."""
+    return _note() if callable(_note) else _note
 
 
 def clear() -> None:

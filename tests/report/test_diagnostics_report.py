@@ -10,6 +10,7 @@ import copy
 import html
 import json
 import math
+import sys
 import warnings
 
 import numpy as np
@@ -75,7 +76,7 @@ DIAGNOSTICS = make_diagnostics()
 @pytest.fixture
 def drawn_quickly(monkeypatch):
     """The page tests check the page, not the figures: a stand-in PNG for each saves seconds of rendering."""
-    monkeypatch.setattr("normlab.report.diagnostics.figures", lambda d: dict.fromkeys(FIGURES, PNG))
+    monkeypatch.setattr(sys.modules["normlab.report.diagnostics"], "figures", lambda d: dict.fromkeys(FIGURES, PNG))
 
 
 @pytest.fixture(scope="module")
@@ -224,7 +225,7 @@ def test_bad_diagnostics_is_a_one_line_config_error(tmp_path, content, message):
 
 
 def test_too_big_or_not_a_file_is_a_config_error(tmp_path, monkeypatch):
-    monkeypatch.setattr("normlab.report.diagnostics_json.MAX_BYTES", 100)
+    monkeypatch.setattr(sys.modules["normlab.report.diagnostics_json"], "MAX_BYTES", 100)
     (tmp_path / "diagnostics.json").write_text(json.dumps(DIAGNOSTICS))
     with pytest.raises(ConfigError, match="more than the 100 expected"):
         load_diagnostics(tmp_path / "diagnostics.json")

@@ -16,7 +16,7 @@ from normlab.report import write_all
 from normlab.report.hparams import write_hparams
 from normlab.report.html import find_results, load_results, report_command, write_html
 from normlab.report.literal import markdown, path_component
-from normlab.report.plots import _learning_curves_figure, sweep_png
+from normlab.report.plots import learning_curves_figure, sweep_png
 from normlab.report.results_json import Run
 
 NASTY = ["a|b", "x`y`", "<script>alert(1)</script>", "a & b", "line\nbreak\r\n", "- item", "# title", "1. first",
@@ -144,9 +144,9 @@ def test_figure_labels_are_literal_and_underscore_labels_stay(tmp_path):
     names = ["a$\\foo$b", "_hidden", "$x$ and $y$", "plain"]
     groups = {name: [Run.from_dict(run(name))] for name in names}
     expected = [(f"{name} (n=1)", False) for name in names]
-    fig = _learning_curves_figure(groups)
+    fig = learning_curves_figure(groups)
     assert legend_texts(fig.axes[0].get_legend()) == expected
-    shared = _learning_curves_figure(groups, shared_legend=True)
+    shared = learning_curves_figure(groups, shared_legend=True)
     assert legend_texts(shared.legends[0]) == expected
     for figure in (fig, shared):
         figure.savefig(tmp_path / "f.png")  # mathtext would raise on "\foo"
@@ -157,7 +157,7 @@ def test_figure_labels_are_literal_and_underscore_labels_stay(tmp_path):
 
 def test_a_huge_label_is_cut_to_fit_the_figure():
     """100,000 characters would take Agg about a minute to lay out; the legend shows the first 79 and "…"."""
-    fig = _learning_curves_figure({"x" * 100_000: [Run.from_dict(run("x"))], "y\n" * 50: [Run.from_dict(run("y"))]})
+    fig = learning_curves_figure({"x" * 100_000: [Run.from_dict(run("x"))], "y\n" * 50: [Run.from_dict(run("y"))]})
     texts = [text for text, _ in legend_texts(fig.axes[0].get_legend())]
     assert texts == ["x" * 79 + "… (n=1)", "y " * 39 + "y… (n=1)"]
 

@@ -6,8 +6,6 @@ Imports nothing heavy at module level: the CLI builds its parser from here on ev
 import argparse
 from pathlib import Path
 
-from normlab import signals
-from normlab.errors import ConfigError
 from normlab.files import display
 
 SUFFIXES = {"keras": ".keras", "onnx": ".onnx", "safetensors": ".safetensors"}
@@ -30,64 +28,21 @@ def add_parsers(sub, with_data) -> None:
     p.set_defaults(func=cmd_evaluate)
 
 
-def _format(args) -> str:
-    by_suffix = {suffix: fmt for fmt, suffix in SUFFIXES.items()}
-    if args.format is None:
-        return by_suffix.get(args.out.suffix, "keras") if args.out else "keras"
-    if args.out is not None and args.out.suffix != SUFFIXES[args.format]:
-        raise ConfigError(f"--out {display(args.out)}: a {args.format} file must end in {SUFFIXES[args.format]}")
-    return args.format
-
-
 def cmd_export(args: argparse.Namespace) -> None:
-    from normlab.interop.model_files import write
-    from normlab.interop.trained import final_weights, one_run
-    from normlab.interop.weights import Weights
-    from normlab.nn.fold import fold
-    fmt = _format(args)
-    results, run = one_run(args.run_dir, args.preset, args.seed)
-    weights = final_weights(args.run_dir, results, run)
-    if args.fold_bn:
-        weights = Weights(*fold(*weights))
-    name = f"{run.preset}-seed{run.seed}{'-folded' if args.fold_bn else ''}{SUFFIXES[fmt]}"
-    out = args.out or Path(args.run_dir) / "export" / name
-    if out.is_dir():
-        raise ConfigError(f"--out {display(out)} is a folder; give the file to write")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    signals.safe_point("export")
-    write(weights, fmt, out)
-    args.stop_note = f"the export was complete: {display(out)}"
+    import normlab
+    from normlab.interop.trained import one_run
+    out = normlab.export(args.run_dir, preset=args.preset, seed=args.seed, format=args.format,
+                         fold_bn=args.fold_bn, out=args.out)
+    _, run = one_run(args.run_dir, args.preset, args.seed)
     recorded = "" if run.test is None else f"; results.json records test accuracy {run.test['accuracy']:.4f}"
     print(f"wrote {display(out)}: {run.preset} seed {run.seed} after {len(run.history['loss'])} epochs"
           f"{', batch norms folded' if args.fold_bn else ''}{recorded}")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from normlab.data import load
-    if args.target.is_dir():
-        from normlab.interop.trained import final_weights, finished_runs
-        results, chosen = finished_runs(args.target, args.preset, args.seed)
-        models = [(f"{run.preset} seed {run.seed}", final_weights(args.target, results, run), run) for run in chosen]
-    else:
-        if args.preset is not None or args.seed is not None:
-            raise ConfigError("--preset and --seed pick models in a run folder; a model file holds one")
-        from normlab.interop.model_files import read
-        weights = read(args.target)
-        models = [(f"{display(args.target)} ({weights.model.name})", weights, None)]
-    signals.safe_point("data")
-    data = load(args.data_dir, verify=not args.no_verify)
-    for label, weights, run in models:
-        signals.safe_point("evaluate")
-        loss, accuracy = test_scores(weights, data.x_test, data.y_test)
-        recorded = "" if run is None or run.test is None else f" (results.json: {run.test['accuracy']:.4f})"
-        print(f"{label}: test loss {loss:.4f}, accuracy {accuracy:.4f}{recorded}", flush=True)
-
-
-def test_scores(weights, images_u8, labels) -> tuple[float, float]:
-    """Mean loss and accuracy as training's evaluation computes them (``train.step.make_evaluate``)."""
-    import jax
-    import numpy as np
-    from normlab.train.step import make_evaluate
-    loss, accuracy = jax.jit(make_evaluate(weights.model))(weights.params, weights.state, images_u8,
-                                                          np.asarray(labels, np.int32))
-    return float(loss), float(accuracy)
+    import normlab
+    for score in normlab.evaluate(args.target, preset=args.preset, seed=args.seed, data_dir=args.data_dir,
+                                  verify=not args.no_verify):
+        recorded = "" if score["recorded"] is None else f" (results.json: {score['recorded']:.4f})"
+        print(f"{score['model']}: test loss {score['loss']:.4f}, accuracy {score['accuracy']:.4f}{recorded}",
+              flush=True)

@@ -13,6 +13,8 @@ import html
 import os
 from pathlib import Path
 
+from matplotlib.figure import Figure
+
 from normlab.errors import ConfigError
 from normlab.files import MiB, FileProblem, display, one_line, read_bytes, write_text
 from normlab.nn.models import presets
@@ -20,8 +22,8 @@ from normlab.report.diagnostics import findings, section_html
 from normlab.report.diagnostics_json import NAME as DIAGNOSTICS, find_diagnostics, load_diagnostics
 from normlab.report.literal import markdown
 from normlab.report.page import HTML_HEAD, details, document, img
-from normlab.report.plots import learning_curves_png, sweep_png
-from normlab.report.results_json import find_results, load_results
+from normlab.report.plots import learning_curves_png, png_bytes, sweep_figure
+from normlab.report.results_json import find_files, find_results, load_results
 from normlab.report.stats import summarize
 from normlab.report.summary import (control_table, controls, diverged_line, final_accuracies, final_table,
                                     group_settings, label, sort_key, value_text)
@@ -106,6 +108,17 @@ def _sweep_series(groups: dict[str, dict], key: str) -> dict[str, list]:
     return series
 
 
+def sweep_figures(results_list: list[dict], groups: dict[str, dict]) -> dict[str, Figure]:
+    """Swept key -> final validation accuracy against it; one panel per architecture when settings span several."""
+    architectures, figures = _architectures(results_list), {}
+    for key in _sweep_keys(groups):
+        if series := _sweep_series(groups, key):
+            panel_of = {name: architectures.get(g["setting"]["preset"], "") for name, g in groups.items()}
+            panel_of = {label(g["setting"], skip=key): panel_of[name] for name, g in groups.items()}
+            figures[key] = sweep_figure(series, key, panel_of if len(set(panel_of.values())) > 1 else None)
+    return figures
+
+
 def _overview(groups: dict[str, dict], n_files: int, control_of: dict) -> str:
     runs = [r for g in groups.values() for r in g["ok"] + g["diverged"]]
     epochs = max((len(r.history["val_accuracy"]) for r in runs), default=0)
@@ -138,13 +151,8 @@ def write_html(results_list: list[dict], out: Path, titles: list[str] | None = N
     if curves:
         parts += ["<h2>Learning curves</h2><p class=note>Mean over the seeds that did not diverge (n in the "
                   "legend); the band is ± 1 sample std.</p>", img(learning_curves_png(curves), "learning curves")]
-    architectures = _architectures(results_list)
-    for key in _sweep_keys(groups):
-        if series := _sweep_series(groups, key):
-            panel_of = {name: architectures.get(g["setting"]["preset"], "") for name, g in groups.items()}
-            panel_of = {label(g["setting"], skip=key): panel_of[name] for name, g in groups.items()}
-            panels = panel_of if len(set(panel_of.values())) > 1 else None
-            parts += [f"<h2>Sweep over {esc(key)}</h2>", img(sweep_png(series, key, panels), f"sweep {key}")]
+    for key, figure in sweep_figures(results_list, groups).items():
+        parts += [f"<h2>Sweep over {esc(key)}</h2>", img(png_bytes(figure), f"sweep {key}")]
     prose = BN_EXPLANATION[:-WHY_IT_HELPS] if diagnostics else BN_EXPLANATION
     parts += ["<h2>How batch normalization works</h2>", *(f"<p>{esc(line)}</p>" for line in prose)]
     parts += [section_html(diagnostics, img)] if diagnostics else []
@@ -178,6 +186,14 @@ def _refuse_foreign(path: Path, marks: tuple[bytes, ...]) -> None:
                           "move it away or choose another output file")
 
 
+def _results_in(run_dir: Path) -> list[Path]:
+    """The results.json files of one folder given; none for a diagnose folder (its diagnostics.json is read
+    apart), a ConfigError for a folder with neither."""
+    if not find_files(run_dir, "results.json") and find_files(run_dir, DIAGNOSTICS):
+        return []
+    return find_results(run_dir)
+
+
 def report_command(run_dirs: list[Path], out: Path | None = None, control: str | None = None) -> Path:
     """`normlab report RUN_DIR...`: merge every results.json, write an HTML report (default
     RUN_DIRS[0]/summary.html, beside reproduce's own report.md) and the Markdown summary beside it (same name,
@@ -187,7 +203,10 @@ def report_command(run_dirs: list[Path], out: Path | None = None, control: str |
     if not run_dirs:
         raise ConfigError("no run directories given")
     # each results file once, however often the folders given overlap ("runs/a runs/a", "runs runs/a")
-    paths = list({path.resolve(): path for run_dir in run_dirs for path in find_results(run_dir)}.values())
+    paths = list({path.resolve(): path for run_dir in run_dirs for path in _results_in(run_dir)}.values())
+    if not paths:
+        raise ConfigError(f"no results.json in {', '.join(map(one_line, run_dirs))}: a report needs a train, "
+                          "reproduce or sweep run beside a diagnosis")
     results_list = [load_results(path) for path in paths]
     found = find_diagnostics(run_dirs)
     diagnostics = load_diagnostics(found) if found else None

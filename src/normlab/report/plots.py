@@ -61,7 +61,7 @@ def _legend(owner, handles: list, **options) -> None:
     owner.legend(handles, [h.get_label() for h in handles], **options)
 
 
-def _learning_curves_figure(groups: dict[str, list[Run]], shared_legend: bool = False) -> Figure:
+def learning_curves_figure(groups: dict[str, list[Run]], shared_legend: bool = False) -> Figure:
     """The 2×2 grid; with many groups one legend below the grid keeps the curves uncovered."""
     fig = Figure(figsize=(10, 7.5 if shared_legend else 7), layout="constrained")
     axes = fig.subplots(2, 2).ravel()
@@ -82,17 +82,23 @@ def png_bytes(fig: Figure) -> bytes:
 
 def plot_learning_curves(results: dict, path: Path) -> Path:
     """Save the 2×2 grid of training/validation accuracy and loss."""
-    return write_bytes(path, png_bytes(_learning_curves_figure(group_runs(results))))
+    return write_bytes(path, png_bytes(learning_curves_figure(group_runs(results))))
 
 
 def learning_curves_png(groups: dict[str, list[Run]]) -> bytes:
     """The same 2×2 grid for any grouping of runs (label -> completed runs), as PNG bytes; each curve is as long
     as the shortest history of its group."""
-    return png_bytes(_learning_curves_figure(groups, shared_legend=True))
+    return png_bytes(learning_curves_figure(groups, shared_legend=True))
 
 
 def sweep_png(series: dict[str, list[tuple[float, float, tuple[float, float] | None]]], key: str,
               panel_of: dict[str, str] | None = None) -> bytes:
+    """``sweep_figure`` as PNG bytes."""
+    return png_bytes(sweep_figure(series, key, panel_of))
+
+
+def sweep_figure(series: dict[str, list[tuple[float, float, tuple[float, float] | None]]], key: str,
+                 panel_of: dict[str, str] | None = None) -> Figure:
     """Final validation accuracy (%) against one swept value: a line per series, error bars = 95% CI.
 
     ``series`` maps a label to (x, mean accuracy, CI or None) points; the x axis is logarithmic when the values
@@ -126,11 +132,16 @@ def sweep_png(series: dict[str, list[tuple[float, float, tuple[float, float] | N
     axes[0].set_ylabel("final validation accuracy (%)")
     if len(panels) > 1:
         fig.suptitle(f"Final validation accuracy vs {name}")
-    return png_bytes(fig)
+    return fig
+
+
+def metric_figure(groups: dict[str, list[Run]], key: str = "val_accuracy") -> Figure:
+    """One history metric alone (a key of ``PANELS``), mean ± std per group."""
+    fig = Figure(figsize=(6, 4), layout="constrained")
+    _draw_panel(fig.subplots(), groups, *next(panel for panel in PANELS if panel[0] == key))
+    return fig
 
 
 def plot_val_accuracy(results: dict, path: Path) -> Path:
     """Save validation accuracy alone: the headline figure the README embeds."""
-    fig = Figure(figsize=(6, 4), layout="constrained")
-    _draw_panel(fig.subplots(), group_runs(results), *PANELS[1])
-    return write_bytes(path, png_bytes(fig))
+    return write_bytes(path, png_bytes(metric_figure(group_runs(results))))

@@ -1,0 +1,92 @@
+"""A trained model out of a run folder (``export``), and any model's test score (``evaluate``)."""
+
+from pathlib import Path
+
+from normlab import signals
+from normlab.api.command import option_name
+from normlab.errors import ConfigError
+from normlab.files import display
+from normlab.interop.command import SUFFIXES
+
+
+
+def _format(format: str | None, out: Path | None) -> str:
+    by_suffix = {suffix: fmt for fmt, suffix in SUFFIXES.items()}
+    if format is None:
+        return by_suffix.get(out.suffix, "keras") if out else "keras"
+    if format not in SUFFIXES:
+        raise ConfigError(f"{option_name('format')} must be one of {', '.join(SUFFIXES)}, got {format!r}")
+    if out is not None and out.suffix != SUFFIXES[format]:
+        raise ConfigError(f"{option_name('out')} {display(out)}: a {format} file must end in {SUFFIXES[format]}")
+    return format
+
+
+def export(run_dir, *, preset: str | None = None, seed: int | None = None, format: str | None = None,
+           fold_bn: bool = False, out=None) -> Path:
+    """A finished run's trained model (its last epoch's checkpoint) as a Keras 3 ``.keras``, an ``.onnx`` or a
+    ``.safetensors`` file (default RUN_DIR/export/PRESET-seedS[-folded].SUFFIX); ``fold_bn`` folds batch norms
+    into the neighbouring Dense/Conv2D (same predictions, fewer layers). Returns the file's path.
+
+    >>> normlab.export("runs/doc-train", format="safetensors")
+    PosixPath('runs/doc-train/export/bn-after-seed0.safetensors')
+    """
+    from normlab.interop.model_files import write
+    from normlab.interop.trained import final_weights, one_run
+    from normlab.interop.weights import Weights
+    from normlab.nn.fold import fold
+    out = None if out is None else Path(out)
+    fmt = _format(format, out)
+    results, run = one_run(Path(run_dir), preset, seed)
+    weights = final_weights(Path(run_dir), results, run)
+    if fold_bn:
+        weights = Weights(*fold(*weights))
+    name = f"{run.preset}-seed{run.seed}{'-folded' if fold_bn else ''}{SUFFIXES[fmt]}"
+    out = out or Path(run_dir) / "export" / name
+    if out.is_dir():
+        raise ConfigError(f"{option_name('out')} {display(out)} is a folder; give the file to write")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    signals.safe_point("export")
+    write(weights, fmt, out)
+    signals.set_note(f"the export was complete: {display(out)}")
+    return out
+
+
+def evaluate(target, *, preset: str | None = None, seed: int | None = None, data_dir=None,
+             verify: bool = True) -> list[dict]:
+    """Test loss and accuracy on the 10,000 test images of a ``.keras`` or ``.safetensors`` model file, or of a
+    run folder's models (each beside what its results.json recorded).
+
+    >>> [round(score["accuracy"], 4) == round(score["recorded"], 4) for score in normlab.evaluate("runs/doc-train")]
+    [True]
+    """
+    from normlab.api.running import data
+    target = Path(target)
+    if target.is_dir():
+        from normlab.interop.trained import final_weights, finished_runs
+        results, chosen = finished_runs(target, preset, seed)
+        models = [(f"{run.preset} seed {run.seed}", final_weights(target, results, run), run) for run in chosen]
+    else:
+        if preset is not None or seed is not None:
+            raise ConfigError(f"{option_name('preset')} and {option_name('seed')} pick models in a run folder; "
+                              "a model file holds one")
+        from normlab.interop.model_files import read
+        weights = read(target)
+        models = [(f"{display(target)} ({weights.model.name})", weights, None)]
+    fashion = data(data_dir, verify=verify)
+    scores = []
+    for label, weights, run in models:
+        signals.safe_point("evaluate")
+        loss, accuracy = test_scores(weights, fashion.x_test, fashion.y_test)
+        scores.append({"model": label, "loss": loss, "accuracy": accuracy,
+                       "recorded": None if run is None or run.test is None else run.test["accuracy"]})
+    return scores
+
+
+def test_scores(weights, images_u8, labels) -> tuple[float, float]:
+    """Mean loss and accuracy as training's evaluation computes them (``train.step.make_evaluate``)."""
+    import jax
+    import numpy as np
+    from normlab.train.step import make_evaluate
+    loss, accuracy = jax.jit(make_evaluate(weights.model))(weights.params, weights.state, images_u8,
+                                                          np.asarray(labels, np.int32))
+    return float(loss), float(accuracy)
