@@ -1,9 +1,11 @@
 """Shared fixtures: a small synthetic Fashion-MNIST-shaped data set, full-size synthetic IDX files, the real data,
 and the environment of the `normlab` processes the tests start."""
 
+import contextlib
 import os
 import shutil
 import struct
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -45,10 +47,13 @@ def cache_home(folder):
     so on stderr."""
     import matplotlib.font_manager  # builds matplotlib's font list if it is missing
     from normlab.data.fashion_mnist import cache_dir
-    (folder / "normlab").mkdir(parents=True)
-    if cache_dir().is_dir():
-        (folder / "normlab" / "fashion-mnist").symlink_to(cache_dir())
-    (folder / "matplotlib").symlink_to(matplotlib.get_cachedir())
+    (folder / "normlab").mkdir(parents=True, exist_ok=True)
+    links = {folder / "normlab" / "fashion-mnist": cache_dir() if cache_dir().is_dir() else None,
+             folder / "matplotlib": Path(matplotlib.get_cachedir())}
+    for link, target in links.items():
+        if target is not None:
+            with contextlib.suppress(FileExistsError):  # made by another test worker meanwhile
+                link.symlink_to(target)
     return folder
 
 
@@ -57,7 +62,16 @@ def cli_env(tmp_path_factory):
     """For `normlab` subprocesses: one XLA compile cache for the whole session (``$XDG_CACHE_HOME/normlab/xla``),
     so a program that many test processes need is compiled once (bn-after's ~30 programs: 11 s cold, 2 s from the
     cache), and the user's own cache is left alone."""
-    return {**os.environ, "XDG_CACHE_HOME": str(cache_home(tmp_path_factory.mktemp("xdg-cache")))}
+    return {**os.environ, "XDG_CACHE_HOME": str(cache_home(shared_folder(tmp_path_factory, "xdg-cache")))}
+
+
+def shared_folder(tmp_path_factory, name: str) -> Path:
+    """A folder of this test session that every pytest-xdist worker shares (each has its own basetemp below
+    one root), so a program one worker compiled is not compiled again by the other."""
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / name
+    folder.mkdir(exist_ok=True)
+    return folder
 
 
 NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")

@@ -2,6 +2,7 @@
 caller spelled them, and the CLI and Python reaching the same functions."""
 
 import json
+import signal
 import subprocess
 import sys
 
@@ -85,3 +86,25 @@ def test_the_cli_names_flags_where_python_names_keywords(capsys):
     from normlab.cli import main
     assert main(["train", "bn-after", "--batch-size", "-1"]) == 2
     assert "--batch-size" in capsys.readouterr().err
+
+
+@pytest.mark.full_data
+def test_an_interrupted_call_keeps_its_epochs_and_says_how_to_resume(tmp_path, cli_env, real_data):
+    """A notebook's interrupt (SIGINT) while the first epoch's checkpoint is written: the write completes, the call
+    ends with a KeyboardInterrupt that names the resume call, and that call finishes the run from there."""
+    stages, out = tmp_path / "stages", tmp_path / "run"
+    call = f"import normlab; normlab.train('bn-after', epochs=2, subset=2000, out={str(out)!r}, progress=False)"
+    env = {**cli_env, "NORMLAB_TEST_STAGES": str(stages), "NORMLAB_TEST_PAUSE_AT": "checkpoint-write"}
+    proc = subprocess.Popen([sys.executable, "-c", call], env=env, stderr=subprocess.PIPE, text=True)
+    from test_signals import wait_for_stage
+    wait_for_stage(stages, "checkpoint-write", proc)
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=600)[1]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("KeyboardInterrupt: interrupted by SIGINT; finished epochs are checkpointed"), err
+    assert f"normlab.train(..., out={str(out)!r}, resume=True)" in last
+    resumed = subprocess.run([sys.executable, "-c", call.replace("progress=False", "progress=False, resume=True")],
+                             env=cli_env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    record = json.loads((out / "results.json").read_text())
+    assert record["runs"][0]["time"]["resumed_from_epoch"] == 1 and len(record["runs"][0]["history"]["loss"]) == 2

@@ -4,9 +4,13 @@ how to carry on in the caller's own terms: ``--epochs`` and "normlab train ... -
 
 import contextlib
 import contextvars
+import functools
 import shlex
+import threading
 from pathlib import Path
 
+from normlab import signals
+from normlab.errors import NormlabError
 from normlab.files import display
 
 # While the CLI runs a command: its arguments, and how it names each setting (its flags); None for Python.
@@ -37,3 +41,34 @@ def again(call: str, out: Path, out_given: bool, resume: bool = True) -> str:
         return f"normlab.{call}(..., out={str(out)!r}{', resume=True' if resume else ''})"
     again = [a for a in command[0] if a != "--resume"] + ([] if out_given else ["--out", display(out)])
     return f"normlab {shlex.join(again)}" + (" --resume" if resume else "")
+
+
+_depth = 0  # public calls under way in this process: only the outermost handles signals and errors
+
+
+def public(function):
+    """A public function as a Python caller meets it. A user's mistake is raised from here, not from deep inside
+    (a notebook shows a two-frame traceback and the one-line message), and SIGINT/SIGTERM (a notebook's interrupt)
+    are acted on at the safe points, as in the CLI: the call ends with a KeyboardInterrupt that says what was kept
+    and how to resume. The CLI does both itself, and so does a caller outside the main thread."""
+    @functools.wraps(function)
+    def call(*args, **kwargs):
+        global _depth
+        if _depth or COMMAND.get() is not None or threading.current_thread() is not threading.main_thread():
+            return function(*args, **kwargs)
+        previous, _depth = signals.install(), 1
+        signals.clear()
+        signals.set_note(signals.NOTHING_WRITTEN)
+        try:
+            return function(*args, **kwargs)
+        except NormlabError as error:
+            raise error.with_traceback(None) from None
+        except BaseException as error:
+            if (stop := signals.interruption(error)) is None:
+                raise
+            signals.clear()
+            raise KeyboardInterrupt(f"interrupted by {stop}; {signals.note()}") from None
+        finally:
+            _depth = 0
+            signals.restore(previous)
+    return call

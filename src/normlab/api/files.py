@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from normlab import signals
-from normlab.api.command import option_name
+from normlab.api.command import option_name, public
 from normlab.errors import ConfigError
 from normlab.files import display
 from normlab.interop.command import SUFFIXES
@@ -21,6 +21,7 @@ def _format(format: str | None, out: Path | None) -> str:
     return format
 
 
+@public
 def export(run_dir, *, preset: str | None = None, seed: int | None = None, format: str | None = None,
            fold_bn: bool = False, out=None) -> Path:
     """A finished run's trained model (its last epoch's checkpoint) as a Keras 3 ``.keras``, an ``.onnx`` or a
@@ -51,6 +52,7 @@ def export(run_dir, *, preset: str | None = None, seed: int | None = None, forma
     return out
 
 
+@public
 def evaluate(target, *, preset: str | None = None, seed: int | None = None, data_dir=None,
              verify: bool = True) -> list[dict]:
     """Test loss and accuracy on the 10,000 test images of a ``.keras`` or ``.safetensors`` model file, or of a

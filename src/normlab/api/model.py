@@ -2,6 +2,7 @@
 
 import html
 
+from normlab.api.command import public
 from normlab.nn import models
 from normlab.nn.summary import Variable, layer_rows, param_counts, variables
 
@@ -102,6 +103,7 @@ class Model:
         return f"<normlab.Model {self.name!r}: {len(self.layers)} layers, {self.counts['total']:,} params>"
 
 
+@public
 def model(name: str, study=None) -> Model:
     """A preset (baseline, bn-after, bn-before, cnn-bn, ...) or a ``[models.NAME]`` of a study file, built with
     the study's settings (the seed study's by default).

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from normlab.errors import ConfigError
+from normlab.api.command import public
 from normlab.files import display
 from normlab.rundir import holds
 from normlab.report.results_json import HISTORY_KEYS, Run, find_results, load_results, runs
@@ -241,6 +242,7 @@ class Diagnosis:
         return f"<normlab.Diagnosis {_where(self.folder)}: presets {', '.join(self.diagnostics['presets'])}>"
 
 
+@public
 def load(folder) -> Results | Sweep | Diagnosis:
     """What a run folder holds: a train or reproduce run's Results, a sweep, or a diagnosis.
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from normlab import signals
-from normlab.api.command import COMMAND, again as _again, option_name
+from normlab.api.command import COMMAND, again as _again, option_name, public
 from normlab.api.progress import Display
 from normlab.errors import ConfigError
 from normlab.files import display
@@ -45,6 +45,7 @@ def study_config(study=None, options: dict | None = None, **fixed):
     return dataclasses.replace(base, **{k: v for k, v in fixed.items() if v is not None})
 
 
+@public
 def config(study=None, **options):
     """The settings a run would use, checked: the seed study's (or ``study``'s) with ``options`` on top.
 
@@ -57,6 +58,7 @@ def config(study=None, **options):
     return study_config(study, options)
 
 
+@public
 def data(data_dir=None, download: bool = True, verify: bool = True):
     """Fashion-MNIST, found (or downloaded) and checked by SHA-256: train 55,000 / validation 5,000 / test 10,000.
 
@@ -130,6 +132,7 @@ def _run_study(settings, out: Path, out_given: bool, call: str, resume: bool, da
     return results
 
 
+@public
 def train(preset: str, *, seed: int | None = None, out=None, resume: bool = False, study=None, data_dir=None,
           verify: bool = True, progress: bool = True, config=None, **options) -> "Results":
     """Train one model for one seed, printing a Keras-like line per epoch; checkpoints, TensorBoard scalars,
@@ -178,6 +181,7 @@ def _settings(config, study, options: dict, **fixed):
     return study_config(study if config is None else config, options, **fixed)
 
 
+@public
 def reproduce(presets=None, *, seeds: int | None = None, out=None, resume: bool = False, study=None, data_dir=None,
               verify: bool = True, progress: bool = True, config=None, **options) -> "Results":
     """The study: every preset (baseline, bn-after, bn-before by default) for several seeds (5), in worker
@@ -232,6 +236,7 @@ def _mean(values) -> str:
     return f"{finite.mean():.4f}" if finite.size else "—"
 
 
+@public
 def run(study, *, out=None, workers: int | None = None, data_dir=None, verify: bool = True,
         progress: bool = True) -> "Sweep":
     """A study file (or a built-in study: seed, lr-sweep, batch-size, momentum, norms-vs-batch-size) and its sweep:
@@ -318,6 +323,7 @@ def _sweep_report(out: Path) -> Path:
 DIAGNOSE_FIELDS = ("presets", "seeds", "every", "etas", "unit", "precise_batches")
 
 
+@public
 def diagnose(presets=None, *, seeds: int | None = None, every: int | None = None, etas=None, unit: int | None = None,
              precise_batches: int | None = None, out=None, resume: bool = False, study=None, data_dir=None,
              verify: bool = True, progress: bool = True, config=None, **options) -> "Diagnosis":
@@ -378,6 +384,7 @@ def diagnose(presets=None, *, seeds: int | None = None, every: int | None = None
     return Diagnosis(diagnostics, out)
 
 
+@public
 def report(folders, out=None, control: str | None = None) -> Path:
     """One self-contained HTML report (and its Markdown twin) over run folders: tables with intervals and tests,
     learning curves, sweeps, and a diagnosis found among them. Returns the page's path.
