@@ -115,3 +115,16 @@ layers = [
 [config]
 presets = ["wide-bn", "bn-after"]
 """
+
+
+# Test files that share one pytest-xdist worker, in this order: the notebook then finds the programs the API's
+# examples compiled (same models, subset and seeds) in the session's compile cache.
+SAME_WORKER = {"tests/test_notebook.py": "tests/test_api_reference.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under `make test` (pytest-xdist, --dist loadgroup) a file's tests stay on one worker, so the fixtures a file
+    shares (a trained run, a diagnosis) are made once, not once per worker."""
+    for item in items:
+        path = item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(SAME_WORKER.get(path, path)))
