@@ -58,6 +58,13 @@ def test_tables_plots_and_frames():
     (lambda: normlab.diagnose(etas=[], out="never"), "etas"),
     (lambda: normlab.model("bn-afterr"), "did you mean 'bn-after'"),
     (lambda: normlab.export("no-such-run", format="pdf"), "format must be one of"),
+    (lambda: normlab.load(123), "folder must be a path"),
+    (lambda: normlab.run(None), "study must be a path"),
+    (lambda: normlab.evaluate(None), "target must be a path"),
+    (lambda: normlab.report(["runs", 3]), "folders must be a path"),
+    (lambda: normlab.train("bn-after", out="a\0b"), "out must be a path"),
+    (lambda: normlab.train("bn-after", config=5, out="never"), "config must be a StudyConfig"),
+    (lambda: normlab.model(None), "name must be"),
 ])
 def test_a_python_callers_mistake_is_a_one_line_error_naming_the_keyword(call, keyword, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

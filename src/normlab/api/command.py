@@ -5,12 +5,13 @@ how to carry on in the caller's own terms: ``--epochs`` and "normlab train ... -
 import contextlib
 import contextvars
 import functools
+import os
 import shlex
 import threading
 from pathlib import Path
 
 from normlab import signals
-from normlab.errors import NormlabError
+from normlab.errors import ConfigError, NormlabError, shown
 from normlab.files import display
 
 # While the CLI runs a command: its arguments, and how it names each setting (its flags); None for Python.
@@ -41,6 +42,17 @@ def again(call: str, out: Path, out_given: bool, resume: bool = True) -> str:
         return f"normlab.{call}(..., out={str(out)!r}{', resume=True' if resume else ''})"
     again = [a for a in command[0] if a != "--resume"] + ([] if out_given else ["--out", display(out)])
     return f"normlab {shlex.join(again)}" + (" --resume" if resume else "")
+
+
+def path_of(value, name: str, required: bool = False) -> Path | None:
+    """``value`` (text or a Path) as a Path, or a one-line ConfigError naming the argument; None stays None
+    unless the path is ``required``."""
+    if value is None and not required:
+        return None
+    text = os.fspath(value) if isinstance(value, (str, os.PathLike)) else None
+    if not isinstance(text, str) or not text or "\0" in text or len(text) > 4096:
+        raise ConfigError(f"{option_name(name)} must be a path (text or a Path), got {shown(value)}")
+    return Path(text)
 
 
 _depth = 0  # public calls under way in this process: only the outermost handles signals and errors

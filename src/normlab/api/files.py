@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from normlab import signals
-from normlab.api.command import option_name, public
+from normlab.api.command import option_name, path_of, public
 from normlab.errors import ConfigError
 from normlab.files import display
 from normlab.interop.command import SUFFIXES
@@ -35,14 +35,14 @@ def export(run_dir, *, preset: str | None = None, seed: int | None = None, forma
     from normlab.interop.trained import final_weights, one_run
     from normlab.interop.weights import Weights
     from normlab.nn.fold import fold
-    out = None if out is None else Path(out)
+    out, run_dir = path_of(out, "out"), path_of(run_dir, "run_dir", required=True)
     fmt = _format(format, out)
-    results, run = one_run(Path(run_dir), preset, seed)
-    weights = final_weights(Path(run_dir), results, run)
+    results, run = one_run(run_dir, preset, seed)
+    weights = final_weights(run_dir, results, run)
     if fold_bn:
         weights = Weights(*fold(*weights))
     name = f"{run.preset}-seed{run.seed}{'-folded' if fold_bn else ''}{SUFFIXES[fmt]}"
-    out = out or Path(run_dir) / "export" / name
+    out = out or run_dir / "export" / name
     if out.is_dir():
         raise ConfigError(f"{option_name('out')} {display(out)} is a folder; give the file to write")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -62,7 +62,7 @@ def evaluate(target, *, preset: str | None = None, seed: int | None = None, data
     [True]
     """
     from normlab.api.running import data
-    target = Path(target)
+    target = path_of(target, "target", required=True)
     if target.is_dir():
         from normlab.interop.trained import final_weights, finished_runs
         results, chosen = finished_runs(target, preset, seed)

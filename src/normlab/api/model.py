@@ -3,6 +3,7 @@
 import html
 
 from normlab.api.command import public
+from normlab.errors import ConfigError, shown
 from normlab.nn import models
 from normlab.nn.summary import Variable, layer_rows, param_counts, variables
 
@@ -112,4 +113,6 @@ def model(name: str, study=None) -> Model:
     <normlab.Model 'bn-before': 9 layers, 270,946 params>
     """
     from normlab.api.running import study_config
+    if not isinstance(name, str):
+        raise ConfigError(f"name must be a preset or study model's name (text), got {shown(name)}")
     return Model(study_config(study, presets=[name]).model(name))

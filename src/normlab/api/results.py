@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from normlab.errors import ConfigError
-from normlab.api.command import public
+from normlab.api.command import path_of, public
 from normlab.files import display
 from normlab.rundir import holds
 from normlab.report.results_json import HISTORY_KEYS, Run, find_results, load_results, runs
@@ -249,7 +249,7 @@ def load(folder) -> Results | Sweep | Diagnosis:
     >>> normlab.load("runs/doc-train")
     <normlab.Results runs/doc-train: 1 preset(s), 1 run(s) of up to 1 epoch(s)>
     """
-    folder = Path(folder)
+    folder = path_of(folder, "folder", required=True)
     if not folder.is_dir():
         raise ConfigError(f"{display(folder)} is not a folder")
     held = holds(folder)

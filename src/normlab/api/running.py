@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from normlab import signals
-from normlab.api.command import COMMAND, again as _again, option_name, public
+from normlab.api.command import COMMAND, again as _again, option_name, path_of, public
 from normlab.api.progress import Display
 from normlab.errors import ConfigError
 from normlab.files import display
@@ -37,8 +37,12 @@ def study_config(study=None, options: dict | None = None, **fixed):
     import dataclasses
     from normlab.experiments.config import StudyConfig
     from normlab.experiments.study import Study, builtin, load, make_config
-    base = (study if isinstance(study, StudyConfig) else study.base if isinstance(study, Study)
-            else load(study).base if study is not None else builtin("seed").base)
+    if isinstance(study, StudyConfig):
+        base = study
+    elif isinstance(study, Study):
+        base = study.base
+    else:
+        base = load(path_of(study, "study")).base if study is not None else builtin("seed").base
     for field, value in (options or {}).items():
         if value is not None:
             base = make_config(base, {field: value}, option_name(field))
@@ -68,7 +72,7 @@ def data(data_dir=None, download: bool = True, verify: bool = True):
     """
     from normlab.data import load
     signals.safe_point("data")
-    return load(data_dir, download=download, verify=verify)
+    return load(path_of(data_dir, "data_dir"), download=download, verify=verify)
 
 
 def _check_init_from(settings) -> None:
@@ -149,7 +153,7 @@ def train(preset: str, *, seed: int | None = None, out=None, resume: bool = Fals
                          presets=[preset], seeds=1)
     _check_init_from(settings)
     out_given = out is not None
-    out = Path(out) if out_given else Path(f"runs/train-{preset}-seed{settings.first_seed}-{_stamp()}")
+    out = path_of(out, "out") if out_given else Path(f"runs/train-{preset}-seed{settings.first_seed}-{_stamp()}")
     shown = Display(progress)
     shown.say(f"{preset}, seed {settings.first_seed} -> {display(out)}")
 
@@ -176,8 +180,11 @@ def _warning(text: str) -> None:
 
 def _settings(config, study, options: dict, **fixed):
     """``config`` (a ready StudyConfig) or ``study``'s settings, with ``options`` and ``fixed`` on top."""
+    from normlab.experiments.config import StudyConfig
     if config is not None and study is not None:
         raise ConfigError("give config or study, not both")
+    if config is not None and not isinstance(config, StudyConfig):
+        raise ConfigError(f"config must be a StudyConfig (normlab.config(...)), got {config!r:.80}")
     return study_config(study if config is None else config, options, **fixed)
 
 
@@ -200,7 +207,7 @@ def reproduce(presets=None, *, seeds: int | None = None, out=None, resume: bool 
                          presets=presets)
     _check_init_from(settings)
     out_given = out is not None
-    out = Path(out) if out_given else Path(f"runs/reproduce-{_stamp()}")
+    out = path_of(out, "out") if out_given else Path(f"runs/reproduce-{_stamp()}")
     shown = Display(progress)
     shown.say(f"{len(settings.presets)} presets x {settings.seeds} seeds x {settings.epochs} epochs -> {display(out)}")
     with shown.bars({p: settings.epochs * settings.seeds for p in settings.presets}, "compiling") as bars:
@@ -261,10 +268,10 @@ def run(study, *, out=None, workers: int | None = None, data_dir=None, verify: b
     from normlab.experiments import study as studies
     from normlab.experiments import sweep
     _engine()
-    loaded = studies.load(study)
+    loaded = studies.load(path_of(study, "study", required=True))
     pool = loaded.base if workers is None else studies.make_config(loaded.base, {"workers": workers},
                                                                    option_name("workers"))
-    out = Path(out) if out is not None else Path(f"runs/{loaded.name}")
+    out = path_of(out, "out") if out is not None else Path(f"runs/{loaded.name}")
     shown = Display(progress)
     with rundir.claim(out):
         if (held := rundir.holds(out)) not in (None, "sweep"):
@@ -340,7 +347,7 @@ def diagnose(presets=None, *, seeds: int | None = None, every: int | None = None
     from normlab.diagnose.run import check_unit
     from normlab.experiments.study import builtin, load
     _engine()
-    loaded = load(study) if study is not None else builtin("seed")
+    loaded = load(path_of(study, "study")) if study is not None else builtin("seed")
     diagnosis = loaded.diagnose
     given = {"presets": [presets] if isinstance(presets, str) else presets, "seeds": seeds, "every": every,
              "etas": etas, "unit": unit, "precise_batches": precise_batches}
@@ -354,7 +361,7 @@ def diagnose(presets=None, *, seeds: int | None = None, every: int | None = None
     for preset in diagnosis.presets:
         check_unit(settings.model(preset), diagnosis.unit)
     out_given = out is not None
-    out = Path(out) if out_given else Path(f"runs/diagnose-{_stamp()}")
+    out = path_of(out, "out") if out_given else Path(f"runs/diagnose-{_stamp()}")
     shown = Display(progress)
     with rundir.claim(out):
         _claimed(out, "diagnosis", resume)
@@ -393,9 +400,10 @@ def report(folders, out=None, control: str | None = None) -> Path:
     PosixPath('runs/doc-report.html')
     """
     from normlab.report.html import report_command
-    folders = [Path(folders)] if isinstance(folders, (str, Path)) else [Path(f) for f in folders]
+    many = folders if isinstance(folders, (list, tuple)) else [folders]
+    folders = [path_of(folder, "folders") for folder in many]
     with signals.held():
         signals.safe_point("report")
-        page = report_command(folders, None if out is None else Path(out), control)
+        page = report_command(folders, path_of(out, "out"), control)
         signals.set_note(f"the report was complete: {display(page)}")
     return page
