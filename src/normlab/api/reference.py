@@ -29,12 +29,8 @@ as tests, from an empty working folder; some read the run folders (`runs/doc-*`)
 
 
 def public(name: str):
-    """``normlab.NAME`` as the API exports it. A subpackage of the same name, once imported, shadows the lazily
-    exported object; the export is documented all the same, and tests/test_api_reference.py flags the shadowing."""
-    obj = getattr(normlab, name)
-    if inspect.ismodule(obj) and hasattr(normlab, "__getattr__"):
-        obj = normlab.__getattr__(name)
-    return obj
+    """``normlab.NAME`` as the API exports it (a subpackage of the same name never hides it: ``normlab._Package``)."""
+    return getattr(normlab, name)
 
 
 def _qualified(cls: type) -> str:
