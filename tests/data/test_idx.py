@@ -52,12 +52,13 @@ def test_malformed(raw, problem):
 @pytest.mark.parametrize("gz", [False, True])
 def test_file_and_hash(tmp_path, gz):
     path = tmp_path / ("a.gz" if gz else "a")
-    path.write_bytes(gzip.compress(VALID) if gz else VALID)
+    path.write_bytes(gzip.compress(VALID, mtime=0) if gz else VALID)
     got, sha = read_idx_file(path)
     assert np.array_equal(got, ARRAY) and sha == hashlib.sha256(VALID).hexdigest()
 
 
-@pytest.mark.parametrize("content", [gzip.compress(VALID)[:-10], VALID, b"", gzip.compress(VALID) + b"junk"])
+@pytest.mark.parametrize("content", [gzip.compress(VALID, mtime=0)[:-10], VALID, b"",
+                                     gzip.compress(VALID, mtime=0) + b"junk"])
 def test_bad_gzip(tmp_path, content):
     path = tmp_path / "a.gz"
     path.write_bytes(content)
@@ -95,7 +96,7 @@ def test_mutated_valid(edits, resize):
     _fuzz(bytes(raw[:len(raw) + resize] if resize < 0 else raw + bytes(resize)))
 
 
-GZ = gzip.compress(VALID)
+GZ = gzip.compress(VALID, mtime=0)
 
 
 @pytest.mark.fuzz
