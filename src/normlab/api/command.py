@@ -47,12 +47,18 @@ def again(call: str, out: Path, out_given: bool, resume: bool = True) -> str:
 def path_of(value, name: str, required: bool = False) -> Path | None:
     """``value`` (text or a Path) as a Path, or a one-line ConfigError naming the argument; None stays None
     unless the path is ``required``."""
+    text = path_text(value, name, required)
+    return None if text is None else Path(text)
+
+
+def path_text(value, name: str, required: bool = False) -> str | None:
+    """``path_of``, as the text given: "./seed" stays a file's path, not the built-in study "seed"."""
     if value is None and not required:
         return None
     text = os.fspath(value) if isinstance(value, (str, os.PathLike)) else None
     if not isinstance(text, str) or not text or "\0" in text or len(text) > 4096:
         raise ConfigError(f"{option_name(name)} must be a path (text or a Path), got {shown(value)}")
-    return Path(text)
+    return text
 
 
 _depth = 0  # public calls under way in this process: only the outermost handles signals and errors

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from normlab import signals
-from normlab.api.command import COMMAND, again as _again, option_name, path_of, public
+from normlab.api.command import COMMAND, again as _again, option_name, path_of, path_text, public
 from normlab.api.progress import Display
 from normlab.errors import ConfigError
 from normlab.files import display
@@ -42,7 +42,7 @@ def study_config(study=None, options: dict | None = None, **fixed):
     elif isinstance(study, Study):
         base = study.base
     else:
-        base = load(path_of(study, "study")).base if study is not None else builtin("seed").base
+        base = load(path_text(study, "study")).base if study is not None else builtin("seed").base
     for field, value in (options or {}).items():
         if value is not None:
             base = make_config(base, {field: value}, option_name(field))
@@ -268,7 +268,7 @@ def run(study, *, out=None, workers: int | None = None, data_dir=None, verify: b
     from normlab.experiments import study as studies
     from normlab.experiments import sweep
     _engine()
-    loaded = studies.load(path_of(study, "study", required=True))
+    loaded = studies.load(path_text(study, "study", required=True))
     pool = loaded.base if workers is None else studies.make_config(loaded.base, {"workers": workers},
                                                                    option_name("workers"))
     out = path_of(out, "out") if out is not None else Path(f"runs/{loaded.name}")
@@ -347,7 +347,7 @@ def diagnose(presets=None, *, seeds: int | None = None, every: int | None = None
     from normlab.diagnose.run import check_unit
     from normlab.experiments.study import builtin, load
     _engine()
-    loaded = load(path_of(study, "study")) if study is not None else builtin("seed")
+    loaded = load(path_text(study, "study")) if study is not None else builtin("seed")
     diagnosis = loaded.diagnose
     given = {"presets": [presets] if isinstance(presets, str) else presets, "seeds": seeds, "every": every,
              "etas": etas, "unit": unit, "precise_batches": precise_batches}
