@@ -9,7 +9,6 @@ from normlab.files import display
 from normlab.interop.command import SUFFIXES
 
 
-
 def _format(format: str | None, out: Path | None) -> str:
     by_suffix = {suffix: fmt for fmt, suffix in SUFFIXES.items()}
     if format is None:

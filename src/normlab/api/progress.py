@@ -37,9 +37,6 @@ class _Quiet:
     def update(self, name: str, advance: int, text: str) -> None:
         pass
 
-    def say(self, text: str) -> None:
-        pass
-
 
 class _RichBars:
     def __init__(self, progress, tasks: dict):

@@ -7,6 +7,7 @@ order, so the reference cannot drift from the API (a test compares the file with
 
 import argparse
 import enum
+import functools
 import inspect
 import re
 import sys
@@ -113,13 +114,16 @@ def docstring(obj) -> str:
     return "\n".join(out).strip("\n")
 
 
+PROPERTIES = (property, functools.cached_property)  # both read as attributes: documented alike
+
+
 def members(cls: type) -> list[tuple[str, object]]:
     """The public methods and properties of ``cls`` (its own, then its bases'), in the order they are defined."""
     found = {}
     for klass in cls.__mro__[:-1]:
         for name, value in vars(klass).items():
             if not name.startswith("_") and name not in found and (
-                    isinstance(value, (property, classmethod, staticmethod)) or inspect.isfunction(value)):
+                    isinstance(value, PROPERTIES + (classmethod, staticmethod)) or inspect.isfunction(value)):
                 found[name] = value
     return list(found.items())
 
@@ -134,8 +138,9 @@ def _slug(text: str, seen: dict[str, int]) -> str:
 
 def _member(cls_name: str, name: str, value, seen: dict[str, int]) -> list[str]:
     """A property's heading says what it returns; a method's code block gives its signature (without self)."""
-    if isinstance(value, property):
-        returns = inspect.signature(value.fget).return_annotation if value.fget else inspect.Signature.empty
+    if isinstance(value, PROPERTIES):
+        getter = value.fget if isinstance(value, property) else value.func
+        returns = inspect.signature(getter).return_annotation if getter else inspect.Signature.empty
         kind = "property" + ("" if returns is inspect.Signature.empty else f" -> {_annotation(returns)}")
         _slug(f"{cls_name}.{name} ({kind})", seen)
         return [f"### `{cls_name}.{name}` ({kind})", "", docstring(value), ""]

@@ -2,6 +2,7 @@
 matplotlib figures. Each wraps the files of its run folder (results.json, a sweep's trials, diagnostics.json), read
 through the same checked readers as ``normlab report``, so a notebook and the report never disagree."""
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -59,9 +60,9 @@ class Results:
         """Where the numbers come from: git commit, versions, device, time."""
         return self.record.get("provenance") or {}
 
-    @property
+    @functools.cached_property
     def runs(self) -> list[Run]:
-        """One record per preset and seed, in file order."""
+        """One record per preset and seed, in file order (read once: history, test and seeds all go through it)."""
         return runs(self.record)
 
     @property

@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING
 from normlab import signals
 from normlab.api.command import COMMAND, again as _again, option_name, path_of, path_text, public
 from normlab.api.progress import Display
-from normlab.errors import ConfigError
+from normlab.errors import ConfigError, shown
 from normlab.files import display
 
 if TYPE_CHECKING:  # imported where they are returned: ``normlab data`` must stay light (scipy, matplotlib)
     from normlab.api.results import Diagnosis, Results, Sweep
+
 
 def _engine() -> None:
     """The engine's settings (XLA flags, compile cache) before JAX starts, as the CLI sets them."""
@@ -184,7 +185,7 @@ def _settings(config, study, options: dict, **fixed):
     if config is not None and study is not None:
         raise ConfigError("give config or study, not both")
     if config is not None and not isinstance(config, StudyConfig):
-        raise ConfigError(f"config must be a StudyConfig (normlab.config(...)), got {config!r:.80}")
+        raise ConfigError(f"config must be a StudyConfig (normlab.config(...)), got {shown(config)}")
     return study_config(study if config is None else config, options, **fixed)
 
 
@@ -222,16 +223,15 @@ def reproduce(presets=None, *, seeds: int | None = None, out=None, resume: bool 
     from normlab.api.results import Results
     results = Results(record, out)
     if shown.enabled:
-        from normlab.report.stats import group_runs
-        from normlab.report.summary import terminal_table
-        from normlab.report.table import to_rich
-        table = to_rich(terminal_table(group_runs(record)))
-        if shown.notebook:
-            pass  # the returned Results shows its own tables
-        elif table.row_count:
-            shown.console.print(table)
-        else:
-            shown.say("every run diverged: no accuracy to summarize (see the warnings above and report.md)")
+        if not shown.notebook:  # in a notebook the returned Results shows its own tables
+            from normlab.report.stats import group_runs
+            from normlab.report.summary import terminal_table
+            from normlab.report.table import to_rich
+            table = to_rich(terminal_table(group_runs(record)))
+            if table.row_count:
+                shown.console.print(table)
+            else:
+                shown.say("every run diverged: no accuracy to summarize (see the warnings above and report.md)")
         shown.say(f"wrote {display(out)}/results.json, history.csv, report.md, learning_curves.png, tensorboard/")
     return results
 
@@ -327,9 +327,6 @@ def _sweep_report(out: Path) -> Path:
     return page
 
 
-DIAGNOSE_FIELDS = ("presets", "seeds", "every", "etas", "unit", "precise_batches")
-
-
 @public
 def diagnose(presets=None, *, seeds: int | None = None, every: int | None = None, etas=None, unit: int | None = None,
              precise_batches: int | None = None, out=None, resume: bool = False, study=None, data_dir=None,
@@ -354,8 +351,8 @@ def diagnose(presets=None, *, seeds: int | None = None, every: int | None = None
     for field, value in given.items():
         if value is not None:
             diagnosis = with_options(diagnosis, {field: value}, option_name(field))
-    settings = study_config(config if config is not None else loaded, options, presets=diagnosis.presets,
-                            seeds=diagnosis.seeds)
+    settings = _settings(config, loaded if config is None else study, options, presets=diagnosis.presets,
+                         seeds=diagnosis.seeds)
     if settings.init_from is not None:
         raise ConfigError("diagnose measures training from each seed's own initial weights: remove init_from")
     for preset in diagnosis.presets:
