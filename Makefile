@@ -30,9 +30,9 @@ reproduce: data
 	$(NORMLAB) reproduce
 
 # One pytest worker per core (at most 4: each may start training processes of its own); a file's tests stay on one
-# worker (tests/conftest.py groups them), so the fixtures a file shares (a trained run, a diagnosis) are made once.
+# worker, so the fixtures a file shares (a trained run, a diagnosis) are made once; the longest files go first.
 test: data browser
-	$(BIN)/pytest -q -n auto --maxprocesses 4 --dist loadgroup
+	$(BIN)/pytest -q -n auto --maxprocesses 4 --dist loadfile
 
 # docs/api.md, the API reference, from the docstrings (tests/test_api_reference.py fails while it is stale).
 docs: setup
