@@ -11,6 +11,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+# The engine every test runs (its processes inherit it): XLA's GEMM and flags, not a per-machine tuned choice, so
+# results do not depend on a minute of timing on a busy machine. tests/engine/ tests the tuned and BLAS engines.
+os.environ.setdefault("NORMLAB_ENGINE", "gemm=xla,flags=no-library-fusion")
+
 
 def synthetic_data(n_train=600, n_val=200, n_test=200, seed=0):
     """Ten noisy uint8 templates: learnable in a few epochs, shaped and typed like the real data."""
@@ -43,12 +47,15 @@ def real_data():
 
 def cache_home(folder):
     """``folder`` made a ``$XDG_CACHE_HOME`` for `normlab` processes: a Fashion-MNIST the user downloaded is linked
-    in, so it is found as before, and so is matplotlib's font list, which a process would otherwise rebuild, saying
-    so on stderr."""
+    in, so it is found as before, and so are the built GEMM extension (``make setup``) and matplotlib's font list,
+    which a process would otherwise rebuild, saying so on stderr."""
     import matplotlib.font_manager  # builds matplotlib's font list if it is missing
     from normlab.data.fashion_mnist import cache_dir
+    from normlab.engine.build import build_dir
+    from normlab.files import cache_root
     (folder / "normlab").mkdir(parents=True, exist_ok=True)
     links = {folder / "normlab" / "fashion-mnist": cache_dir() if cache_dir().is_dir() else None,
+             build_dir(folder / "normlab"): build_dir(cache_root()) if build_dir(cache_root()).is_dir() else None,
              folder / "matplotlib": Path(matplotlib.get_cachedir())}
     for link, target in links.items():
         if target is not None:

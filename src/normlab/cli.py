@@ -11,6 +11,7 @@ from normlab.errors import ConfigError, NormlabError, closest
 from normlab.files import display, one_line
 
 EXIT_USER_ERROR = 2
+LONG_JOBS = ("reproduce", "run")  # the engine is tuned on their first use here: a minute is little beside them
 PRESET_HELP = "a preset (baseline, bn-after, bn-before, ...: nn/presets.toml) or a [models.NAME] of --study"
 
 
@@ -230,9 +231,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
     from normlab.interop.command import add_parsers
     add_parsers(sub, with_data)
+    p = sub.add_parser("tune", help="measure which GEMM and XLA flags train fastest on this machine, and keep them")
+    p.add_argument("--show", action="store_true", help="print the tuned choice and its measurements, measure nothing")
+    p.add_argument("--steps", type=int, default=300, help="training steps per timed epoch (default 300)")
+    p.add_argument("--rounds", type=int, default=3, help="timed epochs per candidate, the fastest counts (default 3)")
+    p.set_defaults(func=cmd_tune)
     from normlab.bench.command import add_bench_parser
     add_bench_parser(sub)  # compiles cold on purpose: bench does not switch on the compile cache
     return parser
+
+
+def cmd_tune(args) -> None:
+    from normlab import runtime
+    from normlab.engine import tune
+    if min(args.steps, args.rounds) < 1:
+        raise ConfigError(f"--steps and --rounds must be at least 1, got {args.steps} and {args.rounds}")
+    if not args.show:
+        tune.tune(print, args.steps, args.rounds)
+    for cores in sorted({1, runtime.cores()}):
+        entry = tune.cached(cores)
+        print(f"{tune.machine_key(cores)}: " + (f"gemm={entry['gemm']},flags={entry['flags']} (tuned "
+              f"{entry['timestamp']}; ms per step: {entry['step_ms']})" if entry else "not tuned"))
+    here = runtime.chosen()
+    print(f"in use here: gemm={here.gemm},flags={here.flags} ({here.source}); kept in {display(tune.cache_file())}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -251,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
         signals.set_note(signals.NOTHING_WRITTEN)
         if args.command != "bench":  # bench's children configure themselves; its peers run as their users do
             from normlab import runtime
-            runtime.configure(compile_cache=args.command in ("train", "reproduce", "run", "diagnose"))
+            runtime.configure(compile_cache=args.command in ("train", "reproduce", "run", "diagnose"),
+                              tune_if_missing=args.command in LONG_JOBS)
         from normlab.api.command import as_command
         with as_command(sys.argv[1:] if argv is None else argv, FLAGS):
             args.func(args)

@@ -96,7 +96,7 @@ def test_unknown_preset_is_a_config_error():
 
 def test_dense_gradients_match_numpy():
     """The custom VJP of the dense matmul: dx = g W^T, dW = x^T g, recomputed in float64."""
-    from normlab.nn.dense import matmul
+    from normlab.engine.gemm import matmul
     rng = np.random.default_rng(1)
     x, w, g = rng.normal(size=(5, 7)), rng.normal(size=(7, 3)), rng.normal(size=(5, 3))
     y, vjp = jax.vjp(matmul, jnp.float32(x), jnp.float32(w))

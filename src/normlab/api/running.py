@@ -21,10 +21,11 @@ if TYPE_CHECKING:  # imported where they are returned: ``normlab data`` must sta
     from normlab.api.results import Diagnosis, Results, Sweep
 
 
-def _engine() -> None:
-    """The engine's settings (XLA flags, compile cache) before JAX starts, as the CLI sets them."""
+def _engine(tune_if_missing: bool = False) -> None:
+    """The engine's settings (GEMM, XLA flags, compile cache) before JAX starts, as the CLI sets them; the long
+    jobs (``reproduce``, ``run``) tune an untuned machine first."""
     from normlab import runtime
-    runtime.configure(compile_cache=True)
+    runtime.configure(compile_cache=True, tune_if_missing=tune_if_missing)
 
 
 def _stamp() -> str:
@@ -203,7 +204,7 @@ def reproduce(presets=None, *, seeds: int | None = None, out=None, resume: bool 
     """
     if isinstance(presets, str):
         presets = [presets]
-    _engine()
+    _engine(tune_if_missing=True)
     settings = _settings(config, study, {**options, "seeds": seeds} if seeds is not None else options,
                          presets=presets)
     _check_init_from(settings)
@@ -267,7 +268,7 @@ def run(study, *, out=None, workers: int | None = None, data_dir=None, verify: b
     from normlab import rundir
     from normlab.experiments import study as studies
     from normlab.experiments import sweep
-    _engine()
+    _engine(tune_if_missing=True)
     loaded = studies.load(path_text(study, "study", required=True))
     pool = loaded.base if workers is None else studies.make_config(loaded.base, {"workers": workers},
                                                                    option_name("workers"))

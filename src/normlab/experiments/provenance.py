@@ -9,6 +9,9 @@ from pathlib import Path
 
 import jax
 
+from normlab.engine import applied
+from normlab.engine.machine import cpu_name
+
 
 def git_commit() -> str:
     """The checkout's HEAD, with ``-dirty`` when the tree has uncommitted changes; ``unknown`` outside git."""
@@ -20,16 +23,6 @@ def git_commit() -> str:
         return commit + ("-dirty" if run("status", "--porcelain", "--untracked-files=no") else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def versions() -> dict[str, str]:
@@ -51,4 +44,5 @@ def provenance(argv: list[str] | None = None) -> dict:
         "host": platform.node(),
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(argv if argv is not None else sys.argv),
+        "engine": applied.describe(),
     }

@@ -12,7 +12,8 @@ import jax.numpy as jnp
 
 from normlab.layer import Flag, Layer, Units, Window
 from normlab.nn.activations import FUNCTIONS, Activation
-from normlab.nn.dense import Initializer, matmul
+from normlab.engine.gemm import matmul
+from normlab.nn.dense import Initializer
 from normlab.nn.initializers import INITIALIZERS
 from normlab.nn.window import Padding, output_shape, pair
 

@@ -1,0 +1,73 @@
+"""The tuner's measuring child (``engine.tune`` starts one per XLA flag set and core count): seconds per
+training step of a preset for each GEMM, in a process whose flags and cores are set before JAX starts."""
+
+import argparse
+import json
+import os
+import time
+
+from normlab.engine.gemm import GEMMS
+
+
+def epoch_program(model, steps: int):
+    """``(epoch, state, images, labels)``: ``model``'s training epoch with the study's settings as ``fit`` compiles
+    it (one seed, vmapped), jitted on the GEMM in use, over ``steps`` batches of synthetic images of the real
+    shape."""
+    import dataclasses
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from normlab.experiments.config import StudyConfig
+    from normlab.train.loop import make_epoch, make_optimizer
+    from normlab.train.state import create
+    config = StudyConfig()
+    train = dataclasses.replace(config, epochs=1).train_config()
+    optimizer, examples = make_optimizer(train), steps * train.batch_size
+    rng = np.random.default_rng(0)
+    images = jnp.asarray(rng.integers(0, 256, (examples, 28, 28), dtype=np.uint8))
+    labels = jnp.asarray(rng.integers(0, 10, examples, dtype=np.uint8))
+    epoch = jax.jit(jax.vmap(make_epoch(model, optimizer, examples, train.batch_size), in_axes=(0, None, None, None)))
+    state = jax.vmap(lambda seed: create(model, optimizer, seed))(jnp.zeros(1, jnp.uint32))
+    return epoch, state, images, labels
+
+
+def measure(gemms, steps: int, rounds: int, preset: str) -> dict[str, float]:
+    """Seconds per training step of ``preset`` for each of ``gemms`` that loads in this process (its flags set)."""
+    import jax
+    from normlab.engine import gemm
+    from normlab.experiments.config import StudyConfig
+    model, programs = StudyConfig().model(preset), {}
+    for name in gemms:
+        try:
+            gemm.use(name)
+        except Exception:  # noqa: BLE001 - unavailable here (not installed, no compiler): not a candidate
+            continue
+        epoch, state, images, labels = programs[name] = epoch_program(model, steps)
+        jax.block_until_ready(epoch(state, images, labels, 0))
+    best = {name: float("inf") for name in programs}
+    for round_ in range(rounds):
+        for name, (epoch, state, images, labels) in programs.items():
+            start = time.perf_counter()
+            jax.block_until_ready(epoch(state, images, labels, round_ + 1))
+            best[name] = min(best[name], (time.perf_counter() - start) / steps)
+    return best
+
+
+def main(argv=None) -> None:
+    """A measuring child: pinned to its first ``--cores`` cores, XLA flags ``--flags``, JSON on the last line."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--cores", type=int, required=True)
+    parser.add_argument("--flags", required=True)
+    parser.add_argument("--gemms", default=",".join(GEMMS))
+    parser.add_argument("--steps", type=int, required=True)
+    parser.add_argument("--rounds", type=int, required=True)
+    parser.add_argument("--preset", required=True)
+    args = parser.parse_args(argv)
+    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:args.cores])
+    from normlab import runtime
+    runtime.set_xla_flags(runtime.FLAG_SETS[args.flags])
+    print(json.dumps(measure(args.gemms.split(","), args.steps, args.rounds, args.preset)))
+
+
+if __name__ == "__main__":
+    main()

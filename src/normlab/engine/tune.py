@@ -1,0 +1,109 @@
+"""Measure which engine settings train fastest on this machine, and remember the winner.
+
+The candidates are XLA's GEMM under every XLA flag set (``settings.FLAG_SETS``, which differ in how XLA compiles
+its dots), and every BLAS GEMM that loads here (MKL, OpenBLAS: a custom call, which those flags leave alone) under
+the first set. Flags act when XLA starts, so each flag set runs in a child process, which times its GEMMs in turn:
+one epoch of the preset's real program (batch 32, ``STEPS`` steps, synthetic images of the real shape) per GEMM
+per round, interleaved, the fastest round counting — noise on a shared machine only slows a run down. It is done
+for every core count a process of ours runs with: all the usable cores (``train``) and one (the study's pinned
+workers). The result is kept per CPU model, instruction set, jaxlib version and core count in
+``~/.cache/normlab/engine/tuned.json``.
+"""
+
+import contextlib
+import fcntl
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+STEPS, ROUNDS, PRESET = 300, 3, "bn-after"
+
+
+def machine_key(cores: int) -> str:
+    import jaxlib
+    from normlab.engine.machine import cpu_name, instruction_sets
+    isa = " ".join(instruction_sets()) or "baseline ISA"
+    return f"{cpu_name()} | {isa} | jaxlib {jaxlib.__version__} | {cores} core(s)"
+
+
+def cache_file() -> Path:
+    from normlab.files import cache_root
+    return cache_root() / "engine" / "tuned.json"
+
+
+def _read() -> dict:
+    try:
+        entries = json.loads(cache_file().read_text())
+    except (OSError, ValueError):
+        return {}
+    return entries if isinstance(entries, dict) else {}
+
+
+def cached(cores: int | None = None) -> dict | None:
+    """The tuned choice for this machine with ``cores`` usable cores (default: this process's), if measured."""
+    from normlab.engine import settings
+    entry = _read().get(machine_key(cores or settings.cores()))
+    ok = isinstance(entry, dict) and entry.get("gemm") in _gemms() and entry.get("flags") in settings.FLAG_SETS
+    return entry if ok else None
+
+
+def _gemms() -> tuple[str, ...]:
+    from normlab.engine.gemm import GEMMS
+    return GEMMS
+
+
+@contextlib.contextmanager
+def _locked():
+    """One tuning per machine at a time: two at once would time each other."""
+    path = cache_file().with_suffix(".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def tune(say=print, steps: int = STEPS, rounds: int = ROUNDS, preset: str = PRESET) -> dict[int, dict]:
+    """Measure every candidate for each core count, save and return ``{cores: entry}``."""
+    from normlab.engine import settings
+    from normlab.files import write_text
+    counts = sorted({1, settings.cores()})
+    with _locked():
+        say(f"normlab: tuning the engine for this machine ({preset}; XLA's GEMM under {len(settings.FLAG_SETS)} flag "
+            f"sets, and MKL and OpenBLAS; {' and '.join(map(str, counts))} core(s); about a minute, once; "
+            f"`normlab tune` redoes it, {settings.OVERRIDE}=gemm=G,flags=F overrides)")
+        entries, chosen = _read(), {}
+        for cores in counts:
+            measured = {}
+            for flags in settings.FLAG_SETS:
+                gemms = _gemms() if flags == next(iter(settings.FLAG_SETS)) else ("xla",)
+                for gemm, seconds in _measure_in_child(cores, flags, gemms, steps, rounds, preset).items():
+                    measured[f"{flags}/{gemm}"] = seconds
+            if not measured:
+                raise RuntimeError("no engine setting could be measured")
+            best = min(measured, key=measured.get)
+            flags, gemm = best.split("/")
+            chosen[cores] = entries[machine_key(cores)] = {
+                "gemm": gemm, "flags": flags, "step_ms": {k: round(1e3 * v, 4) for k, v in measured.items()},
+                "preset": preset, "steps": steps, "rounds": rounds,
+                "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            say(f"normlab: {cores} core(s): {gemm} GEMM, {flags} flags, "
+                f"{1e3 * measured[best]:.3f} ms/step ({_versus(measured, best)})")
+        write_text(cache_file(), json.dumps(entries, indent=1))
+    return chosen
+
+
+def _versus(measured: dict, best: str) -> str:
+    default = "no-library-fusion/xla"
+    return f"{measured[default] / measured[best]:.2f}x the default's speed" if default in measured else "default n/a"
+
+
+def _measure_in_child(cores: int, flags: str, gemms, steps: int, rounds: int, preset: str) -> dict[str, float]:
+    command = [sys.executable, "-m", "normlab.engine.measure", "--cores", str(cores), "--flags", flags,
+               "--gemms", ",".join(gemms), "--steps", str(steps), "--rounds", str(rounds), "--preset", preset]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"measuring {flags} on {cores} core(s) failed: {tail}")
+    return json.loads(done.stdout.strip().splitlines()[-1])

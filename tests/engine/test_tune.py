@@ -1,0 +1,70 @@
+"""`normlab tune`: every candidate measured for each core count, the winner kept per machine and used."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import cache_home
+from normlab import runtime
+from normlab.engine import tune
+from normlab.engine.blas import installed
+
+
+def normlab(*args, env):
+    return subprocess.run([sys.executable, "-m", "normlab.cli", *args], env=env, capture_output=True, text=True)
+
+
+@pytest.fixture
+def untuned(tmp_path, cli_env):
+    """A `normlab` environment with an empty cache and no NORMLAB_ENGINE: the machine as first met."""
+    env = {**cli_env, "XDG_CACHE_HOME": str(cache_home(tmp_path / "cache"))}
+    env.pop("NORMLAB_ENGINE")
+    return env
+
+
+def test_tune_measures_every_candidate_and_runs_the_winner(untuned, tmp_path):
+    done = normlab("tune", "--steps", "20", "--rounds", "1", env=untuned)
+    assert done.returncode == 0, done.stderr
+    entries = json.loads((tmp_path / "cache" / "normlab" / "engine" / "tuned.json").read_text())
+    assert len(entries) == len({1, runtime.cores()})
+    for key, entry in entries.items():
+        assert "jaxlib" in key and "core(s)" in key
+        xla = {f"{flags}/xla" for flags in runtime.FLAG_SETS}
+        blas = {f"no-library-fusion/{name}" for name in installed()}
+        assert set(entry["step_ms"]) == xla | blas
+        best = min(entry["step_ms"], key=entry["step_ms"].get)
+        assert best == f"{entry['flags']}/{entry['gemm']}"
+        assert all(0 < ms < 1e4 for ms in entry["step_ms"].values())
+    mine = entries[next(k for k in entries if k.endswith(f"| {runtime.cores()} core(s)"))]
+    shown = normlab("tune", "--show", env=untuned)
+    assert f"in use here: gemm={mine['gemm']},flags={mine['flags']} (tuned)" in shown.stdout
+
+    run = tmp_path / "run"
+    assert normlab("train", "bn-after", "--subset", "300", "--epochs", "1", "--out", str(run), env=untuned).returncode == 0
+    engine = json.loads((run / "results.json").read_text())["provenance"]["engine"]
+    assert (engine["gemm"], engine["flags"], engine["source"]) == (mine["gemm"], mine["flags"], "tuned")
+    assert all(f"--{name}={value}" in engine["xla_flags"] for name, value in runtime.FLAG_SETS[mine["flags"]].items())
+
+    overridden = {**untuned, "NORMLAB_ENGINE": "gemm=xla,flags=library-dots"}
+    assert "in use here: gemm=xla,flags=library-dots (NORMLAB_ENGINE)" in normlab("tune", "--show",
+                                                                                   env=overridden).stdout
+
+
+@pytest.mark.parametrize("content", ["", "{not json", "[1, 2]", json.dumps({"x": 1}), "KEY"])
+def test_a_damaged_tuning_file_counts_as_untuned(tmp_path, monkeypatch, content):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("NORMLAB_ENGINE")
+    if content == "KEY":  # this machine's entry, naming a GEMM that does not exist
+        content = json.dumps({tune.machine_key(runtime.cores()): {"gemm": "cuda", "flags": "no-library-fusion"}})
+    tune.cache_file().parent.mkdir(parents=True)
+    tune.cache_file().write_text(content)
+    assert tune.cached() is None
+    assert runtime.chosen() == runtime.Engine()
+
+
+def test_tune_refuses_nonsense(untuned):
+    done = normlab("tune", "--steps", "0", env=untuned)
+    assert done.returncode == 2
+    assert done.stderr == "normlab: error: --steps and --rounds must be at least 1, got 0 and 3\n"
