@@ -7,6 +7,7 @@ skipped with its reason, and normlab itself must always be measured.
 import argparse
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import types
@@ -18,6 +19,7 @@ from normlab.bench import runner
 from normlab.interop import mirror
 from normlab.bench.command import add_bench_parser, config_from_args
 from normlab.bench.common import summarize
+from normlab.bench.report import footer_lines
 from normlab.errors import ConfigError
 
 PARAMS = {"baseline": 266_610, "bn-after": 271_346, "bn-before": 270_946, "wide-bn": 412_234,
@@ -286,3 +288,43 @@ def test_best_round_keeps_the_fastest_and_every_rounds_time():
     failed = {"status": "failed", "reason": "exit code 1"}
     assert runner.best_round([rounds[0], failed]) == failed
     assert runner.best_round(rounds[:1]) == rounds[0]
+
+
+@pytest.mark.full_data
+def test_keras_jax_study_spreads_every_job_over_pinned_workers(real_data, tmp_path, monkeypatch):
+    """3 presets x 1 seed x 2 epochs: each job once, one single-threaded worker per core (one trains two presets in
+    turn), steps_per_execution tried first, the ratio to normlab's.
+
+    normlab's own study is a stand-in here: ``normlab_run --study`` trains the full 3 x 5 x 10 (minutes).
+    """
+    if runner.missing_packages(runner.PEERS["keras-jax"]):
+        pytest.skip("keras or jax not installed (the [bench] extra)")
+    monkeypatch.setattr(runner, "STUDY_SEEDS", 1)
+    monkeypatch.setattr(runner, "STUDY_EPOCHS", 2)
+    monkeypatch.setitem(runner.PEERS, "keras-tf", runner.Peer("keras_run", (), ("no_such_pkg_x",)))
+    spawn, normlab = runner.spawn, {"status": "ok", "total_s": 10.0, "workers": 2, "peak_rss_mib": 1.0,
+                                    "peak_rss_sum_mib": 2.0}
+    monkeypatch.setattr(runner, "spawn", lambda name, *args, **kw: normlab if name == "study-normlab"
+                        else spawn(name, *args, **kw))
+    for folder in ("results", "logs"):  # as run_bench makes them
+        (tmp_path / folder).mkdir()
+    config = runner.BenchConfig(subset=500, keras_jax_spe=(1, 16), out=tmp_path, data_dir=real_data.source)
+    study = json.loads(json.dumps(runner.study(config, note=lambda line: None)))  # as bench.json keeps it
+
+    assert study["keras-tf"] == {"status": "skipped", "reason": "not installed: no_such_pkg_x"}
+    r = study["keras-jax"]
+    assert r["status"] == "ok", r
+    cores = sorted(os.sched_getaffinity(0))
+    assert r["workers"] == min(len(cores), 3) == len(r["per_worker"])
+    assert sorted((job["preset"], job["seed"]) for job in r["jobs"]) == [("baseline", 0), ("bn-after", 0),
+                                                                         ("bn-before", 0)]
+    assert sorted({job["core"] for job in r["jobs"]}) == cores[:r["workers"]]
+    assert all(len(job["epoch_times_s"]) == 2 and 0.1 < job["val_accuracy"] <= 1 for job in r["jobs"])
+    assert all("--xla_cpu_multi_thread_eigen=false" in w["xla_flags"] for w in r["per_worker"])
+    assert set(r["spe_trials_epoch_s"]) == {"1", "16"} and r["steps_per_execution"] in (1, 16)
+    assert r["total_s"] >= max(w["total_s"] for w in r["per_worker"])
+    assert r["ratio_vs_normlab"] == r["total_s"] / 10.0
+    footer = footer_lines({"systems": {}, "cpu_count": len(cores), "study": study})
+    assert footer[-2:] == ["  keras-tf study skipped: not installed: no_such_pkg_x",
+                           f"  keras-jax {r['total_s']:.0f} s measured with {r['workers']} pinned worker process(es), "
+                           f"steps_per_execution {r['steps_per_execution']}, {r['ratio_vs_normlab']:.1f}× normlab"]

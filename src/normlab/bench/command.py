@@ -47,7 +47,10 @@ def cmd_bench(args) -> dict:
     if not console.is_terminal:  # a log file or pipe: wide enough that the table's rows stay on one line
         console = Console(width=132)
     say = lambda line: console.print(line, highlight=False, markup=False)  # text as is: "normlab[bench]"
-    say(f"bench -> {config.out}; each system in its own process, one at a time")
+    from normlab import runtime
+    engine = runtime.chosen(tune_if_missing=True, say=say)  # normlab's children run the tuned engine, as users do
+    say(f"bench -> {config.out}; each system in its own process, one at a time; normlab's engine: "
+        f"gemm={engine.gemm},flags={engine.flags} ({engine.source})")
     with claim(config.out):
         bench = run_bench(config, say)
     console.print(bench_table(bench))

@@ -27,9 +27,12 @@ def child_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def read_model(args) -> dict:
-    """``{"preset", "config", "description"}``: normlab rebuilds the model from its study, a peer from the layers."""
-    return json.loads(args.model.read_text())
+def read_model(args, preset: str | None = None) -> dict:
+    """``{"preset", "config", "description"}``: normlab rebuilds the model from its study, a peer from the layers.
+
+    Another ``preset``'s is read from the same folder, where the parent writes each model it hands out.
+    """
+    return json.loads((args.model if preset is None else args.model.with_name(f"{preset}.json")).read_text())
 
 
 def load_arrays(args):

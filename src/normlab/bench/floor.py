@@ -7,9 +7,14 @@ the GEMM it lowers to (im2col): B x output positions rows of kh * kw * in_channe
 filters). Each product runs ``steps`` times in a jitted ``lax.scan`` with a fresh operand per step (like the
 epoch's batches; a conv's operands are large, so at most ``OPERAND_BYTES`` of them, taken in turn); ``dx`` uses
 a materialised ``W^T`` (plain NN product), the fastest orientation on the CPUs we measured and the one
-``nn.dense.matmul`` arranges (the transposed-operand GEMM ran at about a third of its speed); the
+``engine.gemm.matmul`` arranges on XLA (the transposed-operand GEMM ran at about a third of its speed); the
 best of 5 repeats counts. Summed over shapes this bounds the epoch from below: everything else (BN, the
 elementwise work, the optimizer, the loop) is what the engine adds on top.
+
+The floor is measured for XLA's GEMM and for every BLAS the engine can call (``engine.gemm``: MKL, OpenBLAS),
+each product then in the orientation the engine calls it (``dx = g @ W^T`` with ``W^T`` as a BLAS flag). XLA's
+product is consumed by a sum (a slice of it would let XLA compute only that slice); the opaque BLAS call by two
+of its elements, so its floor holds the product alone.
 """
 
 import math
@@ -41,15 +46,26 @@ def matmul_shapes(model: Model, batch: int) -> list[tuple[str, tuple, tuple, tup
     return shapes
 
 
-def _time_product(steps: int, a_shape: tuple, b_shape: tuple, contracting: tuple) -> float:
+def _time_product(steps: int, a_shape: tuple, b_shape: tuple, contracting: tuple, gemm: str = "xla",
+                  w_transposed: bool = False) -> float:
+    """Seconds for ``steps`` products; ``w_transposed``: ``b`` is a materialised ``W^T``, which a BLAS takes as
+    ``W`` with its transpose flag instead."""
+    from normlab.engine.gemm import product
     fresh = max(1, min(steps, OPERAND_BYTES // (4 * math.prod(a_shape))))
     a = jnp.full((fresh, *a_shape), 0.01, jnp.float32)
-    b = jnp.full(b_shape, 0.01, jnp.float32)
+    trans_b = gemm != "xla" and w_transposed
+    b = jnp.full(b_shape[::-1] if trans_b else b_shape, 0.01, jnp.float32)
+
+    def multiply(a_step):
+        if gemm == "xla":  # the sum keeps every output element live, so XLA cannot drop part of the product
+            return jnp.sum(jax.lax.dot_general(a_step, b, (contracting, ((), ()))))
+        out = product(a_step, b, contracting[0] == (0,), trans_b)
+        return out[0, 0] + out[-1, -1]
 
     @jax.jit
     def run(a, b):
-        def body(carry, step):  # the sum keeps every output element live, so XLA cannot drop part of the product
-            return carry + jnp.sum(jax.lax.dot_general(a[step % fresh], b, (contracting, ((), ())))), None
+        def body(carry, step):
+            return carry + multiply(a[step % fresh]), None
         return jax.lax.scan(body, jnp.float32(0), jnp.arange(steps))[0]
 
     run(a, b).block_until_ready()
@@ -62,13 +78,24 @@ def _time_product(steps: int, a_shape: tuple, b_shape: tuple, contracting: tuple
 
 
 def matmul_floor(model: Model, num_examples: int, batch: int = 32) -> dict:
-    """Per-shape seconds per epoch and GFLOP/s, and their sum: the epoch's matmul floor in seconds."""
-    steps = -(-num_examples // batch)
-    rows = []
-    for name, a_shape, b_shape, contracting in matmul_shapes(model, batch):
-        seconds = _time_product(steps, a_shape, b_shape, contracting)
-        flop = 2 * np.prod(a_shape) * b_shape[1 - contracting[1][0]] * steps
-        rows.append({"product": name, "a": list(a_shape), "b": list(b_shape), "seconds": seconds,
-                     "gflop_per_s": float(flop / seconds / 1e9)})
-    total = sum(r["seconds"] for r in rows)
-    return {"steps": steps, "batch": batch, "repeats": REPEATS, "products": rows, "floor_s": total}
+    """Per GEMM (XLA's, and each BLAS that loads here): per-shape seconds per epoch and GFLOP/s, and their sum,
+    the epoch's matmul floor; ``floor_s`` is the fastest BLAS's (XLA's where none loads)."""
+    from normlab.engine import gemm
+    steps, floors, engine_gemm = -(-num_examples // batch), {}, gemm.chosen()
+    for name in gemm.GEMMS:
+        try:
+            gemm.use(name)
+        except Exception:  # noqa: BLE001 - unavailable here (not installed, no compiler)
+            continue
+        rows = []
+        for product, a_shape, b_shape, contracting in matmul_shapes(model, batch):
+            seconds = _time_product(steps, a_shape, b_shape, contracting, name, product.endswith("W^T"))
+            flop = 2 * np.prod(a_shape) * b_shape[1 - contracting[1][0]] * steps
+            rows.append({"product": product, "a": list(a_shape), "b": list(b_shape), "seconds": seconds,
+                         "gflop_per_s": float(flop / seconds / 1e9)})
+        floors[name] = {"products": rows, "floor_s": sum(r["seconds"] for r in rows)}
+    gemm.use(engine_gemm)
+    libraries = [name for name in floors if name != "xla"] or ["xla"]
+    fastest = min(libraries, key=lambda name: floors[name]["floor_s"])
+    return {"steps": steps, "batch": batch, "repeats": REPEATS, "floors": floors, "floor_gemm": fastest,
+            "floor_s": floors[fastest]["floor_s"], "products": floors[fastest]["products"]}

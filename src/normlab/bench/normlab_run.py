@@ -22,6 +22,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
 
     from normlab import runtime
+    from normlab.engine import applied
     runtime.configure()  # the engine's XLA flags, as `normlab` sets them; compiled cold on purpose (no cache)
     import jax
     from normlab.experiments.config import StudyConfig
@@ -45,7 +46,7 @@ def main(argv=None) -> None:
     out |= {"seeds": args.seeds, "val_accuracy": float(np.mean(result.history["val_accuracy"][:, -1])),
             "val_accuracy_per_seed": result.history["val_accuracy"][:, -1].tolist(),
             "peak_rss_mib": peak_rss_mib(),  # before the floor's own buffers
-            "versions": versions(), "device": str(jax.devices()[0])}
+            "versions": versions(), "device": str(jax.devices()[0]), "engine": applied.describe()}
     if args.seeds > 1:
         out |= {"program_epoch_s": out["epoch_s"], "epoch_s": out["epoch_s"] / args.seeds,
                 "samples_per_s": out["samples_per_s"] * args.seeds,
@@ -53,7 +54,22 @@ def main(argv=None) -> None:
     if args.floor:
         from normlab.bench.floor import matmul_floor
         out["floor"] = matmul_floor(model, len(y_train))
+        out["step_ops"] = step_ops(model)
     write_result(args.out, out)
+
+
+def step_ops(model) -> dict:
+    """The passes of one training step (``bench.ops``) with XLA's GEMM and with the engine's, for comparison."""
+    from normlab.bench.ops import step_ops as passes
+    from normlab.engine import gemm
+    from normlab.engine.measure import epoch_program
+    engine, found = gemm.chosen(), {}
+    for name in dict.fromkeys(("xla", engine)):
+        gemm.use(name)
+        epoch, state, images, labels = epoch_program(model, 4)
+        found[name] = passes(epoch.lower(state, images, labels, 0).compile().as_text())
+    gemm.use(engine)
+    return found
 
 
 def in_processes(data, study, preset: str, procs: int, epochs: int) -> dict:

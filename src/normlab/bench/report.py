@@ -54,17 +54,23 @@ def footer_lines(bench: dict) -> list[str]:
     if mismatched:
         lines.append(f"parameter count differs from normlab's {bench['expected_params']:,}: {', '.join(mismatched)}")
     if study := bench.get("study"):
-        nl, kt = study["normlab"], study["keras-tf"]
+        nl = study["normlab"]
         if nl["status"] == "ok":
             lines.append(f"study (3 presets x 5 seeds x 10 epochs, compile included, end to end): normlab "
                          f"{nl['total_s']:.0f} s with {nl['workers']} worker process(es), peak memory "
                          f"{nl['peak_rss_mib']:,.0f} MiB PSS ({nl['peak_rss_sum_mib']:,.0f} MiB RSS summed)")
-        if kt["status"] == "ok":
-            ratio = f", {kt['ratio_vs_normlab']:.1f}× normlab" if "ratio_vs_normlab" in kt else ""
-            lines.append(f"  keras-tf {kt['total_s']:.0f} s measured{ratio}")
-        else:
-            lines.append(f"  keras-tf study {kt['status']}: {kt['reason']}")
+        lines += [_study_line(name, study[name]) for name in ("keras-tf", "keras-jax")]
     return lines
+
+
+def _study_line(name: str, r: dict) -> str:
+    """A Keras study's total; keras-jax's ran in pinned workers, as normlab's, with its chosen setting."""
+    if r["status"] != "ok":
+        return f"  {name} study {r['status']}: {r['reason']}"
+    how = (f" with {r['workers']} pinned worker process(es), steps_per_execution {r['steps_per_execution']}"
+           if "workers" in r else "")
+    ratio = f", {r['ratio_vs_normlab']:.1f}× normlab" if "ratio_vs_normlab" in r else ""
+    return f"  {name} {r['total_s']:.0f} s measured{how}{ratio}"
 
 
 def plot_bench(bench: dict, path: Path) -> Path | None:

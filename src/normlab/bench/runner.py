@@ -1,11 +1,14 @@
 """Run every system in its own child process, one after another, and gather their results into ``bench.json``.
 
-Children run strictly in sequence: on a small machine two trainings at once would time each other.
-Every child gets the environment as the user set it; normlab's own configure the engine as the CLI does
-(``runtime.configure``), so each framework runs as its users run it. The model each child trains is a JSON file
-the parent writes (``write_model``): normlab's child rebuilds it from its study, a peer from its layers (``mirror``).
+Children run strictly in sequence: on a small machine two trainings at once would time each other. The one
+exception is the Keras-JAX study's workers, which share the cores out, one pinned to each, as normlab's do.
+Every child gets the environment as the user set it (those workers add single-threading to theirs); normlab's
+own configure the engine as the CLI does (``runtime.configure``), so each framework runs as its users run it.
+The model each child trains is a JSON file the parent writes (``write_model``): normlab's child rebuilds it from
+its study, a peer from its layers (``mirror``).
 """
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -33,6 +36,7 @@ PEERS = {
     "torch-compile": Peer("torch_run", ("--compile",), ("torch",)),
 }
 STUDY_PRESETS, STUDY_SEEDS, STUDY_EPOCHS = ("baseline", "bn-after", "bn-before"), 5, 10
+POLL_S = 0.05  # how often spawn_all looks for children that ended: the resolution of their times
 
 
 @dataclass
@@ -82,21 +86,52 @@ def missing_packages(peer: Peer) -> list[str]:
     return [p for p in peer.packages if importlib.util.find_spec(p) is None]
 
 
+class Child(NamedTuple):
+    """``python -m normlab.bench.<module> ARGS`` on ``preset``'s model (default: the bench's) for ``epochs``."""
+    name: str
+    module: str
+    args: list[str]
+    preset: str | None = None
+    epochs: int | None = None
+
+
 def spawn(name: str, module: str, args: list[str], config: BenchConfig, preset: str | None = None,
           epochs: int | None = None) -> dict:
     """Run ``python -m normlab.bench.<module>`` and return its JSON result with ``status`` ok/skipped/failed."""
-    out, log = config.out / "results" / f"{name}.json", config.out / "logs" / f"{name}.log"
-    model = write_model(config, preset or config.preset)
-    argv = [sys.executable, "-m", f"normlab.bench.{module}", "--model", str(model),
-            "--epochs", str(epochs or config.epochs), "--out", str(out), *args]
-    argv += ["--subset", str(config.subset)] if config.subset else []
-    argv += ["--data-dir", str(config.data_dir)] if config.data_dir else []
+    return spawn_all([Child(name, module, args, preset, epochs)], config)[0][0]
+
+
+def spawn_all(children: list[Child], config: BenchConfig) -> tuple[list[dict], float]:
+    """Start the children at once and wait for them all (as ``spawn``, whose results these are); also the wall time
+    from the first start to the last exit. At once only where they share the cores out, pinned one per core."""
+    files = [(config.out / "results" / f"{c.name}.json", config.out / "logs" / f"{c.name}.log") for c in children]
+    argvs = []
+    for child, (out, _) in zip(children, files):
+        model = write_model(config, child.preset or config.preset)
+        argvs.append([sys.executable, "-m", f"normlab.bench.{child.module}", "--model", str(model),
+                      "--epochs", str(child.epochs or config.epochs), "--out", str(out), *child.args]
+                     + (["--subset", str(config.subset)] if config.subset else [])
+                     + (["--data-dir", str(config.data_dir)] if config.data_dir else []))
     load = os.getloadavg()[0]
-    start = time.perf_counter()
-    with open(log, "w") as log_file:
-        with signals.interruptible():  # minutes of a peer's training: a Ctrl-C stops it (run() kills the child)
-            rc = subprocess.run(argv, stdout=log_file, stderr=subprocess.STDOUT).returncode
-    meta = {"process_s": time.perf_counter() - start, "load_avg_1min_before": load, "log": str(log)}
+    starts, ends, processes = [], {}, []
+    with contextlib.ExitStack() as stack:
+        for argv, (_, log) in zip(argvs, files):
+            log_file = stack.enter_context(open(log, "w"))
+            starts.append(time.perf_counter())
+            processes.append(stack.enter_context(subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT)))
+            stack.callback(processes[-1].kill)  # runs before Popen's exit waits: a Ctrl-C or error ends the child
+        with signals.interruptible():  # minutes of a peer's training: a Ctrl-C stops it
+            while len(ends) < len(processes):
+                time.sleep(POLL_S)
+                now = time.perf_counter()
+                ends |= {i: now for i, p in enumerate(processes) if i not in ends and p.poll() is not None}
+    results = [_result(out, log, process.returncode, {"process_s": ends[i] - starts[i], "load_avg_1min_before": load,
+                                                      "log": str(log)})
+               for i, (process, (out, log)) in enumerate(zip(processes, files))]
+    return results, max(ends.values()) - starts[0]
+
+
+def _result(out: Path, log: Path, rc: int, meta: dict) -> dict:
     if rc != 0 or not out.is_file():
         lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
         return meta | {"status": "failed", "reason": f"exit code {rc}: {lines[-1] if lines else 'no output'}"}
@@ -201,21 +236,78 @@ def run_bench(config: BenchConfig, note: Callable[[str], None] = print) -> dict:
 
 
 def study(config: BenchConfig, note: Callable[[str], None]) -> dict:
-    """The reproduce study (3 presets x 5 seeds x 10 epochs) end to end: normlab's ``reproduce`` and, measured
-    the same way, Keras-TF's loop of a fresh model and ``fit`` per seed, with validation after every epoch."""
+    """The reproduce study (3 presets x 5 seeds x 10 epochs) end to end: normlab's ``reproduce`` and, measured the
+    same way, Keras' loop of a fresh model and ``fit`` per seed, with validation after every epoch: on TensorFlow
+    as a script runs it, on JAX at its best, spread over pinned workers as normlab's."""
     note(f"study: normlab reproduce, {len(STUDY_PRESETS)} presets x {STUDY_SEEDS} seeds x {STUDY_EPOCHS} epochs ...")
     out = {"normlab": spawn("study-normlab", "normlab_run", ["--study"], config)}
-    if missing := missing_packages(PEERS["keras-tf"]):
-        return out | {"keras-tf": {"status": "skipped", "reason": f"not installed: {', '.join(missing)}"}}
+    for name, measure in (("keras-tf", keras_tf_study), ("keras-jax", keras_jax_study)):
+        if missing := missing_packages(PEERS[name]):
+            out[name] = {"status": "skipped", "reason": f"not installed: {', '.join(missing)}"}
+            continue
+        out[name] = result = measure(config, note)
+        if result["status"] == "ok" and out["normlab"]["status"] == "ok":
+            result["ratio_vs_normlab"] = result["total_s"] / out["normlab"]["total_s"]
+    return out
+
+
+def study_jobs(presets) -> list[str]:
+    """``PRESET:SEED`` for every seed of ``presets``, as ``keras_run --jobs`` takes them."""
+    return [f"{preset}:{seed}" for preset in presets for seed in range(STUDY_SEEDS)]
+
+
+def keras_tf_study(config: BenchConfig, note: Callable[[str], None]) -> dict:
+    """Per preset one process, one after another, trains a fresh model per seed with ``fit``."""
     per_preset = {}
     for preset in STUDY_PRESETS:
         note(f"study: keras-tf {preset}, {STUDY_SEEDS} seeds x {STUDY_EPOCHS} epochs (long) ...")
-        args = ["--backend", "tensorflow", "--seeds", str(STUDY_SEEDS)]
+        args = ["--backend", "tensorflow", "--jobs", ",".join(study_jobs([preset]))]
         per_preset[preset] = spawn(f"study-keras-tf-{preset}", "keras_run", args, config, preset, STUDY_EPOCHS)
     if failed := [p for p, r in per_preset.items() if r["status"] != "ok"]:
-        return out | {"keras-tf": {"status": "failed", "reason": f"keras-tf failed for {', '.join(failed)}"}}
-    keras_tf = {"status": "ok", "total_s": sum(r["total_s"] for r in per_preset.values()), "per_preset": per_preset,
-                "method": "measured: per preset, one process trains a fresh model per seed with fit(), end to end"}
-    if out["normlab"]["status"] == "ok":
-        keras_tf["ratio_vs_normlab"] = keras_tf["total_s"] / out["normlab"]["total_s"]
-    return out | {"keras-tf": keras_tf}
+        return {"status": "failed", "reason": f"keras-tf failed for {', '.join(failed)}"}
+    return {"status": "ok", "total_s": sum(r["total_s"] for r in per_preset.values()), "per_preset": per_preset,
+            "method": "measured: per preset, one process trains a fresh model per seed with fit(), end to end"}
+
+
+def keras_jax_study(config: BenchConfig, note: Callable[[str], None]) -> dict:
+    """Keras on JAX at its best, set up as normlab's ``reproduce``: the (preset, seed) jobs dealt round-robin to one
+    worker per core (jobs this alike split as evenly as normlab's pool, which hands them out as workers free up),
+    each pinned to its core and single-threaded, training its share in turn.
+
+    ``steps_per_execution`` is the fastest of ``keras_jax_spe`` in a quick try (2 epochs each, the first preset)
+    in one such pinned worker, before the timed run, rather than simply the largest: on one core the largest is
+    not the fastest (bn-after on a 2-core Xeon, busy: 32 or 64 steps 4.7-5.5 s an epoch, 256 6.6-7.6 s, 1 and
+    8 slower too), and the bench's own keras-jax trials ran on all cores.
+    """
+    cores = sorted(os.sched_getaffinity(0))
+    jobs = study_jobs(STUDY_PRESETS)
+    spe = config.keras_jax_spe[0]
+    trials = {}
+    if len(config.keras_jax_spe) > 1:
+        note(f"study: keras-jax, trying steps_per_execution {', '.join(map(str, config.keras_jax_spe))} ...")
+        args = ["--backend", "jax", "--spe", ",".join(map(str, config.keras_jax_spe)), "--core", str(cores[0])]
+        trial = spawn("study-keras-jax-spe", "keras_run", args, config, STUDY_PRESETS[0], epochs=1)
+        if trial["status"] != "ok":
+            return {"status": "failed", "reason": f"steps_per_execution trial: {trial['reason']}"}
+        spe, trials = trial["steps_per_execution"], {s: t["epoch_s"] for s, t in trial["spe_trials"].items()}
+    for preset in STUDY_PRESETS[1:]:  # a worker reads each preset's model next to the first's
+        write_model(config, preset)
+    workers = min(len(cores), len(jobs))
+    note(f"study: keras-jax, {len(jobs)} jobs x {STUDY_EPOCHS} epochs in {workers} pinned worker(s), "
+         f"steps_per_execution {spe} ...")
+    children = [Child(f"study-keras-jax-{w}", "keras_run", ["--backend", "jax", "--spe", str(spe), "--core",
+                                                            str(cores[w]), "--jobs", ",".join(jobs[w::workers])],
+                      STUDY_PRESETS[0], STUDY_EPOCHS) for w in range(workers)]
+    results, total = spawn_all(children, config)
+    if failed := [r for r in results if r["status"] != "ok"]:
+        return {"status": "failed", "reason": f"{len(failed)} worker(s) failed, first: {failed[0]['reason']}"}
+    runs = [run | {"core": r["core"]} for r in results for run in r["jobs"]]
+    return {"status": "ok", "total_s": total, "workers": workers, "steps_per_execution": spe,
+            "spe_trials_epoch_s": trials, "jobs": runs,
+            "val_accuracy": {p: sum(r["val_accuracy"] for r in runs if r["preset"] == p) / STUDY_SEEDS
+                             for p in STUDY_PRESETS},
+            "per_worker": [{k: r[k] for k in ("core", "total_s", "process_s", "xla_flags", "log")} for r in results],
+            "method": f"measured: {len(jobs)} (preset, seed) jobs over {workers} worker process(es), one per core, "
+                      "pinned and single-threaded, each a fresh model and fit() in turn; total_s is wall clock from "
+                      "the first worker's start to the last one's exit (imports, data loading, compilation "
+                      "included; per_worker total_s: training alone)"}
