@@ -10,6 +10,7 @@ $(NORMLAB): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/python -m normlab.engine.build
 	touch $@
 
 setup: $(NORMLAB)
@@ -32,7 +33,7 @@ reproduce: data
 # One pytest worker per core (at most 4: each may start training processes of its own); a file's tests stay on one
 # worker, so the fixtures a file shares (a trained run, a diagnosis) are made once; the longest files go first.
 test: data browser
-	$(BIN)/pytest -q -n auto --maxprocesses 4 --dist loadfile
+	$(BIN)/pytest -q -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder
 
 # docs/api.md, the API reference, from the docstrings (tests/test_api_reference.py fails while it is stale).
 docs: setup
