@@ -244,8 +244,6 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_tune(args) -> None:
     from normlab import runtime
     from normlab.engine import tune
-    if min(args.steps, args.rounds) < 1:
-        raise ConfigError(f"--steps and --rounds must be at least 1, got {args.steps} and {args.rounds}")
     if not args.show:
         tune.tune(print, args.steps, args.rounds)
     for cores in sorted({1, runtime.cores()}):

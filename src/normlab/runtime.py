@@ -73,7 +73,12 @@ def chosen(tune_if_missing: bool = False, say=print) -> Engine:
     if text := os.environ.get(OVERRIDE, "").strip():
         return parse(text)
     from normlab.engine import tune
-    entry = tune.cached() or (tune.tune(say)[cores()] if tune_if_missing else None)
+    entry = tune.cached()
+    if entry is None and tune_if_missing:
+        try:
+            entry = tune.tune(say)[cores()]
+        except (tune.TuneError, OSError) as error:  # a child failed, a read-only cache: the job goes on
+            say(f"normlab: tuning failed ({error}); running the default engine")
     return Engine(entry["gemm"], entry["flags"], "tuned") if entry else Engine()
 
 

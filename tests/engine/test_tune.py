@@ -64,7 +64,9 @@ def test_a_damaged_tuning_file_counts_as_untuned(tmp_path, monkeypatch, content)
     assert runtime.chosen() == runtime.Engine()
 
 
-def test_tune_refuses_nonsense(untuned):
-    done = normlab("tune", "--steps", "0", env=untuned)
+@pytest.mark.parametrize("option,value", [("--steps", "0"), ("--steps", "10000000000"), ("--rounds", "-1")])
+def test_tune_refuses_nonsense(untuned, option, value):
+    done = normlab("tune", option, value, env=untuned)
     assert done.returncode == 2
-    assert done.stderr == "normlab: error: --steps and --rounds must be at least 1, got 0 and 3\n"
+    assert done.stderr.startswith("normlab: error: steps must be 1..20,000 and rounds at least 1, got ")
+    assert done.stderr.count("\n") == 1

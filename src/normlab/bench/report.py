@@ -37,8 +37,11 @@ def bench_table(bench: dict) -> Table:
 def footer_lines(bench: dict) -> list[str]:
     lines = []
     if floor := bench.get("floor"):
-        lines.append(f"matmul floor (sgemm only, {floor['steps']} steps of batch {floor['batch']}): "
-                     f"{floor['floor_s']:.3f} s/epoch; normlab's epoch is {floor['pct_of_floor']:.0f}% of it")
+        others = ", ".join(f"{name} {f['floor_s']:.3f} s" for name, f in floor.get("floors", {}).items()
+                           if name != floor.get("floor_gemm"))
+        lines.append(f"matmul floor ({floor.get('floor_gemm', 'xla')} sgemm only, {floor['steps']} steps of batch "
+                     f"{floor['batch']}): {floor['floor_s']:.3f} s/epoch; normlab's epoch is "
+                     f"{floor['pct_of_floor']:.0f}% of it" + (f" (other GEMMs: {others})" if others else ""))
         lines += [f"  {p['product']:<18} {p['seconds'] * 1e3:8.1f} ms  {p['gflop_per_s']:6.1f} GFLOP/s"
                   for p in floor["products"]]
     if rounds := {n: r["epoch_s_rounds"] for n, r in bench["systems"].items() if "epoch_s_rounds" in r}:

@@ -18,7 +18,14 @@ import sys
 import time
 from pathlib import Path
 
+from normlab.errors import NormlabError
+
 STEPS, ROUNDS, PRESET = 300, 3, "bn-after"
+MAX_STEPS = 20_000  # a timed epoch of synthetic images held in memory: 20,000 x 32 images is 500 MB
+
+
+class TuneError(NormlabError):
+    """A candidate could not be measured: ``normlab tune`` fails with it; a first use runs the defaults instead."""
 
 
 def machine_key(cores: int) -> str:
@@ -66,6 +73,8 @@ def _locked():
 
 def tune(say=print, steps: int = STEPS, rounds: int = ROUNDS, preset: str = PRESET) -> dict[int, dict]:
     """Measure every candidate for each core count, save and return ``{cores: entry}``."""
+    if not (1 <= steps <= MAX_STEPS and rounds >= 1):
+        raise TuneError(f"steps must be 1..{MAX_STEPS:,} and rounds at least 1, got {steps} and {rounds}")
     from normlab.engine import settings
     from normlab.files import write_text
     counts = sorted({1, settings.cores()})
@@ -81,7 +90,7 @@ def tune(say=print, steps: int = STEPS, rounds: int = ROUNDS, preset: str = PRES
                 for gemm, seconds in _measure_in_child(cores, flags, gemms, steps, rounds, preset).items():
                     measured[f"{flags}/{gemm}"] = seconds
             if not measured:
-                raise RuntimeError("no engine setting could be measured")
+                raise TuneError("no engine setting could be measured")
             best = min(measured, key=measured.get)
             flags, gemm = best.split("/")
             chosen[cores] = entries[machine_key(cores)] = {
@@ -90,7 +99,10 @@ def tune(say=print, steps: int = STEPS, rounds: int = ROUNDS, preset: str = PRES
                 "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
             say(f"normlab: {cores} core(s): {gemm} GEMM, {flags} flags, "
                 f"{1e3 * measured[best]:.3f} ms/step ({_versus(measured, best)})")
-        write_text(cache_file(), json.dumps(entries, indent=1))
+        try:
+            write_text(cache_file(), json.dumps(entries, indent=1))
+        except OSError as error:  # a read-only or full cache: this process still runs the winner
+            say(f"normlab: the tuned choice was not saved ({cache_file()}: {error.strerror or error})")
     return chosen
 
 
@@ -105,5 +117,5 @@ def _measure_in_child(cores: int, flags: str, gemms, steps: int, rounds: int, pr
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"measuring {flags} on {cores} core(s) failed: {tail}")
+        raise TuneError(f"measuring {flags} on {cores} core(s) failed: {tail}")
     return json.loads(done.stdout.strip().splitlines()[-1])
