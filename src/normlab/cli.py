@@ -12,6 +12,7 @@ from normlab.files import display, one_line
 
 EXIT_USER_ERROR = 2
 LONG_JOBS = ("reproduce", "run")  # the engine is tuned on their first use here: a minute is little beside them
+RUN_MODELS = ("train", "reproduce", "run", "diagnose", "export", "evaluate")  # the others need no GEMM (nor JAX)
 PRESET_HELP = "a preset (baseline, bn-after, bn-before, ...: nn/presets.toml) or a [models.NAME] of --study"
 
 
@@ -271,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command != "bench":  # bench's children configure themselves; its peers run as their users do
             from normlab import runtime
             runtime.configure(compile_cache=args.command in ("train", "reproduce", "run", "diagnose"),
-                              tune_if_missing=args.command in LONG_JOBS)
+                              tune_if_missing=args.command in LONG_JOBS, load_gemm=args.command in RUN_MODELS)
         from normlab.api.command import as_command
         with as_command(sys.argv[1:] if argv is None else argv, FLAGS):
             args.func(args)

@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from normlab.engine.settings import FLAG_SETS, OVERRIDE, cores
+from normlab.engine.settings import FLAG_SETS, GEMMS, OVERRIDE, cores
 from normlab.errors import ConfigError
 
 USER_FLAGS = "NORMLAB_USER_XLA_FLAGS"  # XLA_FLAGS as the user set them, kept for the processes we start
@@ -24,7 +24,6 @@ class Engine:
     source: str = "default"              # "tuned", NORMLAB_ENGINE, or "default" (not tuned here)
 
     def __post_init__(self):
-        from normlab.engine.gemm import GEMMS
         if self.gemm not in GEMMS:
             raise ConfigError(f"{OVERRIDE}: unknown gemm {self.gemm!r}; choose from {', '.join(GEMMS)}")
         if self.flags not in FLAG_SETS:
@@ -46,16 +45,17 @@ def parse(text: str) -> Engine:
     return Engine(**fields, source=OVERRIDE)
 
 
-def configure(compile_cache: bool = False, tune_if_missing: bool = False, say=print) -> Engine:
+def configure(compile_cache: bool = False, tune_if_missing: bool = False, say=print, load_gemm: bool = True) -> Engine:
     """The engine's settings for this process (the processes it starts choose their own the same way).
 
     ``tune_if_missing``: measure this machine first (``engine.tune``, about a minute, once) when it has no tuned
     choice yet; otherwise an untuned machine runs the defaults. A GEMM that cannot load here falls back to XLA's.
+    Without ``load_gemm`` (commands that run no model: ``data``, ``report``) JAX and the BLAS stay unloaded.
     """
     from normlab.engine import applied
     engine = chosen(tune_if_missing, say)
     set_xla_flags(FLAG_SETS[engine.flags])
-    if engine.gemm != "xla" or "normlab.engine.gemm" in sys.modules:  # JAX stays unimported for light commands
+    if load_gemm and (engine.gemm != "xla" or "normlab.engine.gemm" in sys.modules):
         from normlab.engine import gemm
         from normlab.engine.build import BuildError
         try:

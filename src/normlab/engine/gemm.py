@@ -12,7 +12,8 @@ import os
 import jax
 import jax.numpy as jnp
 
-GEMMS = ("xla", "mkl", "openblas")
+from normlab.engine.settings import GEMMS
+
 TARGET = "normlab_gemm"
 _chosen = "xla"
 _extension = None  # the loaded library, its target registered with XLA

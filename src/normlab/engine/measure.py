@@ -6,7 +6,7 @@ import json
 import os
 import time
 
-from normlab.engine.gemm import GEMMS
+from normlab.engine.settings import GEMMS
 
 
 def epoch_program(model, steps: int):

@@ -1,5 +1,5 @@
 """The engine's candidate settings, shared by ``runtime`` (which applies one) and ``engine.tune`` (which measures
-them all)."""
+them all). No JAX here: light commands (``normlab data`` under a tight memory limit) read them too."""
 
 import os
 
@@ -17,6 +17,7 @@ FLAG_SETS = {
     "library-dots": {"xla_cpu_experimental_xnn_fusion_type": "dot", "xla_cpu_experimental_ynn_fusion_type": "dot",
                      **REGION_ANALYSIS},
 }
+GEMMS = ("xla", "mkl", "openblas")  # engine.gemm: XLA's dot, or a BLAS through the FFI custom call
 OVERRIDE = "NORMLAB_ENGINE"  # gemm=G,flags=F: wins over the tuned choice
 
 

@@ -29,10 +29,10 @@ class TuneError(NormlabError):
 
 
 def machine_key(cores: int) -> str:
-    import jaxlib
+    from importlib.metadata import version  # not jaxlib itself: light commands must not load it
     from normlab.engine.machine import cpu_name, instruction_sets
     isa = " ".join(instruction_sets()) or "baseline ISA"
-    return f"{cpu_name()} | {isa} | jaxlib {jaxlib.__version__} | {cores} core(s)"
+    return f"{cpu_name()} | {isa} | jaxlib {version('jaxlib')} | {cores} core(s)"
 
 
 def cache_file() -> Path:
@@ -52,13 +52,8 @@ def cached(cores: int | None = None) -> dict | None:
     """The tuned choice for this machine with ``cores`` usable cores (default: this process's), if measured."""
     from normlab.engine import settings
     entry = _read().get(machine_key(cores or settings.cores()))
-    ok = isinstance(entry, dict) and entry.get("gemm") in _gemms() and entry.get("flags") in settings.FLAG_SETS
+    ok = isinstance(entry, dict) and entry.get("gemm") in settings.GEMMS and entry.get("flags") in settings.FLAG_SETS
     return entry if ok else None
-
-
-def _gemms() -> tuple[str, ...]:
-    from normlab.engine.gemm import GEMMS
-    return GEMMS
 
 
 @contextlib.contextmanager
@@ -86,7 +81,7 @@ def tune(say=print, steps: int = STEPS, rounds: int = ROUNDS, preset: str = PRES
         for cores in counts:
             measured = {}
             for flags in settings.FLAG_SETS:
-                gemms = _gemms() if flags == next(iter(settings.FLAG_SETS)) else ("xla",)
+                gemms = settings.GEMMS if flags == next(iter(settings.FLAG_SETS)) else ("xla",)
                 for gemm, seconds in _measure_in_child(cores, flags, gemms, steps, rounds, preset).items():
                     measured[f"{flags}/{gemm}"] = seconds
             if not measured:
