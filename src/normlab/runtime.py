@@ -19,7 +19,7 @@ USER_FLAGS = "NORMLAB_USER_XLA_FLAGS"  # XLA_FLAGS as the user set them, kept fo
 
 @dataclass(frozen=True)
 class Engine:
-    gemm: str = "xla"                    # engine.gemm.GEMMS
+    gemm: str = "xla"                    # GEMMS
     flags: str = "no-library-fusion"     # FLAG_SETS
     source: str = "default"              # "tuned", NORMLAB_ENGINE, or "default" (not tuned here)
 

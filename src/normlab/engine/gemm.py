@@ -7,12 +7,11 @@ faster (issue 16). Results equal XLA's to float32 rounding (different summation 
 """
 
 import ctypes
-import os
 
 import jax
 import jax.numpy as jnp
 
-from normlab.engine.settings import GEMMS
+from normlab.engine.settings import GEMMS, cores
 
 TARGET = "normlab_gemm"
 _chosen = "xla"
@@ -61,7 +60,7 @@ def product(a, b, trans_a: bool = False, trans_b: bool = False):
     call = jax.ffi.ffi_call(TARGET, jax.ShapeDtypeStruct((*a.shape[:-2], rows, columns), jnp.float32),
                             vmap_method="broadcast_all")
     return call(a, b, trans_a=trans_a, trans_b=trans_b, blas=_loaded[_chosen],
-                parts=len(os.sched_getaffinity(0)))
+                parts=cores())
 
 
 @jax.custom_vjp
