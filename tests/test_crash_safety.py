@@ -63,7 +63,7 @@ def test_sigkill_at_random_points_then_resume_is_bitwise_identical(tmp_path, env
     out, rng, kills, mid_write = tmp_path / "killed", random.Random(1234), 0, 0
     # Each round resumes and is SIGKILLed: after epoch k is on disk plus a random delay, or the moment a
     # checkpoint's temp file exists (a kill in the middle of a write; the write is slowed to widen that window).
-    plan = [("after", 1), ("write", None), ("after", 2), ("write", None), ("after", 3), ("after", 4), ("write", None)]
+    plan = [("after", 1), ("write", None), ("after", 2), ("write", None), ("after", 4)]
     for how, epoch in plan:
         proc = start(out, env, "--resume", delay_s=0.3)
         folder = out / "checkpoints" / "bn-after"
@@ -77,7 +77,7 @@ def test_sigkill_at_random_points_then_resume_is_bitwise_identical(tmp_path, env
             kills += 1
             mid_write += how == "write" and hit
         proc.wait(timeout=60)
-    assert kills >= 5 and mid_write >= 1
+    assert kills >= 4 and mid_write >= 1
     finish = start(out, env, "--resume")
     assert finish.wait(timeout=300) == 0, finish.stderr.read()
     resumed = final_arrays(out)

@@ -236,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show", action="store_true", help="print the tuned choice and its measurements, measure nothing")
     p.add_argument("--steps", type=int, default=300, help="training steps per timed epoch (default 300)")
     p.add_argument("--rounds", type=int, default=3, help="timed epochs per candidate, the fastest counts (default 3)")
+    p.add_argument("--cores", type=int, help="tune for this many cores only (default: all usable cores, and 1 core, "
+                                             "a study's pinned worker)")
     p.set_defaults(func=cmd_tune)
     from normlab.bench.command import add_bench_parser
     add_bench_parser(sub)  # compiles cold on purpose: bench does not switch on the compile cache
@@ -246,8 +248,8 @@ def cmd_tune(args) -> None:
     from normlab import runtime
     from normlab.engine import tune
     if not args.show:
-        tune.tune(print, args.steps, args.rounds)
-    for cores in sorted({1, runtime.cores()}):
+        tune.tune(print, args.steps, args.rounds, cores=args.cores)
+    for cores in tune.core_counts():
         entry = tune.cached(cores)
         print(f"{tune.machine_key(cores)}: " + (f"gemm={entry['gemm']},flags={entry['flags']} (tuned "
               f"{entry['timestamp']}; ms per step: {entry['step_ms']})" if entry else "not tuned"))

@@ -25,10 +25,13 @@ def untuned(tmp_path, cli_env):
 
 
 def test_tune_measures_every_candidate_and_runs_the_winner(untuned, tmp_path):
-    done = normlab("tune", "--steps", "20", "--rounds", "1", env=untuned)
+    """For all cores only (``--cores``): each core count's measurement is the same code, and a first use's
+    tuning of both counts is ``tune.core_counts``'."""
+    done = normlab("tune", "--steps", "20", "--rounds", "1", "--cores", str(runtime.cores()), env=untuned)
     assert done.returncode == 0, done.stderr
     entries = json.loads((tmp_path / "cache" / "normlab" / "engine" / "tuned.json").read_text())
-    assert len(entries) == len({1, runtime.cores()})
+    assert list(entries) == [tune.machine_key(runtime.cores())]
+    assert tune.core_counts() == sorted({1, runtime.cores()})
     for key, entry in entries.items():
         assert "jaxlib" in key and "core(s)" in key
         xla = {f"{flags}/xla" for flags in runtime.FLAG_SETS}
@@ -64,9 +67,12 @@ def test_a_damaged_tuning_file_counts_as_untuned(tmp_path, monkeypatch, content)
     assert runtime.chosen() == runtime.Engine()
 
 
-@pytest.mark.parametrize("option,value", [("--steps", "0"), ("--steps", "10000000000"), ("--rounds", "-1")])
-def test_tune_refuses_nonsense(untuned, option, value):
+@pytest.mark.parametrize("option,value,says", [("--steps", "0", "steps must be 1..20,000 and rounds at least 1"),
+                                               ("--steps", "10000000000", "steps must be 1..20,000"),
+                                               ("--rounds", "-1", "rounds at least 1"),
+                                               ("--cores", "0", "cores must be 1.."), ("--cores", "4096", "got 4096")])
+def test_tune_refuses_nonsense(untuned, option, value, says):
     done = normlab("tune", option, value, env=untuned)
     assert done.returncode == 2
-    assert done.stderr.startswith("normlab: error: steps must be 1..20,000 and rounds at least 1, got ")
+    assert done.stderr.startswith("normlab: error: ") and says in done.stderr
     assert done.stderr.count("\n") == 1

@@ -66,13 +66,22 @@ def _locked():
         yield
 
 
-def tune(say=print, steps: int = STEPS, rounds: int = ROUNDS, preset: str = PRESET) -> dict[int, dict]:
-    """Measure every candidate for each core count, save and return ``{cores: entry}``."""
+def core_counts() -> list[int]:
+    """The core counts our processes run with: all usable cores (``train``) and one (a study's pinned worker)."""
+    from normlab.engine import settings
+    return sorted({1, settings.cores()})
+
+
+def tune(say=print, steps: int = STEPS, rounds: int = ROUNDS, preset: str = PRESET,
+         cores: int | None = None) -> dict[int, dict]:
+    """Measure every candidate for each core count (only ``cores`` if given), save and return ``{cores: entry}``."""
     if not (1 <= steps <= MAX_STEPS and rounds >= 1):
         raise TuneError(f"steps must be 1..{MAX_STEPS:,} and rounds at least 1, got {steps} and {rounds}")
     from normlab.engine import settings
     from normlab.files import write_text
-    counts = sorted({1, settings.cores()})
+    if cores is not None and not 1 <= cores <= settings.cores():
+        raise TuneError(f"cores must be 1..{settings.cores()} (the cores this process may use), got {cores}")
+    counts = core_counts() if cores is None else [cores]
     with _locked():
         say(f"normlab: tuning the engine for this machine ({preset}; XLA's GEMM under {len(settings.FLAG_SETS)} flag "
             f"sets, and MKL and OpenBLAS; {' and '.join(map(str, counts))} core(s); about a minute, once; "

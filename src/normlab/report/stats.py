@@ -6,7 +6,8 @@ out of every statistic (`Run.diverged`) and listed apart; when every run diverge
 mean, and each writer says so instead.
 
 A study has a handful of seeds, so a mean needs an interval and a difference needs a test that does not assume
-equal variances: Student's t quantiles and Welch's test come from ``scipy.stats``. Undefined quantities are
+equal variances: Student's t quantiles and Welch's test come from ``scipy.stats`` (imported where a statistic needs
+it: the import takes 1.5 s, and a one-seed run's report needs none). Undefined quantities are
 ``None``, never NaN: the std, interval, test and effect size of fewer than two values, and the test and effect
 size when both groups have zero variance (identical values: the standard error is 0).
 """
@@ -16,7 +17,6 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 from normlab.report.results_json import Run, runs
 
@@ -98,6 +98,7 @@ def summarize(values, confidence: float = CONFIDENCE) -> Summary:
     mean, std = (float(v) for v in mean_std(x))
     if len(x) == 1:
         return Summary(1, mean, None, None)
+    from scipy import stats
     half = float(stats.t.ppf((1.0 + confidence) / 2.0, len(x) - 1)) * std / math.sqrt(len(x))
     return Summary(len(x), mean, std, (mean - half, mean + half))
 
@@ -123,6 +124,7 @@ def welch(a, b) -> Welch | None:
     sa, sb = summarize(a), summarize(b)
     if sa.n < 2 or sb.n < 2 or (sa.std**2 / sa.n + sb.std**2 / sb.n) ** 2 == 0.0:
         return None
+    from scipy import stats
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         result = stats.ttest_ind(np.asarray(a, np.float64), np.asarray(b, np.float64), equal_var=False)

@@ -8,6 +8,7 @@
 """
 
 import time
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -188,14 +189,21 @@ def fit(model: Model, data, seeds: list[int], config: TrainConfig,
                     on_epoch(EpochEvent(list(seeds), epoch + 1, {k: v[epoch] for k, v in history.items()},
                                         stage="restored"))
 
-    epoch_fn = jax.jit(jax.vmap(make_epoch(model, optimizer, len(data.y_train), config.batch_size, config.shuffle),
-                                in_axes=(0, None, None, None)), donate_argnums=0)
+    def epoch_at(ts, images_u8, labels, epoch_index, learning_rate):
+        """The epoch with the learning rate as an argument, not a constant: a sweep's learning rates are then one
+        program, compiled once (from the compile cache after the first) rather than once each."""
+        at = make_optimizer(dataclasses.replace(config, learning_rate=learning_rate))
+        return make_epoch(model, at, len(data.y_train), config.batch_size, config.shuffle)(ts, images_u8, labels,
+                                                                                             epoch_index)
+
+    learning_rate = jnp.float32(config.learning_rate)
+    epoch_fn = jax.jit(jax.vmap(epoch_at, in_axes=(0, None, None, None, None)), donate_argnums=0)
     size = min(EVAL_CHUNK, max(len(y_val), len(y_test)))  # one chunk shape: validation and test share a program
     val_chunks, test_chunks = chunked(x_val, y_val, size), chunked(x_test, y_test, size)
     chunk_fn = jax.jit(jax.vmap(make_chunk_sums(model), in_axes=(0, 0, None, None, None)))
     signals.safe_point("compile")
     start = time.perf_counter()
-    train_epoch = epoch_fn.lower(ts, x_train, y_train, jnp.int32(0)).compile()
+    train_epoch = epoch_fn.lower(ts, x_train, y_train, jnp.int32(0), learning_rate).compile()
     chunk_sums = chunk_fn.lower(ts.params, ts.model_state, *(a[0] for a in val_chunks)).compile()
     compile_s = time.perf_counter() - start
 
@@ -211,7 +219,7 @@ def fit(model: Model, data, seeds: list[int], config: TrainConfig,
             break
         signals.safe_point("train")
         epoch_start = time.perf_counter()
-        ts, train_metrics = train_epoch(ts, x_train, y_train, jnp.int32(epoch))
+        ts, train_metrics = train_epoch(ts, x_train, y_train, jnp.int32(epoch), learning_rate)
         val_loss, val_accuracy = evaluate(ts.params, ts.model_state, val_chunks)
         metrics = {"loss": train_metrics["loss"], "accuracy": train_metrics["accuracy"],
                    "val_loss": val_loss, "val_accuracy": val_accuracy}
