@@ -142,12 +142,9 @@ def pytest_collection_modifyitems(config, items):
 # inherited by the processes its tests start: two workers' XLA thread pools on the same cores only wait for each
 # other (a fifth of the suite's time, measured on 2 cores). Tests of what more cores change (the worker pool, the
 # bench) are marked ``all_cores`` and get every core; ``ALL_CORES`` is what the machine gave pytest.
-# (kept in the environment: test modules import this file a second time, as `conftest`, after the pinning)
-os.environ.setdefault("NORMLAB_TEST_ALL_CORES", ",".join(map(str, sorted(os.sched_getaffinity(0)))))
-ALL_CORES = [int(core) for core in os.environ["NORMLAB_TEST_ALL_CORES"].split(",")]
+ALL_CORES = sorted(os.sched_getaffinity(0))
 _WORKER, _WORKERS = os.environ.get("PYTEST_XDIST_WORKER"), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-_INDEX = int(_WORKER[2:]) if _WORKER else 0
-OWN_CORES = set(ALL_CORES[_INDEX::_WORKERS] or [ALL_CORES[_INDEX % len(ALL_CORES)]]) if _WORKER else set(ALL_CORES)
+OWN_CORES = set(ALL_CORES[int(_WORKER[2:]) % _WORKERS::_WORKERS]) if _WORKER and _WORKERS > 1 else set(ALL_CORES)
 os.sched_setaffinity(0, OWN_CORES)
 
 
