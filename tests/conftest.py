@@ -136,18 +136,3 @@ def pytest_collection_modifyitems(config, items):
     file shares, a trained run or a diagnosis, are made once) the longest files are handed out first."""
     rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable: file order kept
-
-
-# Under `make test` each pytest-xdist worker has cores of its own (worker i of n: every n-th core from the i-th),
-# inherited by the processes its tests start: two workers' XLA thread pools on the same cores only wait for each
-# other (a fifth of the suite's time, measured on 2 cores). Tests of what more cores change (the worker pool, the
-# bench) are marked ``all_cores`` and get every core; ``ALL_CORES`` is what the machine gave pytest.
-ALL_CORES = sorted(os.sched_getaffinity(0))
-_WORKER, _WORKERS = os.environ.get("PYTEST_XDIST_WORKER"), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-OWN_CORES = set(ALL_CORES[int(_WORKER[2:]) % _WORKERS::_WORKERS]) if _WORKER and _WORKERS > 1 else set(ALL_CORES)
-os.sched_setaffinity(0, OWN_CORES)
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_setup(item):
-    os.sched_setaffinity(0, ALL_CORES if item.get_closest_marker("all_cores") else OWN_CORES)

@@ -22,8 +22,6 @@ from normlab.bench.common import summarize
 from normlab.bench.report import footer_lines
 from normlab.errors import ConfigError
 
-pytestmark = pytest.mark.all_cores  # the bench's one-process-per-core systems and Keras-JAX's pinned workers
-
 PARAMS = {"baseline": 266_610, "bn-after": 271_346, "bn-before": 270_946, "wide-bn": 412_234,
           "ioffe-sigmoid-bn": 100_610, "cnn-bn": 207_450, "ln-after": 268_978, "rms-after": 267_794,
           "renorm-after": 274_898, "torch-bn-after": 271_346}
