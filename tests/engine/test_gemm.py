@@ -127,3 +127,13 @@ def test_a_blas_that_cannot_load_falls_back_to_xla(monkeypatch):
     assert engine.gemm == "xla" and engine.source == "NORMLAB_ENGINE; mkl unavailable"
     assert said == ["normlab: the mkl GEMM is unavailable here (MKL is not installed (pip install mkl)); "
                     "using XLA's"]
+
+
+def test_usable_skips_a_blas_that_cannot_load_and_restores_the_choice(monkeypatch):
+    monkeypatch.setattr(blas, "mkl_library", lambda: None)
+    monkeypatch.setattr(gemm, "_loaded", {})  # as in a fresh process
+    seen = [(name, gemm.chosen()) for name in gemm.usable(("mkl", "xla"))]
+    assert seen == [("xla", "xla")] and gemm.chosen() == "xla"
+    if "openblas" in INSTALLED:
+        seen = [(name, gemm.chosen()) for name in gemm.usable(("openblas", "xla"))]
+        assert seen == [("openblas", "openblas"), ("xla", "xla")] and gemm.chosen() == "xla"

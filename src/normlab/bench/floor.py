@@ -81,12 +81,8 @@ def matmul_floor(model: Model, num_examples: int, batch: int = 32) -> dict:
     """Per GEMM (XLA's, and each BLAS that loads here): per-shape seconds per epoch and GFLOP/s, and their sum,
     the epoch's matmul floor; ``floor_s`` is the fastest BLAS's (XLA's where none loads)."""
     from normlab.engine import gemm
-    steps, floors, engine_gemm = -(-num_examples // batch), {}, gemm.chosen()
-    for name in gemm.GEMMS:
-        try:
-            gemm.use(name)
-        except Exception:  # noqa: BLE001 - unavailable here (not installed, no compiler)
-            continue
+    steps, floors = -(-num_examples // batch), {}
+    for name in gemm.usable():
         rows = []
         for product, a_shape, b_shape, contracting in matmul_shapes(model, batch):
             seconds = _time_product(steps, a_shape, b_shape, contracting, name, product.endswith("W^T"))
@@ -94,7 +90,6 @@ def matmul_floor(model: Model, num_examples: int, batch: int = 32) -> dict:
             rows.append({"product": product, "a": list(a_shape), "b": list(b_shape), "seconds": seconds,
                          "gflop_per_s": float(flop / seconds / 1e9)})
         floors[name] = {"products": rows, "floor_s": sum(r["seconds"] for r in rows)}
-    gemm.use(engine_gemm)
     libraries = [name for name in floors if name != "xla"] or ["xla"]
     fastest = min(libraries, key=lambda name: floors[name]["floor_s"])
     return {"steps": steps, "batch": batch, "repeats": REPEATS, "floors": floors, "floor_gemm": fastest,

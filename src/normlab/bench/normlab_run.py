@@ -63,12 +63,10 @@ def step_ops(model) -> dict:
     from normlab.bench.ops import step_ops as passes
     from normlab.engine import gemm
     from normlab.engine.measure import epoch_program
-    engine, found = gemm.chosen(), {}
-    for name in dict.fromkeys(("xla", engine)):
-        gemm.use(name)
+    found = {}
+    for name in gemm.usable(dict.fromkeys(("xla", gemm.chosen()))):
         epoch, state, images, labels = epoch_program(model, 4)
         found[name] = passes(epoch.lower(state, images, labels, 0).compile().as_text())
-    gemm.use(engine)
     return found
 
 

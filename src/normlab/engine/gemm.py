@@ -36,6 +36,22 @@ def chosen() -> str:
     return _chosen
 
 
+def usable(names=GEMMS):
+    """Each of ``names`` that loads here, in turn chosen (``use``) while the caller's loop body runs; the GEMM in
+    use before is restored at the end. One not installed here, or without a compiler to build the extension, is
+    left out."""
+    before = _chosen
+    try:
+        for name in names:
+            try:
+                use(name)
+            except Exception:  # noqa: BLE001 - unavailable here (not installed, no compiler)
+                continue
+            yield name
+    finally:
+        use(before)
+
+
 def _load(name: str) -> None:
     from normlab.engine.blas import BLAS, sgemm_address
     from normlab.engine.build import build

@@ -37,11 +37,7 @@ def measure(gemms, steps: int, rounds: int, preset: str) -> dict[str, float]:
     from normlab.engine import gemm
     from normlab.experiments.config import StudyConfig
     model, programs = StudyConfig().model(preset), {}
-    for name in gemms:
-        try:
-            gemm.use(name)
-        except Exception:  # noqa: BLE001 - unavailable here (not installed, no compiler): not a candidate
-            continue
+    for name in gemm.usable(gemms):  # one that is unavailable here is not a candidate
         epoch, state, images, labels = programs[name] = epoch_program(model, steps)
         jax.block_until_ready(epoch(state, images, labels, 0))
     best = {name: float("inf") for name in programs}
