@@ -65,8 +65,8 @@ def step_ops(model) -> dict:
     from normlab.engine.measure import epoch_program
     found = {}
     for name in gemm.usable(dict.fromkeys(("xla", gemm.chosen()))):
-        epoch, state, images, labels = epoch_program(model, 4)
-        found[name] = passes(epoch.lower(state, images, labels, 0).compile().as_text())
+        epoch, (state, images, labels, learning_rate) = epoch_program(model, 4)
+        found[name] = passes(epoch.lower(state, images, labels, 0, learning_rate).compile().as_text())
     return found
 
 

@@ -20,7 +20,7 @@ from normlab.diagnose.gap import has_moving_statistics, make_batch_statistics_ac
 from normlab.diagnose.measure import Probes, make_probed_epoch, measured_steps
 from normlab.diagnose.probes import last_hidden_nonlinearity
 from normlab.nn.models import Model, abstract
-from normlab.train.loop import METRICS, EpochEvent, TrainConfig, make_epoch, make_optimizer
+from normlab.train.loop import METRICS, EpochEvent, TrainConfig, make_optimizer, seeds_epoch
 from normlab.train.state import create
 from normlab.train.step import make_evaluate, make_loss, scale_pixels
 
@@ -154,16 +154,17 @@ def diagnose(model: Model, data, seeds: list[int], config: TrainConfig, options:
         "history": {k: plain(np.stack(v, axis=1)) for k, v in history.items()},
         "train_eval_gap": {k: plain(np.stack(v, axis=1)) for k, v in gap.items()} if with_bn else None,
         "time": {"compile_s": compile_s, "train_s": train_s, "probed_epoch_s": train_s / config.epochs,
-                 "plain_epoch_s": plain_epoch_seconds(model, optimizer, ts, x_train, y_train, config.batch_size)},
+                 "plain_epoch_s": plain_epoch_seconds(model, config, ts, x_train, y_train)},
     }
 
 
-def plain_epoch_seconds(model: Model, optimizer, ts, x_train, y_train, batch_size: int) -> float:
+def plain_epoch_seconds(model: Model, config: TrainConfig, ts, x_train, y_train) -> float:
     """One epoch of ``fit``'s own training program from ``ts`` (thrown away), timed without its compilation: what
     the probes' overhead is measured against."""
-    epoch = jax.jit(jax.vmap(make_epoch(model, optimizer, len(y_train), batch_size), in_axes=(0, None, None, None)))
-    compiled = epoch.lower(ts, x_train, y_train, jnp.int32(0)).compile()
+    learning_rate = jnp.float32(config.learning_rate)
+    compiled = seeds_epoch(model, config, len(y_train)).lower(ts, x_train, y_train, jnp.int32(0),
+                                                               learning_rate).compile()
     signals.safe_point("train")
     start = time.perf_counter()
-    jax.block_until_ready(compiled(ts, x_train, y_train, jnp.int32(0)))
+    jax.block_until_ready(compiled(ts, x_train, y_train, jnp.int32(0), learning_rate))
     return time.perf_counter() - start

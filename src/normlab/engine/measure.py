@@ -10,25 +10,23 @@ from normlab.engine.settings import GEMMS
 
 
 def epoch_program(model, steps: int):
-    """``(epoch, state, images, labels)``: ``model``'s training epoch with the study's settings as ``fit`` compiles
-    it (one seed, vmapped), jitted on the GEMM in use, over ``steps`` batches of synthetic images of the real
-    shape."""
+    """``(epoch, (state, images, labels, learning_rate))``: ``model``'s training epoch with the study's settings,
+    the program ``fit`` compiles (``train.loop.seeds_epoch``, one seed), on the GEMM in use, and its arguments but
+    the epoch index: ``steps`` batches of synthetic images of the real shape."""
     import dataclasses
     import jax
     import jax.numpy as jnp
     import numpy as np
     from normlab.experiments.config import StudyConfig
-    from normlab.train.loop import make_epoch, make_optimizer
+    from normlab.train.loop import make_optimizer, seeds_epoch
     from normlab.train.state import create
-    config = StudyConfig()
-    train = dataclasses.replace(config, epochs=1).train_config()
-    optimizer, examples = make_optimizer(train), steps * train.batch_size
+    train = dataclasses.replace(StudyConfig(), epochs=1).train_config()
+    examples = steps * train.batch_size
     rng = np.random.default_rng(0)
     images = jnp.asarray(rng.integers(0, 256, (examples, 28, 28), dtype=np.uint8))
     labels = jnp.asarray(rng.integers(0, 10, examples, dtype=np.uint8))
-    epoch = jax.jit(jax.vmap(make_epoch(model, optimizer, examples, train.batch_size), in_axes=(0, None, None, None)))
-    state = jax.vmap(lambda seed: create(model, optimizer, seed))(jnp.zeros(1, jnp.uint32))
-    return epoch, state, images, labels
+    state = jax.vmap(lambda seed: create(model, make_optimizer(train), seed))(jnp.zeros(1, jnp.uint32))
+    return seeds_epoch(model, train, examples), (state, images, labels, jnp.float32(train.learning_rate))
 
 
 def measure(gemms, steps: int, rounds: int, preset: str) -> dict[str, float]:
@@ -38,13 +36,13 @@ def measure(gemms, steps: int, rounds: int, preset: str) -> dict[str, float]:
     from normlab.experiments.config import StudyConfig
     model, programs = StudyConfig().model(preset), {}
     for name in gemm.usable(gemms):  # one that is unavailable here is not a candidate
-        epoch, state, images, labels = programs[name] = epoch_program(model, steps)
-        jax.block_until_ready(epoch(state, images, labels, 0))
+        epoch, (state, images, labels, learning_rate) = programs[name] = epoch_program(model, steps)
+        jax.block_until_ready(epoch(state, images, labels, 0, learning_rate))
     best = {name: float("inf") for name in programs}
     for round_ in range(rounds):
-        for name, (epoch, state, images, labels) in programs.items():
+        for name, (epoch, (state, images, labels, learning_rate)) in programs.items():
             start = time.perf_counter()
-            jax.block_until_ready(epoch(state, images, labels, round_ + 1))
+            jax.block_until_ready(epoch(state, images, labels, round_ + 1, learning_rate))
             best[name] = min(best[name], (time.perf_counter() - start) / steps)
     return best
 

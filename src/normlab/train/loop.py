@@ -7,8 +7,8 @@
 * Seeds are a ``vmap`` axis: N seeds of one preset are one program, each seed's numbers the same as alone.
 """
 
-import time
 import dataclasses
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -80,6 +80,22 @@ def make_epoch(model: Model, optimizer, num_examples: int, batch_size: int, shuf
         return ts, {"loss": jnp.sum(loss_sums) / num_examples, "accuracy": jnp.sum(correct_sums) / num_examples}
 
     return epoch
+
+
+def seeds_epoch(model: Model, config: TrainConfig, num_examples: int, donate: bool = False):
+    """``epoch(ts, images_u8, labels, epoch_index, learning_rate)``, jitted, for the seeds of ``ts`` (vmapped): the
+    training program ``fit`` runs (``donate``: ``ts``'s buffers are reused for the result, as ``fit`` does).
+
+    The learning rate is an argument, not a constant in the program: a sweep's learning rates are then one program,
+    compiled once (loaded from the compile cache after the first) rather than once each.
+    """
+
+    def epoch_at(ts, images_u8, labels, epoch_index, learning_rate):
+        optimizer = make_optimizer(dataclasses.replace(config, learning_rate=learning_rate))
+        return make_epoch(model, optimizer, num_examples, config.batch_size, config.shuffle)(ts, images_u8, labels,
+                                                                                               epoch_index)
+
+    return jax.jit(jax.vmap(epoch_at, in_axes=(0, None, None, None, None)), donate_argnums=0 if donate else ())
 
 
 @dataclass
@@ -189,15 +205,8 @@ def fit(model: Model, data, seeds: list[int], config: TrainConfig,
                     on_epoch(EpochEvent(list(seeds), epoch + 1, {k: v[epoch] for k, v in history.items()},
                                         stage="restored"))
 
-    def epoch_at(ts, images_u8, labels, epoch_index, learning_rate):
-        """The epoch with the learning rate as an argument, not a constant: a sweep's learning rates are then one
-        program, compiled once (from the compile cache after the first) rather than once each."""
-        at = make_optimizer(dataclasses.replace(config, learning_rate=learning_rate))
-        return make_epoch(model, at, len(data.y_train), config.batch_size, config.shuffle)(ts, images_u8, labels,
-                                                                                             epoch_index)
-
     learning_rate = jnp.float32(config.learning_rate)
-    epoch_fn = jax.jit(jax.vmap(epoch_at, in_axes=(0, None, None, None, None)), donate_argnums=0)
+    epoch_fn = seeds_epoch(model, config, len(data.y_train), donate=True)
     size = min(EVAL_CHUNK, max(len(y_val), len(y_test)))  # one chunk shape: validation and test share a program
     val_chunks, test_chunks = chunked(x_val, y_val, size), chunked(x_test, y_test, size)
     chunk_fn = jax.jit(jax.vmap(make_chunk_sums(model), in_axes=(0, 0, None, None, None)))
