@@ -20,6 +20,7 @@ class Layer(NamedTuple):
     kind: str  # the Keras class name: shown by `normlab summary`, and the class a Keras mirror instantiates
     init: Callable[[Any, tuple], tuple[dict, dict, tuple]]
     apply: Callable[..., tuple[Any, dict]]
+    stepped: tuple[str, ...] = ()  # params passed as is to ``engine.gemm.matmul``, which may take their SGD step
 
 
 def stateless(kind: str, fn: Callable, out_shape: Callable[[tuple], tuple] = lambda shape: shape) -> Layer:

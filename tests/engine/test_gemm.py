@@ -62,27 +62,49 @@ def test_the_layer_gradients_match_float64(using, name):
 
 @needs_blas
 @pytest.mark.parametrize("name", INSTALLED)
+def test_a_stepped_product_matches_float64_and_leaves_a_kernel_still_read_intact(using, name):
+    """``w + step * x^T g`` in w's buffer, for 3 vmapped seeds each with its own step; ``w`` read again after the
+    call (XLA must copy it first, not let the call overwrite it), and a step shared by the seeds (broadcast)."""
+    using(name)
+    rng = np.random.default_rng(2)
+    x, g = rng.normal(size=(3, 32, 784)).astype(np.float32), rng.normal(size=(3, 32, 300)).astype(np.float32)
+    w = rng.normal(size=(3, 784, 300)).astype(np.float32)
+    steps = np.array([-1e-3, -0.5, 0.0], np.float32)
+    stepped, w_after = jax.jit(jax.vmap(lambda w, x, g, s: (gemm.stepped_product(w, x, g, s, trans_a=True), w * 1)))(
+        w, x, g, steps)
+    want = w + steps[:, None, None] * np.matmul(np.swapaxes(x, 1, 2), g, dtype=np.float64)
+    np.testing.assert_allclose(np.asarray(stepped), want, rtol=0, atol=1e-5 * 0.5 * np.sqrt(32) * 4)
+    np.testing.assert_array_equal(np.asarray(w_after), w)
+    np.testing.assert_array_equal(np.asarray(stepped)[2], w[2])
+    shared = jax.jit(jax.vmap(lambda w, x, g: gemm.stepped_product(w, x, g, -0.5, trans_a=True)))(w, x, g)
+    np.testing.assert_array_equal(np.asarray(shared)[1], np.asarray(stepped)[1])
+
+
+@needs_blas
+@pytest.mark.parametrize("name", INSTALLED)
 def test_training_through_the_blas_follows_xla_to_float32_rounding(using, small_data, name):
-    """bn-after, 2 seeds vmapped, one epoch of 19 steps: the same weights as with XLA's GEMM, to float32 rounding
-    (the two GEMMs sum in different orders, so not bit for bit)."""
+    """bn-after, 2 seeds vmapped, one epoch of 19 steps of fit's program (``seeds_epoch``): the same weights as with
+    XLA's GEMM, to float32 rounding (the GEMMs sum in different orders, so not bit for bit), whether the kernels
+    take their SGD step in the weight-gradient GEMM (fit's program on a BLAS) or after it (``make_epoch``)."""
     from normlab.experiments.config import StudyConfig
-    from normlab.train.loop import make_epoch, make_optimizer
+    from normlab.train.loop import make_epoch, make_optimizer, seeds_epoch
     from normlab.train.state import create
     config = StudyConfig(epochs=1)
-    model, optimizer = config.model("bn-after"), make_optimizer(config.train_config())
+    train, model = config.train_config(), config.model("bn-after")
+    optimizer = make_optimizer(train)
     images, labels = jnp.asarray(small_data.x_train), jnp.asarray(small_data.y_train)
-
-    def trained():
-        epoch = jax.jit(jax.vmap(make_epoch(model, optimizer, len(labels), 32), in_axes=(0, None, None, None)))
-        state = jax.vmap(lambda seed: create(model, optimizer, seed))(jnp.arange(2, dtype=jnp.uint32))
-        return epoch(state, images, labels, 0)
-
-    xla_state, xla_metrics = trained()
+    state = jax.vmap(lambda seed: create(model, optimizer, seed))(jnp.arange(2, dtype=jnp.uint32))
+    unfolded = jax.jit(jax.vmap(make_epoch(model, optimizer, len(labels), 32), in_axes=(0, None, None, None)))
+    arguments = (state, images, labels, 0, jnp.float32(train.learning_rate))
+    xla_state, xla_metrics = seeds_epoch(model, train, len(labels))(*arguments)
     using(name)
-    state, metrics = trained()
-    for want, got in zip(jax.tree.leaves(xla_state.params), jax.tree.leaves(state.params)):
-        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=0, atol=2e-5)
-    np.testing.assert_allclose(np.asarray(metrics["loss"]), np.asarray(xla_metrics["loss"]), rtol=1e-5)
+    fit = seeds_epoch(model, train, len(labels))
+    assert gemm.STEP_TARGET in fit.lower(*arguments).as_text()  # the kernels' steps are in their GEMMs
+    for program, arguments in ((fit, arguments), (unfolded, arguments[:4])):
+        got_state, metrics = program(*arguments)
+        for want, got in zip(jax.tree.leaves(xla_state.params), jax.tree.leaves(got_state.params)):
+            np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=0, atol=2e-5)
+        np.testing.assert_allclose(np.asarray(metrics["loss"]), np.asarray(xla_metrics["loss"]), rtol=1e-5)
 
 
 @needs_blas

@@ -7,6 +7,7 @@ faster (issue 16). Results equal XLA's to float32 rounding (different summation 
 """
 
 import ctypes
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +15,7 @@ import jax.numpy as jnp
 from normlab.engine.settings import GEMMS, cores
 
 TARGET = "normlab_gemm"
+STEP_TARGET = "normlab_gemm_step"
 _chosen = "xla"
 _extension = None  # the loaded library, its target registered with XLA
 _loaded: dict[str, int] = {}  # BLAS name -> its index in the extension, once loaded into this process
@@ -62,6 +64,7 @@ def _load(name: str) -> None:
     if _extension is None:
         _extension = ctypes.CDLL(str(build()))
         jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(_extension.NormlabGemm), platform="cpu")
+        jax.ffi.register_ffi_target(STEP_TARGET, jax.ffi.pycapsule(_extension.NormlabGemmStep), platform="cpu")
     index = BLAS.index(name)
     _extension.normlab_gemm_use(ctypes.c_int(index), ctypes.c_void_p(address))
     _loaded[name] = index
@@ -79,15 +82,44 @@ def product(a, b, trans_a: bool = False, trans_b: bool = False):
                 parts=cores())
 
 
-@jax.custom_vjp
-def matmul(x, kernel):
-    """``x @ kernel`` for a layer, with its two gradient products in the orientation each GEMM runs fastest.
+def stepped_product(w, a, b, step, trans_a: bool = False, trans_b: bool = False):
+    """``w + step * (op(a) @ op(b))``: on a BLAS, one ``sgemm`` with beta = 1 writing into ``w``'s buffer."""
+    if _chosen == "xla":
+        return w + step * product(a, b, trans_a, trans_b)
+    call = jax.ffi.ffi_call(STEP_TARGET, jax.ShapeDtypeStruct(w.shape, jnp.float32), vmap_method="broadcast_all",
+                            input_output_aliases={0: 0})
+    return call(w, a, b, jnp.asarray(step, jnp.float32), trans_a=trans_a, trans_b=trans_b, blas=_loaded[_chosen],
+                parts=cores())
 
-    On XLA's GEMM the input gradient multiplies by an explicitly transposed kernel: XLA's CPU backend folds
-    ``g @ kernel.T`` into a transposed-operand GEMM that ran at a third of the plain one's speed (dx of the 784x300
-    layer: 635 ms per epoch vs ~190 ms; bn-after epoch 1.84-1.91 s -> 1.59-1.66 s, 2-core EPYC, jaxlib 0.10.2).
-    A BLAS takes the transpose as a flag at no cost.
-    """
+
+class Stepped(NamedTuple):
+    """A kernel that takes its plain-SGD step (``step`` = -learning rate) in its own weight-gradient product: its
+    "gradient" is the stepped kernel itself. Saves the epoch a pass per kernel and step (write the gradient, read it
+    back with the kernel: the 784x300 kernel's update was ~9 % of a bn-after step, issue 16)."""
+    kernel: Any
+    step: Any
+
+
+def matmul(x, kernel):
+    """``x @ kernel`` for a layer (``kernel`` may be ``Stepped``), its two gradient products in the orientation
+    each GEMM runs fastest."""
+    if isinstance(kernel, Stepped):
+        return _stepped_matmul(x, kernel.kernel, kernel.step)
+    return _matmul(x, kernel)
+
+
+def _input_gradient(g, kernel):
+    """``g @ kernel.T``. On XLA's GEMM through an explicitly transposed kernel: XLA's CPU backend folds the
+    transpose into a transposed-operand GEMM that ran at a third of the plain one's speed (dx of the 784x300 layer:
+    635 ms per epoch vs ~190 ms; bn-after epoch 1.84-1.91 s -> 1.59-1.66 s, 2-core EPYC, jaxlib 0.10.2). A BLAS
+    takes the transpose as a flag at no cost."""
+    if _chosen == "xla":
+        return g @ jax.lax.optimization_barrier(jnp.transpose(kernel))
+    return product(g, kernel, trans_b=True)
+
+
+@jax.custom_vjp
+def _matmul(x, kernel):
     return product(x, kernel)
 
 
@@ -97,9 +129,24 @@ def _matmul_fwd(x, kernel):
 
 def _matmul_bwd(residuals, g):
     x, kernel = residuals
-    if _chosen == "xla":
-        return g @ jax.lax.optimization_barrier(jnp.transpose(kernel)), x.T @ g
-    return product(g, kernel, trans_b=True), product(x, g, trans_a=True)
+    return _input_gradient(g, kernel), (x.T @ g if _chosen == "xla" else product(x, g, trans_a=True))
 
 
-matmul.defvjp(_matmul_fwd, _matmul_bwd)
+_matmul.defvjp(_matmul_fwd, _matmul_bwd)
+
+
+@jax.custom_vjp
+def _stepped_matmul(x, kernel, step):
+    return product(x, kernel)
+
+
+def _stepped_matmul_fwd(x, kernel, step):
+    return product(x, kernel), (x, kernel, step)
+
+
+def _stepped_matmul_bwd(residuals, g):
+    x, kernel, step = residuals
+    return _input_gradient(g, kernel), stepped_product(kernel, x, g, step, trans_a=True), jnp.zeros_like(step)
+
+
+_stepped_matmul.defvjp(_stepped_matmul_fwd, _stepped_matmul_bwd)

@@ -29,4 +29,4 @@ def dense(units: Units, activation: Activation = "linear", use_bias: Flag = True
             y = y + params["bias"]
         return act(y), state
 
-    return Layer("Dense", init, apply)
+    return Layer("Dense", init, apply, stepped=("kernel",))

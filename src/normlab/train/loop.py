@@ -64,10 +64,11 @@ def shuffled_batches(rng, epoch_index, num_examples: int, batch_size: int, shuff
     return jnp.pad(order, (0, steps * batch_size - num_examples)).reshape(steps, batch_size)
 
 
-def make_epoch(model: Model, optimizer, num_examples: int, batch_size: int, shuffle: bool = True):
-    """``epoch(ts, images_u8, labels, epoch_index) -> (ts, {"loss", "accuracy"})`` for one seed."""
+def make_epoch(model: Model, optimizer, num_examples: int, batch_size: int, shuffle: bool = True, sgd_rate=None):
+    """``epoch(ts, images_u8, labels, epoch_index) -> (ts, {"loss", "accuracy"})`` for one seed (``sgd_rate``: as
+    in ``make_train_step``)."""
     mask = batch_mask(num_examples, batch_size)
-    step = make_train_step(model, optimizer)
+    step = make_train_step(model, optimizer, sgd_rate)
 
     def epoch(ts: TrainState, images_u8, labels, epoch_index):
         order = shuffled_batches(ts.rng, epoch_index, num_examples, batch_size, shuffle)
@@ -87,13 +88,16 @@ def seeds_epoch(model: Model, config: TrainConfig, num_examples: int, donate: bo
     training program ``fit`` runs (``donate``: ``ts``'s buffers are reused for the result, as ``fit`` does).
 
     The learning rate is an argument, not a constant in the program: a sweep's learning rates are then one program,
-    compiled once (loaded from the compile cache after the first) rather than once each.
+    compiled once (loaded from the compile cache after the first) rather than once each. Plain SGD on a BLAS GEMM
+    steps the kernels inside their weight-gradient products (``make_train_step``'s ``sgd_rate``).
     """
+    from normlab.engine import gemm
+    folds = config.optimizer == "sgd" and gemm.chosen() != "xla"
 
     def epoch_at(ts, images_u8, labels, epoch_index, learning_rate):
         optimizer = make_optimizer(dataclasses.replace(config, learning_rate=learning_rate))
-        return make_epoch(model, optimizer, num_examples, config.batch_size, config.shuffle)(ts, images_u8, labels,
-                                                                                               epoch_index)
+        return make_epoch(model, optimizer, num_examples, config.batch_size, config.shuffle,
+                          learning_rate if folds else None)(ts, images_u8, labels, epoch_index)
 
     return jax.jit(jax.vmap(epoch_at, in_axes=(0, None, None, None, None)), donate_argnums=0 if donate else ())
 

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from normlab.engine.gemm import Stepped
 from normlab.nn.losses import correct, sparse_categorical_crossentropy
 from normlab.nn.models import Model, apply
 from normlab.train.state import TrainState
@@ -39,18 +40,33 @@ def make_loss(model: Model):
     return loss
 
 
-def make_train_step(model: Model, optimizer: optax.GradientTransformation):
-    """``step(ts, images_u8, labels, mask) -> (ts, (loss_sum, correct_sum))``, one SGD step on ``make_loss``."""
+def make_train_step(model: Model, optimizer: optax.GradientTransformation, sgd_rate=None):
+    """``step(ts, images_u8, labels, mask) -> (ts, (loss_sum, correct_sum))``, one step of ``optimizer`` on
+    ``make_loss``.
+
+    ``sgd_rate``: the optimizer is plain SGD at this (traced) rate, and the layers' ``stepped`` params take their
+    step inside their own weight-gradient product (``engine.gemm.Stepped``); the rest as ``optax.sgd`` would.
+    """
     grad_fn = jax.value_and_grad(make_loss(model), has_aux=True)
 
     def step(ts: TrainState, images_u8, labels, mask):
-        (_, (model_state, loss_sum, correct_sum)), grads = grad_fn(ts.params, ts.model_state, scale_pixels(images_u8),
+        params = ts.params if sgd_rate is None else _stepped(model, ts.params, -sgd_rate)
+        (_, (model_state, loss_sum, correct_sum)), grads = grad_fn(params, ts.model_state, scale_pixels(images_u8),
                                                                    labels, mask)
-        updates, opt_state = optimizer.update(grads, ts.opt_state, ts.params)
-        params = optax.apply_updates(ts.params, updates)
+        if sgd_rate is None:
+            updates, opt_state = optimizer.update(grads, ts.opt_state, ts.params)
+            params = optax.apply_updates(ts.params, updates)
+        else:  # optax.sgd's update, p + (-rate) * g; a stepped kernel's "gradient" is its stepped value
+            params, opt_state = jax.tree.map(lambda p, g: g.kernel if isinstance(g, Stepped) else p + g * -sgd_rate,
+                                             params, grads, is_leaf=lambda node: isinstance(node, Stepped)), ts.opt_state
         return ts._replace(params=params, model_state=model_state, opt_state=opt_state), (loss_sum, correct_sum)
 
     return step
+
+
+def _stepped(model: Model, params, step):
+    return {name: {key: Stepped(value, step) if key in layer.stepped else value
+                   for key, value in params[name].items()} for name, layer in model.layers}
 
 
 EVAL_CHUNK = 1000  # rows per inference pass: a CNN's im2col on 10,000 images at once takes gigabytes
