@@ -20,7 +20,8 @@ PRESET_HELP = "a preset (baseline, bn-after, bn-before, ...: nn/presets.toml) or
 OPTIONS = {"epochs": "--epochs", "learning_rate": "--lr", "batch_size": "--batch-size", "optimizer": "--optimizer",
            "bn_momentum": "--bn-momentum", "bn_epsilon": "--bn-eps", "subset": "--subset", "seeds": "--seeds",
            "seeds_per_program": "--seeds-per-program", "workers": "--workers", "first_seed": "--seed",
-           "lr_batch": "--lr-batch", "init_from": "--init-from",
+           "lr_batch": "--lr-batch", "init_from": "--init-from", "devices": "--devices",
+           "bn_sync": "--bn-sync",  # --bn-sync and --bn-local store args.bn_sync
            "shuffle": "--no-shuffle"}  # stored as args.no_shuffle = False: the field's value
 
 
@@ -28,7 +29,7 @@ DIAGNOSE_OPTIONS = {"presets": "--presets", "seeds": "--seeds", "every": "--ever
                     "unit": "--unit", "precise_batches": "--precise-batches"}
 # How errors and stop notes name the API's settings on the command line.
 FLAGS = {**OPTIONS, **DIAGNOSE_OPTIONS, "out": "--out", "resume": "--resume", "format": "--format",
-         "preset": "--preset", "seed": "--seed"}
+         "preset": "--preset", "seed": "--seed", "engine": "--engine", "address": "--address"}
 
 
 def _names(text: str) -> list[str]:
@@ -89,7 +90,8 @@ def cmd_reproduce(args) -> None:
 
 
 def cmd_run(args) -> None:
-    api().run(args.study, out=args.out, workers=args.workers, data_dir=args.data_dir, verify=not args.no_verify)
+    api().run(args.study, out=args.out, workers=args.workers, data_dir=args.data_dir, verify=not args.no_verify,
+              engine=args.engine, address=args.address)
 
 
 def _number(flag: str, text: str) -> float:
@@ -182,6 +184,20 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--init-from", help="start from this .keras or .safetensors model's weights (normlab export)")
         p.add_argument("--no-shuffle", action="store_const", const=False,
                        help="visit the training batches in order every epoch, as Keras' fit(shuffle=False)")
+        p.add_argument("--devices", type=int, help="data parallel: split every batch over N devices (GPUs, or on a "
+                                                   "CPU N virtual devices sharing its cores); default 1")
+        bn = p.add_mutually_exclusive_group()
+        bn.add_argument("--bn-sync", dest="bn_sync", action="store_const", const=True,
+                        help="with --devices: batch norm's statistics over the whole batch, as one device (default)")
+        bn.add_argument("--bn-local", dest="bn_sync", action="store_const", const=False,
+                        help="with --devices: each device normalizes its own rows (DDP without SyncBatchNorm)")
+        hosts = p.add_argument_group("several processes or hosts (jax.distributed; run the same command on each, "
+                                     "with its own --process-id and --out)")
+        hosts.add_argument("--coordinator", help="HOST:PORT where process 0 listens and the others connect")
+        hosts.add_argument("--processes", type=int, help="how many processes take part (>= 2)")
+        hosts.add_argument("--process-id", type=int, help="this process's number, 0 .. processes - 1")
+        hosts.add_argument("--join-timeout", type=int, default=300,
+                           help="seconds to wait for every process to join (default 300)")
         return p
 
     p = with_data(sub.add_parser("data", help="find, fetch and verify Fashion-MNIST"))
@@ -212,6 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int,
                    help="training processes for all trials' jobs, each pinned to its share of the cores (default: "
                         "the study's workers, else one per core on CPU, 1 on GPU)")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local: the pool of pinned processes (default); ray: Ray tasks (pip install 'normlab[ray]')")
+    p.add_argument("--address", help="with --engine ray: a running Ray cluster (auto, or the head's HOST:PORT); "
+                                     "default: a local Ray instance for this sweep")
     p.set_defaults(func=cmd_run)
     p = with_training(sub.add_parser("diagnose", help="measure why BN helps: covariate shift, smoothness, the "
                                                        "train/eval gap (Ioffe & Szegedy 2015, Santurkar et al. 2018)"))
@@ -271,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
                 stream.reconfigure(errors="backslashreplace")
         args = build_parser().parse_args(argv)
         signals.set_note(signals.NOTHING_WRITTEN)
+        _join_processes(args)
         if args.command != "bench":  # bench's children configure themselves; its peers run as their users do
             from normlab import runtime
             runtime.configure(compile_cache=args.command in ("train", "reproduce", "run", "diagnose"),
@@ -292,6 +313,35 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.flush()
         os._exit(code)
     return code
+
+
+def _join_processes(args) -> None:
+    """With ``--processes``: join the other processes before JAX starts (``train.parallel.Processes``)."""
+    given = {flag: getattr(args, name, None) for flag, name in
+             (("--coordinator", "coordinator"), ("--processes", "processes"), ("--process-id", "process_id"))}
+    if all(value is None for value in given.values()):
+        return
+    if missing := [flag for flag, value in given.items() if value is None]:
+        raise ConfigError(f"{', '.join(missing)} missing: a run over several processes needs --coordinator, "
+                          f"--processes and --process-id")
+    count, index = given["--processes"], given["--process-id"]
+    if not 2 <= count <= 1024:
+        raise ConfigError(f"--processes must be in 2..1024, got {count}")
+    if not 0 <= index < count:
+        raise ConfigError(f"--process-id must be in 0..{count - 1}, got {index}")
+    host, _, port = given["--coordinator"].rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"--coordinator must be HOST:PORT, got {given['--coordinator']!r}")
+    if not 1 <= args.join_timeout <= 86400:
+        raise ConfigError(f"--join-timeout must be in 1..86400 seconds, got {args.join_timeout}")
+    if args.out is None:
+        raise ConfigError("with --processes, give each process its own --out (they write the same numbers)")
+    if args.devices is None:
+        args.devices = count  # one device per process
+    from normlab.experiments.config import check
+    check("devices", args.devices)
+    from normlab.train.parallel import Processes
+    Processes(given["--coordinator"], count, index, args.join_timeout).join(args.devices)
 
 
 def _exit_code(error: BaseException, args) -> int:

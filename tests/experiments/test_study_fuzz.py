@@ -47,7 +47,7 @@ PLAUSIBLE = {  # values in and at the edges of each field's range, so that many 
     "presets": st.lists(st.sampled_from([*presets(), "m", "wide-bn"]), min_size=1, max_size=3, unique=True)
     | st.sampled_from([*presets(), "m"]),
     "optimizer": st.sampled_from(sorted(OPTIMIZERS)),
-    "shuffle": st.booleans(),
+    "shuffle": st.booleans(), "bn_sync": st.booleans(),
     "init_from": st.sampled_from(["model.keras", "runs/x/export/bn-after-seed0.safetensors", ""]),
 }
 

@@ -246,10 +246,14 @@ def _mean(values) -> str:
 
 @public
 def run(study, *, out=None, workers: int | None = None, data_dir=None, verify: bool = True,
-        progress: bool = True) -> "Sweep":
+        progress: bool = True, engine: str = "local", address: str | None = None) -> "Sweep":
     """A study file (or a built-in study: seed, lr-sweep, batch-size, momentum, norms-vs-batch-size) and its sweep:
     every trial's jobs in one worker pool, each trial a run folder under ``out``/trials (default runs/NAME), then
     report.html over all of them. Calling it again resumes: finished trials and epochs are kept.
+
+    ``engine="ray"`` runs the jobs as Ray tasks instead: on a local Ray instance started (and shut down) for the
+    sweep, or on the running cluster at ``address`` (``"auto"`` or the head's ``HOST:PORT``; ``out`` must then be
+    on a file system the cluster's nodes share). Same folders, results and reports.
 
     >>> from pathlib import Path
     >>> _ = Path("lr.toml").write_text('''name = "lr"
@@ -269,6 +273,13 @@ def run(study, *, out=None, workers: int | None = None, data_dir=None, verify: b
     from normlab.experiments import study as studies
     from normlab.experiments import sweep
     _engine(tune_if_missing=True)
+    if not (isinstance(engine, str) and engine in ("local", "ray")):
+        raise ConfigError(f"{option_name('engine')} must be local or ray, got {engine!r:.80}")
+    if address is not None and engine != "ray":
+        raise ConfigError(f"{option_name('address')} is the address of a Ray cluster: it needs "
+                          f"{option_name('engine')} ray")
+    if address is not None and not (isinstance(address, str) and 0 < len(address) <= 1000 and address.isprintable()):
+        raise ConfigError(f"{option_name('address')} must be auto or a Ray head's HOST:PORT, got {address!r:.80}")
     loaded = studies.load(path_text(study, "study", required=True))
     pool = loaded.base if workers is None else studies.make_config(loaded.base, {"workers": workers},
                                                                    option_name("workers"))
@@ -300,7 +311,7 @@ def run(study, *, out=None, workers: int | None = None, data_dir=None, verify: b
 
             with LiveTensorBoard() as tensorboard:
                 failed = sweep.run(loaded, out, pending, fashion, pool.worker_count, _tee(on_epoch, tensorboard),
-                                   shown.say, write_all)
+                                   shown.say, write_all, *_ray_pool(engine, address))
             if failed:
                 raise ConfigError(f"{len(failed)} trial(s) failed: {', '.join(failed)}; their manifest.json in "
                                   f"{display(out / 'trials')} says why; "
@@ -317,6 +328,14 @@ def run(study, *, out=None, workers: int | None = None, data_dir=None, verify: b
     shown.say(f"report: {display(page)} (and {display(page.with_suffix('.md'))}); TensorBoard HParams: "
               f"tensorboard --logdir {display(out / 'tensorboard-hparams')}")
     return result
+
+
+def _ray_pool(engine: str, address: str | None) -> tuple:
+    """``sweep.run``'s ``pool`` argument for ``engine``: none (its own default) for the local one."""
+    if engine == "local":
+        return ()
+    from normlab.experiments import ray_pool
+    return (ray_pool.pool(address),)
 
 
 def _sweep_report(out: Path) -> Path:

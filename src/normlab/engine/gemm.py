@@ -105,7 +105,15 @@ def matmul(x, kernel):
     each GEMM runs fastest."""
     if isinstance(kernel, Stepped):
         return _stepped_matmul(x, kernel.kernel, kernel.step)
-    return _matmul(x, kernel)
+    return _matmul(_varying_like(x, kernel), _varying_like(kernel, x))
+
+
+def _varying_like(a, b):
+    """``a``, marked as differing between devices wherever ``b`` does (inside ``shard_map``: a data-parallel step's
+    rows vary, its kernel is replicated). A custom VJP must return cotangents of its inputs' types, and the
+    transpose of this cast sums the kernel's per-device gradients over the devices, as JAX's own dot would."""
+    missing = jax.typeof(b).manual_axis_type.varying - jax.typeof(a).manual_axis_type.varying
+    return jax.lax.pcast(a, tuple(sorted(missing)), to="varying") if missing else a
 
 
 def _input_gradient(g, kernel):

@@ -30,6 +30,7 @@ INTS = {  # inclusive ranges; the upper bounds keep memory and time bounded what
     "seeds_per_program": (1, MAX_SEEDS, ""),  # more than ``seeds`` means all of them (``reproduce.jobs``)
     "workers": (1, 1024, ""),
     "lr_batch": (1, TRAIN_IMAGES, " (the training set's size)"),
+    "devices": (1, 64, " (each holds a copy of the training set)"),
 }
 _POSITIVE = (f"(0, {FLOAT32_MAX!r}]", lambda x: x > 0)
 _FRACTION = ("[0, 1)", lambda x: 0 <= x < 1)
@@ -61,9 +62,9 @@ def check(name: str, value):
         return names
     if name == "models":
         return check_models(value)
-    if name == "shuffle":
+    if name in ("shuffle", "bn_sync"):
         if type(value) is not bool:
-            raise ConfigError(f"shuffle must be true or false, got {shown(value)}")
+            raise ConfigError(f"{name} must be true or false, got {shown(value)}")
         return value
     if name == "init_from":
         if value is not None and not (isinstance(value, str) and 0 < len(value) <= MAX_PATH and "\0" not in value):
@@ -134,12 +135,16 @@ class StudyConfig:
     shuffle: bool = True  # False: batches in the data's order every epoch, as Keras' fit(shuffle=False)
     # A .keras or .safetensors model (``normlab export``) whose weights every seed starts from instead of drawn ones.
     init_from: str | None = None
+    devices: int = 1      # > 1: data parallel, each batch split over that many devices (``train.parallel``)
+    bn_sync: bool = True  # ... batch norm's statistics over the whole batch (SyncBatchNorm), else per device
 
     def __post_init__(self):
         for f in dataclasses.fields(self):  # normalized in place, so equal configs compare and serialize equal
             object.__setattr__(self, f.name, check(f.name, getattr(self, f.name)))
         for preset in self.presets:  # an unknown name, a model whose shapes do not fit or an undefined batch
             check_batch(self.model(preset), self.batch_size)
+            if (parallel := self.train_config().parallel) is not None:
+                parallel.check(self.model(preset), self.batch_size)
         if not self.step_size <= FLOAT32_MAX:
             raise ConfigError(f"learning_rate * batch_size / lr_batch is {self.step_size:g}, beyond float32")
         last = self.first_seed + self.seeds - 1
@@ -152,7 +157,10 @@ class StudyConfig:
 
     @property
     def worker_count(self) -> int:
-        """Training processes, resolved (see ``experiments.workers.default_workers``)."""
+        """Training processes, resolved (see ``experiments.workers.default_workers``); data parallel training runs
+        one job at a time, here, on all the devices."""
+        if self.devices > 1:
+            return 1
         return self.workers if self.workers is not None else default_workers()
 
     @property
@@ -162,7 +170,7 @@ class StudyConfig:
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(self.step_size, self.batch_size, self.epochs, self.optimizer, self.optimizer_momentum,
-                           self.shuffle)
+                           self.shuffle, self.devices, self.bn_sync)
 
     def model(self, preset: str) -> Model:
         """The preset or study model of that name; a batch_norm without its own momentum or epsilon gets the
@@ -178,6 +186,8 @@ class StudyConfig:
         setting but the epoch count and workers."""
         fields = dataclasses.asdict(self)
         del fields["presets"], fields["epochs"], fields["workers"], fields["models"]
+        if self.devices == 1:  # as checkpoints written before data parallel training say it
+            del fields["devices"], fields["bn_sync"]
         return {"preset": preset, "model": list(self.model(preset).spec), **fields}
 
     def as_dict(self) -> dict:

@@ -126,10 +126,12 @@ def _arrays(lists: dict) -> dict:
 
 
 def run_jobs(todo: list[Job], data, processes: int, on_done: Callable[[int, SeedsResult | NormlabError], None],
-             on_epoch: Callable[[EpochEvent], None] | None = None, warn=print, logs: Path | None = None) -> None:
-    """Train ``todo`` in a pool of up to ``processes`` workers. ``on_done(index, outcome)`` gets each job's
-    ``SeedsResult`` (without ``final_state``), or the ``NormlabError`` that stopped it, as soon as it is finished;
-    ``on_epoch`` gets every ``EpochEvent`` with its ``job``."""
+             on_epoch: Callable[[EpochEvent], None] | None = None, warn=print, logs: Path | None = None,
+             pool: Callable = workers.run) -> None:
+    """Train ``todo`` in a pool of up to ``processes`` workers (``pool``: ``workers.run``, or Ray's,
+    ``ray_pool.pool``). ``on_done(index, outcome)`` gets each job's ``SeedsResult`` (without ``final_state``), or
+    the ``NormlabError`` that stopped it, as soon as it is finished; ``on_epoch`` gets every ``EpochEvent`` with its
+    ``job``."""
     def on_message(index: int, message: dict) -> None:
         job = todo[index]
         if "event" in message:
@@ -149,8 +151,8 @@ def run_jobs(todo: list[Job], data, processes: int, on_done: Callable[[int, Seed
 
     wire = [{"preset": job.preset, "seeds": job.seeds, "config": job.config.as_dict(), "resume": job.resume,
              "checkpoints": None if job.checkpoints is None else str(job.checkpoints)} for job in todo]
-    workers.run("normlab.experiments.reproduce:train_job", wire, {name: getattr(data, name) for name in ARRAYS},
-                processes, on_message, logs)
+    pool("normlab.experiments.reproduce:train_job", wire, {name: getattr(data, name) for name in ARRAYS}, processes,
+         on_message, logs)
 
 
 def assemble(todo: list[Job], results: list[SeedsResult]) -> dict:

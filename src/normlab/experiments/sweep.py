@@ -15,6 +15,7 @@ from typing import Callable
 from normlab import signals
 from normlab.errors import ConfigError, NormlabError
 from normlab.files import FileProblem, display, read_text, write_text
+from normlab.experiments import workers
 from normlab.experiments.provenance import provenance
 from normlab.experiments.reproduce import assemble, jobs, run_jobs
 from normlab.experiments.study import Study, expand, make_config, setting, trial_id
@@ -69,9 +70,9 @@ class _Trial:
 
 
 def run(study: Study, out: Path, pending: list[tuple[str, dict]], data, processes: int, on_epoch=None, say=print,
-        write_reports: Callable[[dict, Path], None] | None = None) -> list[str]:
+        write_reports: Callable[[dict, Path], None] | None = None, pool: Callable = workers.run) -> list[str]:
     """Train the ``pending`` trials (all presets x seeds of each configuration) in one pool of up to ``processes``
-    workers; return the ids of those that failed. A trial's results, report and ``done`` are written together as
+    workers (``pool``: as ``reproduce.run_jobs`` takes it); return the ids of those that failed. A trial's results, report and ``done`` are written together as
     soon as its last job is finished; a trial that cannot finish is ``failed`` (its error in the manifest) while
     the others go on; a signal or a crash leaves every unfinished trial ``interrupted`` or ``failed``."""
     todo, started = [], []
@@ -101,7 +102,7 @@ def run(study: Study, out: Path, pending: list[tuple[str, dict]], data, processe
             say(f"trial {trial.folder.name} done")
 
     try:
-        run_jobs(todo, data, processes, on_done, on_epoch, say, out / "logs")
+        run_jobs(todo, data, processes, on_done, on_epoch, say, out / "logs", pool)
     except BaseException as error:
         interrupted = signals.interruption(error) is not None
         for trial in started:

@@ -66,9 +66,9 @@ def run(target: str, jobs: list[dict], arrays: dict[str, np.ndarray], workers: i
     ``on_message`` stops every worker and propagates, as does a signal or a worker that dies."""
     count = min(workers, len(jobs), len(usable_cores()))
     if count <= 1:
-        function = _load(target)
+        function = load(target)
         for index, job in enumerate(jobs):
-            on_message(index, _call(function, job, arrays, lambda message, i=index: on_message(i, message)))
+            on_message(index, call(function, job, arrays, lambda message, i=index: on_message(i, message)))
         return
     import jax
     cache = jax.config.jax_compilation_cache_dir is not None  # workers cache compiled code iff we do
@@ -111,12 +111,12 @@ def run(target: str, jobs: list[dict], arrays: dict[str, np.ndarray], workers: i
             _raise_if_interrupted(worker.close())  # finished its jobs, but a signal for the study is not lost
 
 
-def _load(target: str) -> Target:
+def load(target: str) -> Target:
     module, _, name = target.partition(":")
     return getattr(importlib.import_module(module), name)
 
 
-def _call(function: Target, job: dict, arrays: dict, send: Callable[[dict], None]) -> dict:
+def call(function: Target, job: dict, arrays: dict, send: Callable[[dict], None]) -> dict:
     """A job's last message: its result, or the user error that stopped it (the next job may well succeed)."""
     try:
         return {"done": function(job, arrays, send)}
@@ -186,7 +186,7 @@ def serve(cores: list[int], folder: str, target: str, cache: bool) -> int:
     try:
         from normlab import runtime
         runtime.configure(compile_cache=cache)
-        function = _load(target)
+        function = load(target)
         # mapped: the workers share one copy in memory
         arrays = {path.stem: np.load(path, mmap_mode="r", allow_pickle=False) for path in Path(folder).glob("*.npy")}
         while True:
@@ -195,7 +195,7 @@ def serve(cores: list[int], folder: str, target: str, cache: bool) -> int:
             if not line:
                 break
             index, job = json.loads(line)
-            send([index, _call(function, job, arrays, lambda message, i=index: send([i, message]))])
+            send([index, call(function, job, arrays, lambda message, i=index: send([i, message]))])
     except BrokenPipeError:  # the parent is gone: stop rather than train for nobody
         return 1
     except BaseException as error:

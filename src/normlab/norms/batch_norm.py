@@ -25,6 +25,7 @@ PyTorch refuses it in training, and so does this layer.
 import math
 from typing import Annotated
 
+import jax
 import jax.numpy as jnp
 
 from normlab.errors import ConfigError
@@ -57,10 +58,35 @@ def batch_axes(x) -> tuple[int, ...]:
     return tuple(range(x.ndim - 1))
 
 
+def moving_steps(state, stats, real, keep):
+    """The moving statistics stepped by each group's ``stats`` in turn (leading axis), ``moving <- keep * moving +
+    (1 - keep) * stat``, skipping a group without real rows (``real`` False): ghost batches, or devices."""
+
+    def step(moving, group):
+        stat, has_rows = group
+        return jax.tree.map(lambda m, s: jnp.where(has_rows, keep * m + (1.0 - keep) * s, m), moving, stat), None
+
+    return jax.lax.scan(step, state, (stats, real))[0]
+
+
+def in_device_order(tree, axis_name):
+    """Every device's ``tree``, its leaves stacked in device order, the same on all devices: a sum of one-hot
+    slots, exact (each slot adds zeros), and typed as equal on all devices, which ``all_gather``'s result is not."""
+    index, count = jax.lax.axis_index(axis_name), jax.lax.axis_size(axis_name)
+    return jax.lax.psum(jax.tree.map(lambda a: jnp.zeros((count, *a.shape), a.dtype).at[index].set(a), tree),
+                        axis_name)
+
+
 def batch_norm(momentum: Fraction = None, epsilon: Positive = None, center: Flag = True, scale: Flag = True,
-               convention: Convention = "keras", axis_name=None) -> Layer:
-    """A BatchNormalization layer over the last axis; ``axis_name`` (not a spec option) shards its statistics.
-    ``momentum`` and ``epsilon`` default to the convention's (``CONVENTIONS``)."""
+               convention: Convention = "keras", axis_name=None, sync: bool = True) -> Layer:
+    """A BatchNormalization layer over the last axis. ``momentum`` and ``epsilon`` default to the convention's
+    (``CONVENTIONS``).
+
+    ``axis_name`` (not a spec option: ``train.parallel`` sets it) names the device axis a data-parallel batch is
+    split over. ``sync``: the statistics are over the whole batch (SyncBatchNorm); otherwise each device normalizes
+    its own rows (DDP without it: ghost batch norm with one ghost per device), and the moving statistics take one
+    step per device, in device order, so every device keeps the same ones.
+    """
     momentum = CONVENTIONS[convention]["momentum"] if momentum is None else momentum
     epsilon = CONVENTIONS[convention]["epsilon"] if epsilon is None else epsilon
     keep = momentum if convention == "keras" else 1.0 - momentum  # the old value's weight
@@ -71,20 +97,32 @@ def batch_norm(momentum: Fraction = None, epsilon: Positive = None, center: Flag
                  "moving_variance": jnp.ones((features,), jnp.float32)}
         return affine_params(features, center, scale), state, in_shape
 
+    local = axis_name is not None and not sync
+
     def apply(params, state, x, train, mask=None):
         if not train:
             return normalize(x, state["moving_mean"], state["moving_variance"], epsilon, params), state
-        mean, variance, count = moments(x, batch_axes(x), mask, axis_name)
+        real = True
+        if local and mask is not None:
+            # a device of padding alone (the padded last batch's) is normalized by its own rows: finite, and
+            # ignored by the loss (0/0 would put NaN into every gradient); it leaves the moving statistics
+            real = jnp.any(mask > 0)
+            mask = jnp.where(real, mask, 1.0)
+        mean, variance, count = moments(x, batch_axes(x), mask, None if local else axis_name)
         mean, variance, count = mean.reshape(-1), variance.reshape(-1), count.reshape(-1)
         running = variance
         if convention == "pytorch":
-            if axis_name is None and math.prod(x.shape[:-1]) == 1:
+            if math.prod(x.shape[:-1]) == 1 and (axis_name is None or local):
                 raise ConfigError("batch_norm (convention pytorch): expected more than 1 value per feature in "
                                   "training, got a batch of 1 (PyTorch refuses it too); use a batch of 2 or more")
             # unbiased; a padded last batch with one real row keeps the biased 0 instead of dividing by zero
             running = variance * count / jnp.maximum(count - 1.0, 1.0)
-        state = {"moving_mean": keep * state["moving_mean"] + (1.0 - keep) * mean,
-                 "moving_variance": keep * state["moving_variance"] + (1.0 - keep) * running}
-        return normalize(x, mean, variance, epsilon, params), state
+        stats = {"moving_mean": mean, "moving_variance": running}
+        if local:
+            every_stats, every_real = in_device_order((stats, jnp.asarray(real, x.dtype)), axis_name)
+            new_state = moving_steps(state, every_stats, every_real > 0, keep)
+        else:
+            new_state = jax.tree.map(lambda m, s: keep * m + (1.0 - keep) * s, state, stats)
+        return normalize(x, mean, variance, epsilon, params), new_state
 
     return Layer("BatchNormalization", init, apply)

@@ -13,23 +13,17 @@ averages the ghosts' statistics into a single step instead); a ghost of padding 
 skipped. A batch of at most v rows is one ghost: plain batch norm. Inference uses the moving statistics.
 """
 
-import jax
 import jax.numpy as jnp
 
 from normlab.errors import ConfigError
 from normlab.layer import Flag, Fraction, Layer, Positive, Units
-from normlab.norms.batch_norm import batch_norm, normalize
+from normlab.norms.batch_norm import batch_norm, moving_steps, normalize
 from normlab.norms.moments import moments
 
 
 def ghost_batch_norm(virtual_batch_size: Units = 32, momentum: Fraction = 0.99, epsilon: Positive = 1e-3,
                      center: Flag = True, scale: Flag = True) -> Layer:
     plain = batch_norm(momentum, epsilon, center, scale)
-
-    def step(moving, ghost):
-        """One ghost's moving-average step, or none for a ghost without real rows."""
-        stats, real = ghost
-        return jax.tree.map(lambda m, s: jnp.where(real, momentum * m + (1.0 - momentum) * s, m), moving, stats), None
 
     def apply(params, state, x, train, mask=None):
         batch, size = x.shape[0], virtual_batch_size
@@ -46,7 +40,7 @@ def ghost_batch_norm(virtual_batch_size: Units = 32, momentum: Fraction = 0.99, 
         weight = jnp.where(real[:, None], weight, 1.0)
         mean, variance, _ = moments(ghosts, tuple(range(1, ghosts.ndim - 1)), weight)
         stats = {"moving_mean": mean.reshape(mean.shape[0], -1), "moving_variance": variance.reshape(mean.shape[0], -1)}
-        new_state, _ = jax.lax.scan(step, state, (stats, real))
-        return normalize(ghosts, mean, variance, epsilon, params).reshape(x.shape), new_state
+        return normalize(ghosts, mean, variance, epsilon, params).reshape(x.shape), moving_steps(state, stats, real,
+                                                                                                 momentum)
 
     return Layer("BatchNormalization", plain.init, apply)

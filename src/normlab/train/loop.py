@@ -17,11 +17,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import PartitionSpec
 
 from normlab import signals
 from normlab.errors import CheckpointError
 from normlab.nn.models import Model
 from normlab.train import checkpoint
+from normlab.train.parallel import AXIS, DataParallel, device_rows, one_copy, replicated
 from normlab.train.state import TrainState, create
 from normlab.train.step import EVAL_CHUNK, chunked, make_chunk_sums, make_train_step
 
@@ -35,6 +37,12 @@ class TrainConfig:
     optimizer: str                  # sgd | momentum | adam
     optimizer_momentum: float       # for "momentum" (heavy ball, Keras' SGD(momentum=...))
     shuffle: bool = True            # False: every epoch visits the batches in order (``fit(shuffle=False)``)
+    devices: int = 1                # > 1: each batch split over that many devices (``train.parallel``)
+    bn_sync: bool = True            # ... with batch norm's statistics over the whole batch, else per device
+
+    @property
+    def parallel(self) -> DataParallel | None:
+        return DataParallel(self.devices, self.bn_sync) if self.devices > 1 else None
 
 
 OPTIMIZERS = {
@@ -64,42 +72,54 @@ def shuffled_batches(rng, epoch_index, num_examples: int, batch_size: int, shuff
     return jnp.pad(order, (0, steps * batch_size - num_examples)).reshape(steps, batch_size)
 
 
-def make_epoch(model: Model, optimizer, num_examples: int, batch_size: int, shuffle: bool = True, sgd_rate=None):
-    """``epoch(ts, images_u8, labels, epoch_index) -> (ts, {"loss", "accuracy"})`` for one seed (``sgd_rate``: as
-    in ``make_train_step``)."""
+def make_epoch(model: Model, optimizer, num_examples: int, batch_size: int, shuffle: bool = True, sgd_rate=None,
+               axis_name=None):
+    """``epoch(ts, images_u8, labels, epoch_index) -> (ts, {"loss", "accuracy"})`` for one seed (``sgd_rate`` and
+    ``axis_name``: as in ``make_train_step``; with ``axis_name`` each device trains on its share of each batch)."""
     mask = batch_mask(num_examples, batch_size)
-    step = make_train_step(model, optimizer, sgd_rate)
+    step = make_train_step(model, optimizer, sgd_rate, axis_name)
 
     def epoch(ts: TrainState, images_u8, labels, epoch_index):
-        order = shuffled_batches(ts.rng, epoch_index, num_examples, batch_size, shuffle)
+        batches = shuffled_batches(ts.rng, epoch_index, num_examples, batch_size, shuffle), jnp.asarray(mask)
+        if axis_name is not None:
+            batches = device_rows(batches, axis_name)
 
         def body(ts, batch):
             rows, batch_mask = batch
             return step(ts, images_u8[rows], labels[rows], batch_mask)
 
-        ts, (loss_sums, correct_sums) = jax.lax.scan(body, ts, (order, jnp.asarray(mask)))
+        ts, (loss_sums, correct_sums) = jax.lax.scan(body, ts, batches)
         return ts, {"loss": jnp.sum(loss_sums) / num_examples, "accuracy": jnp.sum(correct_sums) / num_examples}
 
     return epoch
 
 
-def seeds_epoch(model: Model, config: TrainConfig, num_examples: int, donate: bool = False):
+def seeds_epoch(model: Model, config: TrainConfig, num_examples: int, donate: bool = False,
+                parallel: DataParallel | None = None):
     """``epoch(ts, images_u8, labels, epoch_index, learning_rate)``, jitted, for the seeds of ``ts`` (vmapped): the
-    training program ``fit`` runs (``donate``: ``ts``'s buffers are reused for the result, as ``fit`` does).
+    training program ``fit`` runs (``donate``: ``ts``'s buffers are reused for the result, as ``fit`` does), on
+    ``parallel``'s devices, each batch split over them, its arguments replicated there.
 
     The learning rate is an argument, not a constant in the program: a sweep's learning rates are then one program,
     compiled once (loaded from the compile cache after the first) rather than once each. Plain SGD on a BLAS GEMM
     steps the kernels inside their weight-gradient products (``make_train_step``'s ``sgd_rate``).
     """
     from normlab.engine import gemm
-    folds = config.optimizer == "sgd" and gemm.chosen() != "xla"
+    # a stepped kernel's "gradient" is the kernel itself: summed over devices it would be N kernels
+    folds = config.optimizer == "sgd" and gemm.chosen() != "xla" and parallel is None
+    axis_name = None if parallel is None else AXIS
+    if parallel is not None:
+        model = parallel.model(model)
 
     def epoch_at(ts, images_u8, labels, epoch_index, learning_rate):
         optimizer = make_optimizer(dataclasses.replace(config, learning_rate=learning_rate))
         return make_epoch(model, optimizer, num_examples, config.batch_size, config.shuffle,
-                          learning_rate if folds else None)(ts, images_u8, labels, epoch_index)
+                          learning_rate if folds else None, axis_name)(ts, images_u8, labels, epoch_index)
 
-    return jax.jit(jax.vmap(epoch_at, in_axes=(0, None, None, None, None)), donate_argnums=0 if donate else ())
+    program = jax.vmap(epoch_at, in_axes=(0, None, None, None, None))
+    if parallel is not None:
+        program = jax.shard_map(program, mesh=parallel.mesh(), in_specs=PartitionSpec(), out_specs=PartitionSpec())
+    return jax.jit(program, donate_argnums=0 if donate else ())
 
 
 @dataclass
@@ -185,7 +205,10 @@ def fit(model: Model, data, seeds: list[int], config: TrainConfig,
     (non-finite loss). How a study groups its seeds into such programs is ``experiments.reproduce.jobs``' call.
     ``initial`` ``(params, state)`` replaces every seed's initial weights (``--init-from``); seeds still shuffle.
     """
-    optimizer = make_optimizer(config)
+    optimizer, parallel = make_optimizer(config), config.parallel
+    if parallel is not None:
+        parallel.check(model, config.batch_size)
+        mesh = parallel.mesh()  # before anything starts JAX: a CPU may still make its devices
     x_train, y_train, x_val, y_val, x_test, y_test = jax.device_put((
         data.x_train, data.y_train.astype(np.int32), data.x_val, data.y_val.astype(np.int32), data.x_test,
         data.y_test.astype(np.int32)))
@@ -210,14 +233,16 @@ def fit(model: Model, data, seeds: list[int], config: TrainConfig,
                                         stage="restored"))
 
     learning_rate = jnp.float32(config.learning_rate)
-    epoch_fn = seeds_epoch(model, config, len(data.y_train), donate=True)
+    epoch_fn = seeds_epoch(model, config, len(data.y_train), donate=True, parallel=parallel)
+    if parallel is not None:  # the training set and the state on every device, once
+        ts, x_train, y_train = replicated((ts, x_train, y_train), mesh)
     size = min(EVAL_CHUNK, max(len(y_val), len(y_test)))  # one chunk shape: validation and test share a program
     val_chunks, test_chunks = chunked(x_val, y_val, size), chunked(x_test, y_test, size)
     chunk_fn = jax.jit(jax.vmap(make_chunk_sums(model), in_axes=(0, 0, None, None, None)))
     signals.safe_point("compile")
     start = time.perf_counter()
     train_epoch = epoch_fn.lower(ts, x_train, y_train, jnp.int32(0), learning_rate).compile()
-    chunk_sums = chunk_fn.lower(ts.params, ts.model_state, *(a[0] for a in val_chunks)).compile()
+    chunk_sums = chunk_fn.lower(*one_copy((ts.params, ts.model_state)), *(a[0] for a in val_chunks)).compile()
     compile_s = time.perf_counter() - start
 
     def evaluate(params, model_state, chunks):
@@ -233,7 +258,7 @@ def fit(model: Model, data, seeds: list[int], config: TrainConfig,
         signals.safe_point("train")
         epoch_start = time.perf_counter()
         ts, train_metrics = train_epoch(ts, x_train, y_train, jnp.int32(epoch), learning_rate)
-        val_loss, val_accuracy = evaluate(ts.params, ts.model_state, val_chunks)
+        val_loss, val_accuracy = evaluate(*one_copy((ts.params, ts.model_state)), val_chunks)
         metrics = {"loss": train_metrics["loss"], "accuracy": train_metrics["accuracy"],
                    "val_loss": val_loss, "val_accuracy": val_accuracy}
         metrics = {k: np.asarray(v, np.float64) for k, v in metrics.items()}
@@ -245,7 +270,8 @@ def fit(model: Model, data, seeds: list[int], config: TrainConfig,
             record = {"config": checkpointing.identity, "seeds": list(seeds),
                       "history": {k: [v.tolist() for v in vs] for k, vs in history.items()},
                       "train_s": train_s_before + time.perf_counter() - start}
-            checkpoint.save(checkpointing.directory, epoch + 1, ts, record, checkpointing.keep)
+            checkpoint.save(checkpointing.directory, epoch + 1, one_copy(ts), record, checkpointing.keep)
+    ts = one_copy(ts)
     test_loss, test_accuracy = evaluate(ts.params, ts.model_state, test_chunks)
     train_s = train_s_before + time.perf_counter() - start
     test = {"loss": np.asarray(test_loss, np.float64), "accuracy": np.asarray(test_accuracy, np.float64)}

@@ -24,30 +24,33 @@ def scale_pixels(images_u8):
     return jnp.asarray(PIXELS)[images_u8]
 
 
-def make_loss(model: Model):
+def make_loss(model: Model, axis_name=None):
     """``loss(params, model_state, x, labels, mask) -> (mean loss, (new_state, loss_sum, correct_sum))`` in
     training mode: the function every gradient of training and of ``normlab diagnose`` is taken of.
 
     ``mask`` marks the real rows of a padded batch: the mean is over real rows, exactly what Keras does for the
-    partial last batch, and the sums let the epoch report a per-sample mean like Keras' fit.
+    partial last batch, and the sums let the epoch report a per-sample mean like Keras' fit. ``axis_name``: the
+    batch is split over that device axis (``train.parallel``); the sums and the mean are the whole batch's.
     """
 
     def loss(params, model_state, x, labels, mask):
         logits, new_state = apply(model, params, model_state, x, True, mask)
         losses = sparse_categorical_crossentropy(logits, labels) * mask
-        return jnp.sum(losses) / jnp.sum(mask), (new_state, jnp.sum(losses), jnp.sum(correct(logits, labels) * mask))
+        sums = jnp.sum(losses), jnp.sum(mask), jnp.sum(correct(logits, labels) * mask)
+        loss_sum, count, correct_sum = sums if axis_name is None else jax.lax.psum(sums, axis_name)
+        return loss_sum / count, (new_state, loss_sum, correct_sum)
 
     return loss
 
 
-def make_train_step(model: Model, optimizer: optax.GradientTransformation, sgd_rate=None):
+def make_train_step(model: Model, optimizer: optax.GradientTransformation, sgd_rate=None, axis_name=None):
     """``step(ts, images_u8, labels, mask) -> (ts, (loss_sum, correct_sum))``, one step of ``optimizer`` on
-    ``make_loss``.
+    ``make_loss`` (``axis_name`` as there).
 
     ``sgd_rate``: the optimizer is plain SGD at this (traced) rate, and the layers' ``stepped`` params take their
     step inside their own weight-gradient product (``engine.gemm.Stepped``); the rest as ``optax.sgd`` would.
     """
-    grad_fn = jax.value_and_grad(make_loss(model), has_aux=True)
+    grad_fn = jax.value_and_grad(make_loss(model, axis_name), has_aux=True)
 
     def step(ts: TrainState, images_u8, labels, mask):
         params = ts.params if sgd_rate is None else _stepped(model, ts.params, -sgd_rate)

@@ -1,0 +1,65 @@
+"""Data-parallel training (``train.parallel``) on 4 CPU devices against the same batch on one device.
+
+``--bn-sync`` on 4 x 8 rows must give one device's loss, gradients and moving statistics at 32 rows; ``--bn-local``
+one device's with ghost batch norm of virtual batch 8 (itself checked against NumPy float64 in the norm tests);
+each with every row real and with a padded last batch whose last device holds padding only; and fit's whole epoch
+program (2 vmapped seeds, 10 steps, a partial last batch) the single-device program's weights.
+"""
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+CHECK = Path(__file__).with_name("data_parallel_check.py")
+TOLERANCE = 1e-5
+
+
+@pytest.fixture(scope="module")
+def differences(cli_env):
+    done = subprocess.run([sys.executable, str(CHECK)], env=cli_env, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("check", ["sync-keras-full", "sync-keras-partial", "sync-pytorch-full",
+                                   "sync-pytorch-partial", "local-full", "local-partial"])
+def test_one_step_matches_one_device(differences, check):
+    assert differences[check] == pytest.approx({"loss": 0, "gradients": 0, "moving": 0}, abs=TOLERANCE)
+
+
+def test_an_epoch_of_fit_matches_one_device(differences):
+    assert differences["epoch"] == pytest.approx({"weights": 0, "moving": 0, "loss": 0}, abs=TOLERANCE)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.full_data
+def test_two_processes_train_like_one(tmp_path, cli_env):
+    """`normlab train --processes 2`: two local processes joined by ``jax.distributed`` (gloo), one CPU device
+    each, batch 32 split 16 + 16 with synchronized BN: each writes the history one process writes alone."""
+    common = ["train", "bn-after", "--subset", "640", "--epochs", "1"]
+    address = f"127.0.0.1:{free_port()}"
+    processes = [subprocess.Popen([sys.executable, "-m", "normlab.cli", *common, "--coordinator", address,
+                                   "--processes", "2", "--process-id", str(index), "--join-timeout", "120",
+                                   "--out", str(tmp_path / f"process-{index}")], env=cli_env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for index in (0, 1)]
+    outputs = [process.communicate(timeout=600) for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], [err for _, err in outputs]
+    subprocess.run([sys.executable, "-m", "normlab.cli", *common, "--out", str(tmp_path / "one")], env=cli_env,
+                   check=True, capture_output=True)
+    want = json.loads((tmp_path / "one" / "results.json").read_text())["runs"][0]
+    for index in (0, 1):
+        results = json.loads((tmp_path / f"process-{index}" / "results.json").read_text())
+        assert results["config"]["devices"] == 2 and results["config"]["bn_sync"] is True
+        run = results["runs"][0]
+        for metric, values in want["history"].items():
+            np.testing.assert_allclose(run["history"][metric], values, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(run["test"]["accuracy"], want["test"]["accuracy"], atol=1e-6)
