@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
                 stream.reconfigure(errors="backslashreplace")
         args = build_parser().parse_args(argv)
         signals.set_note(signals.NOTHING_WRITTEN)
-        _join_processes(args)
+        _devices(args)
         if args.command != "bench":  # bench's children configure themselves; its peers run as their users do
             from normlab import runtime
             runtime.configure(compile_cache=args.command in ("train", "reproduce", "run", "diagnose"),
@@ -315,11 +315,16 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
-def _join_processes(args) -> None:
-    """With ``--processes``: join the other processes before JAX starts (``train.parallel.Processes``)."""
+def _devices(args) -> None:
+    """Before JAX starts: with ``--processes`` join the other processes (``train.parallel.Processes``); with
+    ``--devices N`` alone, ask for N devices (on a CPU, virtual ones: JAX makes them only before it starts)."""
     given = {flag: getattr(args, name, None) for flag, name in
              (("--coordinator", "coordinator"), ("--processes", "processes"), ("--process-id", "process_id"))}
     if all(value is None for value in given.values()):
+        if getattr(args, "devices", None) is not None:
+            from normlab.experiments.config import check
+            from normlab.train.parallel import DataParallel
+            DataParallel(check("devices", args.devices)).ask_for_cpu_devices()
         return
     if missing := [flag for flag, value in given.items() if value is None]:
         raise ConfigError(f"{', '.join(missing)} missing: a run over several processes needs --coordinator, "

@@ -14,6 +14,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec  # noqa: E402
 
+from normlab.engine import gemm  # noqa: E402
 from normlab.experiments.config import StudyConfig  # noqa: E402
 from normlab.nn.models import build  # noqa: E402
 from normlab.train.loop import make_optimizer, seeds_epoch  # noqa: E402
@@ -88,6 +89,10 @@ def main() -> None:
     out["epoch"] = {"weights": difference(got.params, want.params), "moving": difference(got.model_state,
                                                                                          want.model_state),
                     "loss": difference(metrics, want_metrics)}
+    for name in gemm.usable(("mkl", "openblas")):  # the BLAS GEMM's custom calls inside shard_map
+        got, metrics = seeds_epoch(model, train, 300, parallel=parallel)(*replicated(arguments, parallel.mesh()))
+        out[f"epoch-{name}"] = {"weights": difference(got.params, want.params), "loss": difference(metrics,
+                                                                                                   want_metrics)}
     print(json.dumps(out))
 
 

@@ -35,6 +35,15 @@ def test_an_epoch_of_fit_matches_one_device(differences):
     assert differences["epoch"] == pytest.approx({"weights": 0, "moving": 0, "loss": 0}, abs=TOLERANCE)
 
 
+def test_an_epoch_through_a_blas_gemm_matches_one_device_on_xlas(differences):
+    """The engine's BLAS custom calls inside the sharded program (to float32 rounding, as ``engine/test_gemm``)."""
+    blas = {name: got for name, got in differences.items() if name.startswith("epoch-")}
+    if not blas:
+        pytest.skip("no BLAS GEMM extension here")
+    for got in blas.values():
+        assert got == pytest.approx({"weights": 0, "loss": 0}, abs=2e-5)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -78,8 +78,7 @@ def product(a, b, trans_a: bool = False, trans_b: bool = False):
     columns = b.shape[-2] if trans_b else b.shape[-1]
     call = jax.ffi.ffi_call(TARGET, jax.ShapeDtypeStruct((*a.shape[:-2], rows, columns), jnp.float32),
                             vmap_method="broadcast_all")
-    return call(a, b, trans_a=trans_a, trans_b=trans_b, blas=_loaded[_chosen],
-                parts=cores())
+    return _varying_like(call(a, b, trans_a=trans_a, trans_b=trans_b, blas=_loaded[_chosen], parts=cores()), a, b)
 
 
 def stepped_product(w, a, b, step, trans_a: bool = False, trans_b: bool = False):
@@ -88,8 +87,8 @@ def stepped_product(w, a, b, step, trans_a: bool = False, trans_b: bool = False)
         return w + step * product(a, b, trans_a, trans_b)
     call = jax.ffi.ffi_call(STEP_TARGET, jax.ShapeDtypeStruct(w.shape, jnp.float32), vmap_method="broadcast_all",
                             input_output_aliases={0: 0})
-    return call(w, a, b, jnp.asarray(step, jnp.float32), trans_a=trans_a, trans_b=trans_b, blas=_loaded[_chosen],
-                parts=cores())
+    return _varying_like(call(w, a, b, jnp.asarray(step, jnp.float32), trans_a=trans_a, trans_b=trans_b,
+                              blas=_loaded[_chosen], parts=cores()), w, a, b)
 
 
 class Stepped(NamedTuple):
@@ -108,11 +107,13 @@ def matmul(x, kernel):
     return _matmul(_varying_like(x, kernel), _varying_like(kernel, x))
 
 
-def _varying_like(a, b):
-    """``a``, marked as differing between devices wherever ``b`` does (inside ``shard_map``: a data-parallel step's
-    rows vary, its kernel is replicated). A custom VJP must return cotangents of its inputs' types, and the
-    transpose of this cast sums the kernel's per-device gradients over the devices, as JAX's own dot would."""
-    missing = jax.typeof(b).manual_axis_type.varying - jax.typeof(a).manual_axis_type.varying
+def _varying_like(a, *others):
+    """``a``, marked as differing between devices wherever one of ``others`` does (inside ``shard_map``: a
+    data-parallel step's rows vary, its kernel is replicated). A custom VJP must return cotangents of its inputs'
+    types, and the transpose of this cast sums the kernel's per-device gradients over the devices, as JAX's own
+    dot would; a custom call's result is typed as equal on all devices unless marked so."""
+    varying = set().union(*(jax.typeof(other).manual_axis_type.varying for other in others))
+    missing = varying - jax.typeof(a).manual_axis_type.varying
     return jax.lax.pcast(a, tuple(sorted(missing)), to="varying") if missing else a
 
 

@@ -10,6 +10,8 @@ real rows of the whole batch, and inside ``shard_map`` the gradient of a replica
 over the devices, so every device takes the same step.
 """
 
+import socket
+import time
 from dataclasses import dataclass
 
 import jax
@@ -31,20 +33,22 @@ class DataParallel:
     devices: int
     sync: bool = True  # batch norm's statistics over the whole batch (SyncBatchNorm), else per device
 
-    def mesh(self) -> jax.sharding.Mesh:
-        """The first ``devices`` devices (of every process, after ``jax.distributed.initialize``) as the data axis.
-
-        On a CPU a process has one device unless asked for more before JAX starts: if it has not started yet, this
-        asks for ``devices`` (virtual) CPU devices, which share the cores.
-        """
+    def ask_for_cpu_devices(self) -> None:
+        """On a CPU a process has one device unless asked for more before JAX starts: if it has not started yet,
+        ask for ``devices`` (virtual) CPU devices, which share the cores. No effect on accelerators."""
         try:
             if jax.config.jax_num_cpu_devices < self.devices:
                 jax.config.update("jax_num_cpu_devices", self.devices)
         except RuntimeError:  # JAX has started: its devices are what they are
             pass
+
+    def mesh(self) -> jax.sharding.Mesh:
+        """The first ``devices`` devices (of every process, after ``jax.distributed.initialize``) as the data axis."""
+        self.ask_for_cpu_devices()
         available = jax.devices()
         if self.devices > len(available):
-            hint = (" (on a CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N makes N)"
+            hint = (" (on a CPU, ask before JAX starts: XLA_FLAGS=--xla_force_host_platform_device_count=N, or "
+                    "jax.config.update('jax_num_cpu_devices', N) right after importing jax)"
                     if available[0].platform == "cpu" else "")
             raise ConfigError(f"--devices {self.devices}: only {len(available)} {available[0].platform} device(s) "
                               f"here{hint}")
@@ -52,7 +56,7 @@ class DataParallel:
 
     def check(self, model: Model, batch_size: int) -> None:
         if batch_size % self.devices:
-            raise ConfigError(f"--devices {self.devices} must divide the batch size {batch_size}: each device takes "
+            raise ConfigError(f"{self.devices} devices must divide the batch size {batch_size}: each device takes "
                               f"an equal share of every batch")
         if kinds := sorted({spec["kind"] for spec in model.spec} & set(NOT_SPLITTABLE)):
             raise ConfigError(f"model {model.name}: {', '.join(kinds)} cannot be split over devices yet; train it "
@@ -80,15 +84,71 @@ class Processes:
         if devices % self.count:
             raise ConfigError(f"--devices {devices} must be a multiple of --processes {self.count}: each process "
                               f"contributes as many devices")
+        self._rendezvous()
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.config.update("jax_num_cpu_devices", devices // self.count)
+        jax.distributed.initialize(self.coordinator, self.count, self.index, initialization_timeout=self.timeout_s)
+
+    def _rendezvous(self) -> None:
+        """Every process present, each id once, or a one-line error: JAX's own join aborts the process (SIGABRT)
+        when one never comes. Process 0 listens on the coordinator's port until the others have called in with
+        their ids, tells them to go on, and frees the port for JAX's coordination service."""
+        host, port = self.coordinator.rpartition(":")[::2]
+        host, deadline = host.strip("[]"), time.monotonic() + self.timeout_s
         try:
-            jax.distributed.initialize(self.coordinator, self.count, self.index,
-                                       initialization_timeout=self.timeout_s)
-        except Exception as error:  # noqa: BLE001 - XLA's own errors: a bad address, a process that never came
-            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            if self.index == 0:
+                _gather(host, int(port), self.count, deadline)
+            else:
+                _call_in(host, int(port), self.index, deadline)
+        except TimeoutError:
             raise ConfigError(f"process {self.index} of {self.count} could not join {one_line(self.coordinator)}: "
-                              f"{one_line(first)}") from None
+                              f"not every process came within --join-timeout ({self.timeout_s} s)") from None
+        except (OSError, ValueError) as error:
+            raise ConfigError(f"process {self.index} of {self.count} could not join {one_line(self.coordinator)}: "
+                              f"{one_line(str(error))}") from None
+
+
+def _remaining(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError
+    return left
+
+
+def _gather(host: str, port: int, count: int, deadline: float) -> None:
+    peers: dict[int, socket.socket] = {}
+    try:
+        with socket.create_server((host, port)) as server:
+            while len(peers) < count - 1:
+                server.settimeout(_remaining(deadline))
+                peer, _ = server.accept()
+                peer.settimeout(_remaining(deadline))
+                index = int.from_bytes(peer.recv(4), "big")
+                if not 0 < index < count or index in peers:
+                    peer.close()
+                    raise ValueError(f"a second process {index}, or one not in 1..{count - 1}, called in")
+                peers[index] = peer
+        for peer in peers.values():
+            peer.sendall(b"go")
+        for peer in peers.values():  # each closes first: the port is free again for JAX at once
+            peer.recv(1)
+    finally:
+        for peer in peers.values():
+            peer.close()
+
+
+def _call_in(host: str, port: int, index: int, deadline: float) -> None:
+    while True:
+        try:
+            peer = socket.create_connection((host, port), timeout=min(5.0, _remaining(deadline)))
+            break
+        except (ConnectionRefusedError, socket.timeout):  # process 0 is not listening yet
+            time.sleep(min(0.2, _remaining(deadline)))
+    with peer:
+        peer.sendall(index.to_bytes(4, "big"))
+        peer.settimeout(_remaining(deadline))
+        if peer.recv(2) != b"go":
+            raise ValueError("process 0 turned this process away (another with the same --process-id?)")
 
 
 def _options(spec: dict) -> dict:
