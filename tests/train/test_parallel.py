@@ -72,3 +72,21 @@ def test_two_processes_train_like_one(tmp_path, cli_env):
         for metric, values in want["history"].items():
             np.testing.assert_allclose(run["history"][metric], values, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(run["test"]["accuracy"], want["test"]["accuracy"], atol=1e-6)
+
+
+@pytest.mark.full_data
+def test_a_study_file_asks_for_devices_before_jax_starts(tmp_path, cli_env):
+    """`devices` set in a study's [config], not on the command line: the sweep still gets its virtual CPU devices
+    (asked for before anything starts JAX), and trains its trials one at a time on them."""
+    study = tmp_path / "dp.toml"
+    study.write_text('name = "dp"\n[config]\npresets = ["bn-after"]\nseeds = 1\nepochs = 1\nsubset = 320\n'
+                     'devices = 2\n[sweep]\nbn_sync = [true, false]\n')
+    done = subprocess.run([sys.executable, "-m", "normlab.cli", "run", str(study), "--out", str(tmp_path / "dp")],
+                          env=cli_env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    histories = {}
+    for trial in ("000-bn_sync=True", "001-bn_sync=False"):
+        results = json.loads((tmp_path / "dp" / "trials" / trial / "results.json").read_text())
+        assert results["config"]["devices"] == 2
+        histories[trial] = results["runs"][0]["history"]["loss"]
+    assert histories["000-bn_sync=True"] != histories["001-bn_sync=False"]  # 2 x 16 rows normalized apart

@@ -10,6 +10,7 @@ folders themselves, so on a cluster the sweep's folder must be on a file system 
 
 import logging
 import socket
+import warnings
 from typing import Callable
 
 import numpy as np
@@ -49,7 +50,9 @@ def _run(address, target, jobs, arrays, on_message) -> None:
     if ours:
         _check_reachable(address)
         try:
-            ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+            with warnings.catch_warnings():  # Ray's fork is followed by exec at once: JAX's threads do not matter
+                warnings.filterwarnings("ignore", "os.fork", RuntimeWarning)
+                ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
         except (ConnectionError, ValueError, RuntimeError) as error:
             raise ConfigError(f"Ray: cannot start or reach {address or 'a local instance'}: "
                               f"{str(error).strip().splitlines()[0] if str(error).strip() else error}") from None

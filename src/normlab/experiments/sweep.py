@@ -17,7 +17,7 @@ from normlab.errors import ConfigError, NormlabError
 from normlab.files import FileProblem, display, read_text, write_text
 from normlab.experiments import workers
 from normlab.experiments.provenance import provenance
-from normlab.experiments.reproduce import assemble, jobs, run_jobs
+from normlab.experiments.reproduce import ask_for_devices, assemble, jobs, run_jobs
 from normlab.experiments.study import Study, expand, make_config, setting, trial_id
 
 
@@ -76,8 +76,11 @@ def run(study: Study, out: Path, pending: list[tuple[str, dict]], data, processe
     soon as its last job is finished; a trial that cannot finish is ``failed`` (its error in the manifest) while
     the others go on; a signal or a crash leaves every unfinished trial ``interrupted`` or ``failed``."""
     todo, started = [], []
-    for tid, overrides in pending:
-        config = make_config(study.base, overrides, f"{study.name} trial {tid}")
+    configs = [make_config(study.base, overrides, f"{study.name} trial {tid}") for tid, overrides in pending]
+    ask_for_devices(configs)  # the most any trial needs, before the first trial's jobs start JAX
+    if any(config.devices > 1 for config in configs):  # as ``StudyConfig.worker_count``: here, on all devices
+        processes = 1
+    for (tid, overrides), config in zip(pending, configs):
         folder = out / "trials" / tid
         mine = jobs(config, folder, tid, resume=True)
         trial = _Trial(folder, overrides, {"study": study.name, "trial": tid, "setting": overrides,

@@ -24,6 +24,7 @@ from normlab.nn.models import Model
 from normlab.nn.registry import KINDS
 
 AXIS = "data"
+_joined = False  # this process is one of several (``Processes.join``): its device count is set
 # Kinds that couple or draw per row without a data-parallel form yet (their statistics or noise would be per device).
 NOT_SPLITTABLE = ("batch_renorm", "ghost_batch_norm", "covariate_noise")
 
@@ -35,7 +36,10 @@ class DataParallel:
 
     def ask_for_cpu_devices(self) -> None:
         """On a CPU a process has one device unless asked for more before JAX starts: if it has not started yet,
-        ask for ``devices`` (virtual) CPU devices, which share the cores. No effect on accelerators."""
+        ask for ``devices`` (virtual) CPU devices, which share the cores. No effect on accelerators, nor in a
+        process that joined others (``Processes.join`` asked for its share)."""
+        if _joined:
+            return
         try:
             if jax.config.jax_num_cpu_devices < self.devices:
                 jax.config.update("jax_num_cpu_devices", self.devices)
@@ -88,6 +92,8 @@ class Processes:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.config.update("jax_num_cpu_devices", devices // self.count)
         jax.distributed.initialize(self.coordinator, self.count, self.index, initialization_timeout=self.timeout_s)
+        global _joined
+        _joined = True
 
     def _rendezvous(self) -> None:
         """Every process present, each id once, or a one-line error: JAX's own join aborts the process (SIGABRT)
