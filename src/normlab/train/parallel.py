@@ -18,6 +18,7 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
+from normlab import signals
 from normlab.errors import ConfigError
 from normlab.files import one_line
 from normlab.nn.models import Model
@@ -102,10 +103,11 @@ class Processes:
         host, port = self.coordinator.rpartition(":")[::2]
         host, deadline = host.strip("[]"), time.monotonic() + self.timeout_s
         try:
-            if self.index == 0:
-                _gather(host, int(port), self.count, deadline)
-            else:
-                _call_in(host, int(port), self.index, deadline)
+            with signals.interruptible():  # a Ctrl-C while waiting for the others stops it at once
+                if self.index == 0:
+                    _gather(host, int(port), self.count, deadline)
+                else:
+                    _call_in(host, int(port), self.index, deadline)
         except TimeoutError:
             raise ConfigError(f"process {self.index} of {self.count} could not join {one_line(self.coordinator)}: "
                               f"not every process came within --join-timeout ({self.timeout_s} s)") from None
