@@ -1,4 +1,7 @@
-"""`normlab run --engine ray`: a sweep's jobs as Ray tasks on a local Ray instance, against the local pool."""
+"""`normlab run --engine ray`: a sweep's jobs as Ray tasks on a local Ray instance, against the local pool.
+
+The sweep mixes one- and two-device trials: a Ray worker must not carry one job's JAX (and its device count) into
+the next job."""
 
 import json
 import subprocess
@@ -17,7 +20,7 @@ epochs = 1
 subset = 320
 [sweep]
 learning_rate = [0.001, 0.01]
-batch_size = [16, 32]
+devices = [1, 2]
 """
 
 

@@ -281,6 +281,7 @@ def run(study, *, out=None, workers: int | None = None, data_dir=None, verify: b
     if address is not None and not (isinstance(address, str) and 0 < len(address) <= 1000 and address.isprintable()):
         raise ConfigError(f"{option_name('address')} must be auto or a Ray head's HOST:PORT, got {address!r:.80}")
     loaded = studies.load(path_text(study, "study", required=True))
+    sweep.ask_for_devices(loaded)
     pool = loaded.base if workers is None else studies.make_config(loaded.base, {"workers": workers},
                                                                    option_name("workers"))
     out = path_of(out, "out") if out is not None else Path(f"runs/{loaded.name}")
@@ -375,6 +376,8 @@ def diagnose(presets=None, *, seeds: int | None = None, every: int | None = None
                          seeds=diagnosis.seeds)
     if settings.init_from is not None:
         raise ConfigError("diagnose measures training from each seed's own initial weights: remove init_from")
+    if settings.devices > 1:
+        raise ConfigError(f"diagnose measures training on one device: remove devices = {settings.devices}")
     for preset in diagnosis.presets:
         check_unit(settings.model(preset), diagnosis.unit)
     out_given = out is not None

@@ -59,7 +59,8 @@ def _run(address, target, jobs, arrays, on_message) -> None:
     tasks = {}
     try:
         inbox, shared = Queue(), ray.put(arrays)
-        remote = ray.remote(num_cpus=1, max_retries=0)(_task)
+        # a fresh worker process per job, as the local pool's: its engine and devices are set before JAX starts
+        remote = ray.remote(num_cpus=1, max_retries=0, max_calls=1)(_task)
         tasks = {remote.remote(target, index, job, shared, inbox): index for index, job in enumerate(jobs)}
         finished = set()
         while len(finished) < len(jobs):

@@ -57,7 +57,7 @@ def default_seeds_per_program() -> int:
     return 1 if jax.default_backend() == "cpu" else 0  # 0: all seeds in one program
 
 
-def ask_for_devices(configs: list[StudyConfig]) -> None:
+def ask_for_most_devices(configs: list[StudyConfig]) -> None:
     """Before JAX starts here (``default_seeds_per_program`` starts it): as many devices as the most any of
     ``configs`` trains on (``train.parallel``; on a CPU, virtual ones)."""
     if (most := max((config.devices for config in configs), default=1)) > 1:
@@ -68,7 +68,7 @@ def jobs(config: StudyConfig, folder: Path | None = None, trial: str | None = No
          resume: bool = False) -> list[Job]:
     """The study's units of work: each preset's seeds in consecutive groups of ``seeds_per_program`` (by default
     ``default_seeds_per_program``; more than ``seeds``, or 0, means all of them), one compiled program each."""
-    ask_for_devices([config])
+    ask_for_most_devices([config])
     width = config.seeds_per_program if config.seeds_per_program is not None else default_seeds_per_program()
     width = config.seeds if width <= 0 else min(width, config.seeds)
     seeds = config.seed_list

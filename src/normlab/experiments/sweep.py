@@ -17,7 +17,7 @@ from normlab.errors import ConfigError, NormlabError
 from normlab.files import FileProblem, display, read_text, write_text
 from normlab.experiments import workers
 from normlab.experiments.provenance import provenance
-from normlab.experiments.reproduce import ask_for_devices, assemble, jobs, run_jobs
+from normlab.experiments.reproduce import ask_for_most_devices, assemble, jobs, run_jobs
 from normlab.experiments.study import Study, expand, make_config, setting, trial_id
 
 
@@ -69,6 +69,12 @@ class _Trial:
         self.status = status
 
 
+def ask_for_devices(study: Study) -> None:
+    """Before JAX starts (the pool's size starts it): the most devices any of the study's trials trains on."""
+    ask_for_most_devices([make_config(study.base, overrides, f"{study.name} trial {tid}")
+                            for tid, overrides in trials(study)])
+
+
 def run(study: Study, out: Path, pending: list[tuple[str, dict]], data, processes: int, on_epoch=None, say=print,
         write_reports: Callable[[dict, Path], None] | None = None, pool: Callable = workers.run) -> list[str]:
     """Train the ``pending`` trials (all presets x seeds of each configuration) in one pool of up to ``processes``
@@ -77,7 +83,7 @@ def run(study: Study, out: Path, pending: list[tuple[str, dict]], data, processe
     the others go on; a signal or a crash leaves every unfinished trial ``interrupted`` or ``failed``."""
     todo, started = [], []
     configs = [make_config(study.base, overrides, f"{study.name} trial {tid}") for tid, overrides in pending]
-    ask_for_devices(configs)  # the most any trial needs, before the first trial's jobs start JAX
+    ask_for_most_devices(configs)  # the most any trial needs, before the first trial's jobs start JAX
     if any(config.devices > 1 for config in configs):  # as ``StudyConfig.worker_count``: here, on all devices
         processes = 1
     for (tid, overrides), config in zip(pending, configs):
