@@ -21,7 +21,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from normlab import signals
 from normlab.errors import ConfigError
 from normlab.files import one_line
-from normlab.nn.models import Model
+from normlab.nn.models import Model, check_batch
 from normlab.nn.registry import KINDS
 
 AXIS = "data"
@@ -66,6 +66,12 @@ class DataParallel:
         if kinds := sorted({spec["kind"] for spec in model.spec} & set(NOT_SPLITTABLE)):
             raise ConfigError(f"model {model.name}: {', '.join(kinds)} cannot be split over devices yet; train it "
                               f"on one device (leave out --devices)")
+        if not self.sync:  # each device normalizes its share alone: a share PyTorch's BN cannot take is an error now
+            try:
+                check_batch(model, batch_size // self.devices)
+            except ConfigError as error:
+                raise ConfigError(f"--bn-local: each of {self.devices} devices normalizes {batch_size // self.devices} "
+                                  f"row(s) alone; {error}") from None
 
     def model(self, model: Model) -> Model:
         """``model`` with its batch norms summing (``sync``) or gathering their statistics over the data axis."""
