@@ -329,24 +329,14 @@ def _devices(args) -> None:
     if missing := [flag for flag, value in given.items() if value is None]:
         raise ConfigError(f"{', '.join(missing)} missing: a run over several processes needs --coordinator, "
                           f"--processes and --process-id")
-    count, index = given["--processes"], given["--process-id"]
-    if not 2 <= count <= 1024:
-        raise ConfigError(f"--processes must be in 2..1024, got {count}")
-    if not 0 <= index < count:
-        raise ConfigError(f"--process-id must be in 0..{count - 1}, got {index}")
-    host, _, port = given["--coordinator"].rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"--coordinator must be HOST:PORT, got {given['--coordinator']!r}")
-    if not 1 <= args.join_timeout <= 86400:
-        raise ConfigError(f"--join-timeout must be in 1..86400 seconds, got {args.join_timeout}")
+    from normlab.experiments.config import check
+    from normlab.train.parallel import Processes
+    processes = Processes(given["--coordinator"], given["--processes"], given["--process-id"], args.join_timeout)
     if args.out is None:
         raise ConfigError("with --processes, give each process its own --out (they write the same numbers)")
     if args.devices is None:
-        args.devices = count  # one device per process
-    from normlab.experiments.config import check
-    check("devices", args.devices)
-    from normlab.train.parallel import Processes
-    Processes(given["--coordinator"], count, index, args.join_timeout).join(args.devices)
+        args.devices = processes.count  # one device per process
+    processes.join(check("devices", args.devices))
 
 
 def _exit_code(error: BaseException, args) -> int:

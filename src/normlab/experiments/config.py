@@ -141,10 +141,12 @@ class StudyConfig:
     def __post_init__(self):
         for f in dataclasses.fields(self):  # normalized in place, so equal configs compare and serialize equal
             object.__setattr__(self, f.name, check(f.name, getattr(self, f.name)))
+        parallel = self.train_config().parallel
         for preset in self.presets:  # an unknown name, a model whose shapes do not fit or an undefined batch
-            check_batch(self.model(preset), self.batch_size)
-            if (parallel := self.train_config().parallel) is not None:
-                parallel.check(self.model(preset), self.batch_size)
+            model = self.model(preset)
+            check_batch(model, self.batch_size)
+            if parallel is not None:
+                parallel.check(model, self.batch_size)
         if not self.step_size <= FLOAT32_MAX:
             raise ConfigError(f"learning_rate * batch_size / lr_batch is {self.step_size:g}, beyond float32")
         last = self.first_seed + self.seeds - 1

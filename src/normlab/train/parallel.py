@@ -89,6 +89,17 @@ class Processes:
     index: int
     timeout_s: int = 300  # how long a process waits for the others to join
 
+    def __post_init__(self):
+        if not 2 <= self.count <= 1024:
+            raise ConfigError(f"--processes must be in 2..1024, got {self.count}")
+        if not 0 <= self.index < self.count:
+            raise ConfigError(f"--process-id must be in 0..{self.count - 1}, got {self.index}")
+        host, _, port = self.coordinator.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"--coordinator must be HOST:PORT, got {self.coordinator!r}")
+        if not 1 <= self.timeout_s <= 86400:
+            raise ConfigError(f"--join-timeout must be in 1..86400 seconds, got {self.timeout_s}")
+
     def join(self, devices: int) -> None:
         """Before JAX starts: connect to the others; on a CPU each process gets ``devices / count`` virtual devices,
         their collectives over gloo (GPUs use NCCL)."""
@@ -106,7 +117,7 @@ class Processes:
         """Every process present, each id once, or a one-line error: JAX's own join aborts the process (SIGABRT)
         when one never comes. Process 0 listens on the coordinator's port until the others have called in with
         their ids, tells them to go on, and frees the port for JAX's coordination service."""
-        host, port = self.coordinator.rpartition(":")[::2]
+        host, _, port = self.coordinator.rpartition(":")  # checked by __post_init__
         host, deadline = host.strip("[]"), time.monotonic() + self.timeout_s
         try:
             with signals.interruptible():  # a Ctrl-C while waiting for the others stops it at once
