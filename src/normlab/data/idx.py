@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from normlab.errors import DataError
-from normlab.files import FileProblem, display, open_regular
+from normlab.files import FileProblem, display, one_line, open_regular
 
 MAX_BYTES = 64 << 20  # Fashion-MNIST's largest file is 47 MB; callers that know the exact size pass it
 
@@ -68,7 +68,7 @@ def read_idx_file(path: str | Path, max_bytes: int = MAX_BYTES) -> tuple[np.ndar
         with open_regular(path, archive_cap(max_bytes) if gz else max_bytes) as f:
             raw = (gzip.GzipFile(fileobj=f, mode="rb") if gz else f).read(max_bytes + 1)
     except FileProblem as e:
-        raise _fail(display(path), str(e).removeprefix(f"{display(path)}: ")) from None
+        raise _fail(display(path), str(e).removeprefix(f"{one_line(path)}: ")) from None
     except (EOFError, OSError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
         raise _fail(display(path), f"unreadable ({e})") from e
     if len(raw) > max_bytes:

@@ -14,7 +14,7 @@ from typing import Callable
 
 from normlab import signals
 from normlab.errors import ConfigError, NormlabError
-from normlab.files import FileProblem, display, read_text, write_text
+from normlab.files import FileProblem, display, read_json, read_text, write_text
 from normlab.experiments import workers
 from normlab.experiments.provenance import provenance
 from normlab.experiments.reproduce import ask_for_most_devices, assemble, jobs, run_jobs
@@ -35,9 +35,10 @@ def _write_json(path: Path, value: dict) -> None:
 def status(trial_dir: Path) -> str:
     """The manifest's status; ``new`` for a trial without a readable manifest (it is then run again)."""
     try:
-        found = json.loads(read_text(trial_dir / "manifest.json", MANIFEST_BYTES)).get("status")
-    except (FileProblem, ValueError, AttributeError, RecursionError):
+        manifest = read_json(trial_dir / "manifest.json", MANIFEST_BYTES)
+    except FileProblem:
         return "new"
+    found = manifest.get("status") if isinstance(manifest, dict) else None
     return found if found in ("running", "done", "failed", "interrupted") else "new"
 
 

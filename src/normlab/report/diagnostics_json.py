@@ -9,7 +9,7 @@ from pathlib import Path
 
 from normlab.errors import ConfigError, shown
 from normlab.files import MiB, one_line
-from normlab.report.results_json import MAX_DEPTH, _integer, _number, _optional, _text, _too_deep, find_files, read_json
+from normlab.report.results_json import _integer, _number, _optional, _text, find_files, read_json
 
 SCHEMA = "normlab.diagnostics/1"
 NAME = "diagnostics.json"
@@ -53,8 +53,8 @@ def _series(preset: dict) -> Iterator[tuple[str, object, str]]:
                     for p in ICS_KEYS)
 
 
-def _preset_problem(preset) -> str | None:
-    """What makes a preset's record unusable, or None."""
+def preset_problem(preset) -> str | None:
+    """What makes a preset's record unusable, or None: for a report, and for a diagnosis that keeps it on resume."""
     if not isinstance(preset, dict):
         return "is not an object"
     seeds = preset.get("seeds")
@@ -81,8 +81,6 @@ def _problem(diagnostics) -> str | None:
     """What makes a parsed file unusable, or None."""
     if not isinstance(diagnostics, dict) or diagnostics.get("schema") != SCHEMA:
         return f'no "schema": "{SCHEMA}"; is it a {NAME} of normlab diagnose?'
-    if _too_deep(diagnostics):  # the page echoes config and provenance through json.dumps
-        return f"nested more than {MAX_DEPTH} levels deep"
     config, presets = diagnostics.get("config"), diagnostics.get("presets")
     etas = config.get("etas") if isinstance(config, dict) else None
     if not (isinstance(config, dict) and _integer(config.get("every"), 1, 2**53) and _text(config.get("probe"))
@@ -97,7 +95,7 @@ def _problem(diagnostics) -> str | None:
     for name, preset in presets.items():
         if not (name and _text(name)):
             return "has a preset without a name, or one no file can hold"
-        if problem := _preset_problem(preset):
+        if problem := preset_problem(preset):
             return f"preset {shown(name)} {problem}"
     return None
 

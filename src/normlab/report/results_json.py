@@ -16,14 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from normlab.errors import ConfigError
-from normlab.files import MiB, FileProblem, display, one_line, read_text, write_text
+from normlab import files
+from normlab.files import MiB, FileProblem, one_line, write_text
 
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
 OK, DIVERGED = "ok", "diverged"  # a run's status: DIVERGED when training met a non-finite loss
 # A results.json holds a few kB per run; 64 MiB is far beyond any study and still parses in seconds.
 MAX_BYTES = 64 * MiB
-# Ours nest 4 deep; the bound keeps json.dumps of a config (the HTML page echoes it) clear of the recursion limit.
-MAX_DEPTH = 32
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -144,31 +143,12 @@ def _study_problem(results: dict) -> str | None:
     return None
 
 
-def _too_deep(value, limit: int = MAX_DEPTH) -> bool:
-    """Whether lists and objects nest more than ``limit`` deep; iterative, so no depth can exhaust the stack."""
-    stack = [(value, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if isinstance(value, (dict, list)):
-            if depth > limit:
-                return True
-            stack += [(v, depth + 1) for v in (value.values() if isinstance(value, dict) else value)]
-    return False
-
-
-def _no_constant(name: str):
-    raise ValueError(f"{name} is not a finite number; JSON has no NaN or Infinity")
-
-
 def read_json(path: Path, max_bytes: int):
-    """The JSON value in ``path``; ConfigError (one line) when it is unreadable, too big or not strict JSON."""
-    where = one_line(path)
+    """``files.read_json``, a problem with it one ConfigError line."""
     try:
-        return json.loads(read_text(path, max_bytes), parse_constant=_no_constant)
+        return files.read_json(path, max_bytes)
     except FileProblem as error:
-        raise ConfigError(f"cannot read {where}: {str(error).removeprefix(f'{display(path)}: ')}") from None
-    except (ValueError, RecursionError) as error:  # JSONDecodeError, NaN, ints of over 4300 digits, deep nesting
-        raise ConfigError(f"cannot read {where}: not valid JSON ({' '.join(str(error).split())[:200]})") from None
+        raise ConfigError(f"cannot read {error}") from None
 
 
 def load_results(path: Path) -> dict:
@@ -177,8 +157,6 @@ def load_results(path: Path) -> dict:
     results = read_json(path, MAX_BYTES)
     if not isinstance(results, dict) or not isinstance(results.get("runs"), list) or not results["runs"]:
         raise ConfigError(f"{where}: no 'runs' list; is it a results.json of normlab reproduce?")
-    if _too_deep(results):
-        raise ConfigError(f"{where}: nested more than {MAX_DEPTH} levels deep; not a results.json of normlab")
     if problem := _study_problem(results):
         raise ConfigError(f"{where}: {problem}")
     for i, run in enumerate(results["runs"]):
