@@ -55,12 +55,19 @@ def test_tune_measures_every_candidate_and_runs_the_winner(untuned, tmp_path):
                                                                                    env=overridden).stdout
 
 
-@pytest.mark.parametrize("content", ["", "{not json", "[1, 2]", json.dumps({"x": 1}), "KEY"])
+# This machine's entry, damaged: what `normlab tune --show` and every command's engine read of it.
+ENTRIES = {"a GEMM that does not exist": {"gemm": "cuda", "flags": "no-library-fusion"},
+           "flags a list": {"gemm": "xla", "flags": [], "timestamp": "t", "step_ms": {}},
+           "no timestamp": {"gemm": "xla", "flags": "no-library-fusion", "step_ms": {}}}
+
+
+@pytest.mark.parametrize("content", ["", "{not json", "[1, 2]", json.dumps({"x": 1}), "[" * 100_000 + "]" * 100_000,
+                                     *ENTRIES])
 def test_a_damaged_tuning_file_counts_as_untuned(tmp_path, monkeypatch, content):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.delenv("NORMLAB_ENGINE")
-    if content == "KEY":  # this machine's entry, naming a GEMM that does not exist
-        content = json.dumps({tune.machine_key(runtime.cores()): {"gemm": "cuda", "flags": "no-library-fusion"}})
+    if content in ENTRIES:
+        content = json.dumps({tune.machine_key(runtime.cores()): ENTRIES[content]})
     tune.cache_file().parent.mkdir(parents=True)
     tune.cache_file().write_text(content)
     assert tune.cached() is None

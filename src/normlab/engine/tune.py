@@ -22,6 +22,7 @@ from normlab.errors import NormlabError
 
 STEPS, ROUNDS, PRESET = 300, 3, "bn-after"
 MAX_STEPS = 20_000  # a timed epoch of synthetic images held in memory: 20,000 x 32 images is 500 MB
+MAX_BYTES = 1 << 20  # tuned.json: under 1 kB per machine key
 
 
 class TuneError(NormlabError):
@@ -41,9 +42,12 @@ def cache_file() -> Path:
 
 
 def _read() -> dict:
+    """Every machine's tuned choice; a missing or damaged file (not a regular file, too big, not JSON: anything
+    ``files.read_json`` refuses) counts as untuned: the default engine runs, and a tuning run rewrites it."""
+    from normlab.files import FileProblem, read_json
     try:
-        entries = json.loads(cache_file().read_text())
-    except (OSError, ValueError):
+        entries = read_json(cache_file(), MAX_BYTES)
+    except FileProblem:
         return {}
     return entries if isinstance(entries, dict) else {}
 
@@ -52,7 +56,9 @@ def cached(cores: int | None = None) -> dict | None:
     """The tuned choice for this machine with ``cores`` usable cores (default: this process's), if measured."""
     from normlab.engine import settings
     entry = _read().get(machine_key(cores or settings.cores()))
-    ok = isinstance(entry, dict) and entry.get("gemm") in settings.GEMMS and entry.get("flags") in settings.FLAG_SETS
+    ok = (isinstance(entry, dict) and entry.get("gemm") in settings.GEMMS and isinstance(entry.get("flags"), str)
+          and entry["flags"] in settings.FLAG_SETS and isinstance(entry.get("timestamp"), str)
+          and isinstance(entry.get("step_ms"), dict))  # what `normlab tune --show` prints
     return entry if ok else None
 
 
