@@ -16,7 +16,7 @@ from normlab.report.results_json import write_results
 from normlab.nn.models import build, preset as build_preset
 from normlab.train import checkpoint
 from normlab.experiments.config import StudyConfig
-from normlab.train.loop import _record_problem, make_optimizer
+from normlab.train.loop import make_optimizer
 from normlab.train.state import create
 
 FUZZ_EXAMPLES = int(os.environ.get("NORMLAB_FUZZ_EXAMPLES", "1000"))
@@ -44,7 +44,7 @@ def save(directory, epoch, state=None, config=CONFIG, keep=2):
 
 
 def latest(directory, config=CONFIG, warn=print):
-    return checkpoint.latest(directory, config, MAX, warn, lambda record: _record_problem(record, SEEDS))
+    return checkpoint.latest(directory, config, MAX, warn, SEEDS)
 
 
 def test_round_trip_is_bitwise_exact(tmp_path):
@@ -251,5 +251,5 @@ def test_fuzz_records_with_valid_digests_are_used_or_skipped(tmp_path, valid_blo
         return  # another format or version: refused outright
     if found is not None:
         _, used = found
-        assert used == record and _record_problem(used, SEEDS) is None and used["epoch"] == 1
+        assert used == record and checkpoint.record_problem(used, SEEDS) is None and used["epoch"] == 1
         checkpoint.restore(found[0], fresh_state(model=FUZZ_MODEL))

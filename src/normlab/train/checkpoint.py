@@ -17,12 +17,14 @@ import safetensors.numpy
 
 from normlab import __version__, signals
 from normlab.atomic import write_atomically
-from normlab.errors import CheckpointError
-from normlab.files import FileProblem, read_bytes
+from normlab.errors import CheckpointError, shown
+from normlab.files import FileProblem, one_line, parse_json, read_bytes
 
 FORMAT = 1
 NAME = re.compile(r"epoch-(\d{4,9})\.safetensors")
 HEADER_BYTES = 64 << 20  # the JSON header (record, history) is far smaller; more means a crafted file
+METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")  # a record's history: ``fit``'s metrics of each epoch
+SEED_LIMIT = 2**32  # seeds are uint32 PRNG seeds (``state.create``)
 
 
 def is_key(leaf) -> bool:
@@ -107,34 +109,67 @@ def checkpoints(directory: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def read(path: Path, max_bytes: int) -> tuple[dict[str, np.ndarray], dict]:
+def read(path: Path, max_bytes: int, seeds: list[int] | None = None) -> tuple[dict[str, np.ndarray], dict]:
     """Arrays and record of one checkpoint, verified; any damage is a CheckpointError.
 
     Only a regular file of at most ``max_bytes`` is read (a FIFO or a link to /dev/zero named like a checkpoint
-    is damage too), and the record must have the shape ``save`` gives it: a valid digest over a record that
-    ``save`` cannot have written (a crafted file) is no better than a torn one.
+    is damage too), and the record must have the shape ``save`` gives it, with ``seeds`` if given
+    (``record_problem``): a valid digest over a record that ``save`` cannot have written (a crafted file) is no
+    better than a torn one.
     """
+    where = one_line(path)
     try:
         blob = read_bytes(path, max_bytes)
         header_size = int.from_bytes(blob[:8], "little")
         if len(blob) < 8 or header_size > len(blob) - 8:
             raise ValueError("truncated header")
-        metadata = json.loads(blob[8:8 + header_size])["__metadata__"]
-        record, digest = json.loads(metadata["normlab"]), metadata["sha256"]
+        metadata = parse_json(blob[8:8 + header_size], f"{where}: its header")["__metadata__"]
+        record = parse_json(metadata["normlab"], f"{where}: its record", allow_nan=True)  # a diverged seed's history
+        digest = metadata["sha256"]
         arrays = safetensors.numpy.load(blob)
         intact = isinstance(record, dict) and isinstance(digest, str) and _digest(arrays, record) == digest
     except FileProblem as error:
         raise CheckpointError(str(error)) from None
     except Exception as error:  # the Rust parser raises its own type; any failure here means a damaged file
-        raise CheckpointError(f"{path}: not a valid checkpoint ({type(error).__name__}: {error})") from error
+        raise CheckpointError(f"{where}: not a valid checkpoint ({type(error).__name__}: {error})") from error
     if not intact:
-        raise CheckpointError(f"{path}: checksum mismatch, the file is damaged")
+        raise CheckpointError(f"{where}: checksum mismatch, the file is damaged")
     epoch = NAME.fullmatch(Path(path).name)
-    if not (isinstance(record.get("epoch"), int) and not isinstance(record["epoch"], bool)
-            and (epoch is None or record["epoch"] == int(epoch.group(1))) and record["epoch"] >= 1
-            and isinstance(record.get("config"), dict)):
-        raise CheckpointError(f"{path}: malformed record (epoch or config), not a checkpoint normlab wrote")
+    fault = record_problem(record, seeds) or (
+        f"epoch {record['epoch']} in a file named {epoch.group(0)}"
+        if epoch is not None and record["epoch"] != int(epoch.group(1)) else None)
+    if fault is not None:
+        raise CheckpointError(f"{where}: malformed record ({fault}), not a checkpoint normlab wrote")
     return arrays, record
+
+
+def record_problem(record: dict, seeds: list[int] | None = None) -> str | None:
+    """What is wrong with a checkpoint record that ``fit`` did not write, or None; ``seeds``: those it must hold.
+
+    Every reader of a checkpoint relies on this shape (``read`` checks it): the digest is a SHA-256 that anyone can
+    compute over a crafted record.
+    """
+    epochs, held = record.get("epoch"), record.get("seeds")
+    history, train_s = record.get("history"), record.get("train_s")
+    if not (type(epochs) is int and epochs >= 1):
+        return f"epoch {shown(epochs)} is not an epoch number"
+    if not isinstance(record.get("config"), dict):
+        return "config is not an object"
+    if not (isinstance(held, list) and held and all(type(s) is int and 0 <= s < SEED_LIMIT for s in held)
+            and len(set(held)) == len(held)):
+        return f"seeds {shown(held)} are not distinct uint32 seeds"
+    if seeds is not None and held != list(seeds):
+        return f"seeds {shown(held)}, expected {list(seeds)}"
+    if not isinstance(history, dict) or set(history) != set(METRICS):
+        return f"history needs exactly {', '.join(METRICS)}"
+    for key, per_epoch in history.items():
+        if not (isinstance(per_epoch, list) and len(per_epoch) == epochs and all(
+                isinstance(row, list) and len(row) == len(held)
+                and all(type(v) is float for v in row) for row in per_epoch)):
+            return f"history.{key} is not {epochs} epochs x {len(held)} seeds of floats"
+    if not (type(train_s) is float and 0 <= train_s < float("inf")):
+        return f"train_s {shown(train_s)} is not a duration"
+    return None
 
 
 def restore(arrays: dict[str, np.ndarray], like):
@@ -152,30 +187,28 @@ def restore(arrays: dict[str, np.ndarray], like):
     return jax.tree_util.tree_unflatten(treedef, restored)
 
 
-def latest(directory: Path, config: dict, max_bytes: int, warn=print, problem=lambda record: None):
+def latest(directory: Path, config: dict, max_bytes: int, warn=print, seeds: list[int] | None = None):
     """The newest checkpoint that reads back intact and matches ``config``: (arrays, record) or None.
 
-    Damaged files — unreadable, or whose record ``problem(record)`` finds fault with — are reported through
-    ``warn`` and skipped; a checkpoint of another configuration or normlab version is refused outright, since
-    continuing it would silently mix two experiments.
+    Damaged files — unreadable, or whose record is malformed or holds other ``seeds`` than those given
+    (``record_problem``) — are reported through ``warn`` and skipped; a checkpoint of another configuration or
+    normlab version is refused outright, since continuing it would silently mix two experiments.
     """
     for epoch, path in reversed(checkpoints(directory)):
         signals.safe_point("checkpoint-read")
         try:
-            arrays, record = read(path, max_bytes)
-            if (fault := problem(record)) is not None:
-                raise CheckpointError(f"{path}: malformed record ({fault}), not a checkpoint normlab wrote")
+            arrays, record = read(path, max_bytes, seeds)
         except CheckpointError as error:
             warn(f"skipping damaged checkpoint: {error}")
             continue
         if record.get("format") != FORMAT or record.get("normlab") != __version__:
-            raise CheckpointError(f"{path} was written by normlab {record.get('normlab')} (format "
-                                  f"{record.get('format')}); this is {__version__} (format {FORMAT}): "
+            raise CheckpointError(f"{one_line(path)} was written by normlab {shown(record.get('normlab'))} (format "
+                                  f"{shown(record.get('format'))}); this is {__version__} (format {FORMAT}): "
                                   f"start a new run directory")
-        if record.get("config") != config:
-            differing = sorted(k for k in set(config) | set(record.get("config", {}))
-                               if config.get(k) != record.get("config", {}).get(k))
-            raise CheckpointError(f"{path} belongs to a different configuration ({', '.join(differing)} "
-                                  f"differ); resume with the same settings or start a new run folder")
+        if record["config"] != config:
+            saved = record["config"]
+            differing = one_line(", ".join(sorted(k for k in {*config, *saved} if config.get(k) != saved.get(k))))
+            raise CheckpointError(f"{one_line(path)} belongs to a different configuration ({differing} differ); "
+                                  f"resume with the same settings or start a new run folder")
         return arrays, record
     return None

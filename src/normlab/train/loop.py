@@ -145,7 +145,7 @@ class Checkpointing:
     warn: Callable[[str], None] = print
 
 
-METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
+METRICS = checkpoint.METRICS
 
 
 @dataclass(frozen=True)
@@ -162,23 +162,6 @@ class EpochEvent:
     seconds: float = 0.0
     stage: str = "trained"
     job: Any = None
-
-
-def _record_problem(record: dict, seeds: list[int]) -> str | None:
-    """What is wrong with a checkpoint record that ``fit`` did not write, or None."""
-    epochs, history, train_s = record["epoch"], record.get("history"), record.get("train_s")
-    if record.get("seeds") != list(seeds):
-        return f"seeds {record.get('seeds')!r}, expected {list(seeds)}"
-    if not isinstance(history, dict) or set(history) != set(METRICS):
-        return f"history needs exactly {', '.join(METRICS)}"
-    for key, per_epoch in history.items():
-        if not (isinstance(per_epoch, list) and len(per_epoch) == epochs and all(
-                isinstance(row, list) and len(row) == len(seeds)
-                and all(type(v) is float for v in row) for row in per_epoch)):
-            return f"history.{key} is not {epochs} epochs x {len(seeds)} seeds of floats"
-    if not (type(train_s) is float and 0 <= train_s < float("inf")):
-        return f"train_s {train_s!r} is not a duration"
-    return None
 
 
 def finite(metrics: dict) -> np.ndarray:
@@ -217,7 +200,7 @@ def fit(model: Model, data, seeds: list[int], config: TrainConfig,
     first_epoch, train_s_before = 0, 0.0
     if checkpointing is not None and checkpointing.resume:
         found = checkpoint.latest(checkpointing.directory, checkpointing.identity, checkpoint.max_size(ts),
-                                  checkpointing.warn, lambda record: _record_problem(record, seeds))
+                                  checkpointing.warn, list(seeds))
         if found is not None:
             saved, record = found
             if record["epoch"] > config.epochs:
