@@ -36,8 +36,8 @@ def export(run_dir, *, preset: str | None = None, seed: int | None = None, forma
     from normlab.nn.fold import fold
     out, run_dir = path_of(out, "out"), path_of(run_dir, "run_dir", required=True)
     fmt = _format(format, out)
-    results, run = one_run(run_dir, preset, seed)
-    weights = final_weights(run_dir, results, run)
+    config, run = one_run(run_dir, preset, seed)
+    weights = final_weights(run_dir, config, run)
     if fold_bn:
         weights = Weights(*fold(*weights))
     name = f"{run.preset}-seed{run.seed}{'-folded' if fold_bn else ''}{SUFFIXES[fmt]}"
@@ -64,8 +64,8 @@ def evaluate(target, *, preset: str | None = None, seed: int | None = None, data
     target = path_of(target, "target", required=True)
     if target.is_dir():
         from normlab.interop.trained import final_weights, finished_runs
-        results, chosen = finished_runs(target, preset, seed)
-        models = [(f"{run.preset} seed {run.seed}", final_weights(target, results, run), run) for run in chosen]
+        config, chosen = finished_runs(target, preset, seed)
+        models = [(f"{run.preset} seed {run.seed}", final_weights(target, config, run), run) for run in chosen]
     else:
         if preset is not None or seed is not None:
             raise ConfigError(f"{option_name('preset')} and {option_name('seed')} pick models in a run folder; "

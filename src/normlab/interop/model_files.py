@@ -3,10 +3,6 @@ and ``.safetensors`` (normlab's own)."""
 
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-
 from normlab.errors import ConfigError
 from normlab.files import display
 from normlab.interop.weights import Weights, fitted
@@ -38,8 +34,8 @@ def write(weights: Weights, fmt: str, path: Path) -> None:
 
 def initial(path: str, model: Model) -> tuple[dict, dict]:
     """The ``(params, state)`` a run starts from with ``init_from``: the file's weights, if its model is ``model``."""
-    params, state = fitted(read(Path(path)), model, display(path))
-    if not all(np.isfinite(leaf).all() for leaf in jax.tree.leaves((params, state))
-               if jnp.issubdtype(leaf.dtype, jnp.floating)):
+    weights = read(Path(path))
+    params, state = fitted(weights, model, display(path))
+    if not weights.finite():
         raise ConfigError(f"{display(path)} holds weights that are not finite (NaN or inf): nothing to train from")
     return params, state

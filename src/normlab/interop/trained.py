@@ -10,9 +10,9 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from normlab.errors import CheckpointError, ConfigError
+from normlab.errors import CheckpointError, ConfigError, shown
 from normlab.experiments.config import StudyConfig
-from normlab.files import display
+from normlab.files import one_line
 from normlab.interop.weights import Weights
 from normlab.report.results_json import Run, load_results, runs
 from normlab.train import checkpoint
@@ -20,48 +20,63 @@ from normlab.train.loop import make_optimizer
 from normlab.train.state import create
 
 
-def finished_runs(run_dir: Path, preset: str | None = None, seed: int | None = None) -> tuple[dict, list[Run]]:
-    """The run folder's results and the runs ``preset`` and ``seed`` select (None: every one of them)."""
+def finished_runs(run_dir: Path, preset: str | None = None,
+                  seed: int | None = None) -> tuple[StudyConfig, list[Run]]:
+    """The run folder's study and the runs ``preset`` and ``seed`` select (None: every one of them)."""
     path = Path(run_dir) / "results.json"
     if not path.is_file():
-        raise ConfigError(f"{display(run_dir)} has no results.json: give the folder of a finished normlab train or "
+        raise ConfigError(f"{one_line(run_dir)} has no results.json: give the folder of a finished normlab train or "
                           f"reproduce run (a sweep's runs are in its trials/ folders)")
     results = load_results(path)
+    config = _study(results, path)
     found = runs(results)
     presets = list(dict.fromkeys(r.preset for r in found))
     if preset is not None and preset not in presets:
-        raise ConfigError(f"{display(run_dir)} has no preset {preset!r}; it trained {', '.join(presets)}")
+        raise ConfigError(f"{one_line(run_dir)} has no preset {shown(preset)}; it trained "
+                          f"{one_line(', '.join(presets))}")
     chosen = [r for r in found if preset in (None, r.preset) and seed in (None, r.seed)]
     if not chosen:
-        raise ConfigError(f"{display(run_dir)} has no seed {seed} of {preset or 'any preset'}; seeds: "
-                          f"{', '.join(str(r.seed) for r in found if preset in (None, r.preset))}")
-    return results, chosen
+        raise ConfigError(f"{one_line(run_dir)} has no seed {seed} of {one_line(preset or 'any preset')}; "
+                          f"seeds: {', '.join(str(r.seed) for r in found if preset in (None, r.preset))}")
+    return config, chosen
 
 
-def one_run(run_dir: Path, preset: str | None, seed: int | None) -> tuple[dict, Run]:
+def _study(results: dict, path: Path) -> StudyConfig:
+    """The study that results.json's ``config`` records: the settings its checkpoints were trained with."""
+    if not isinstance(results.get("config"), dict):
+        raise ConfigError(f"{one_line(path)}: no 'config' object saying how its runs were trained; is it a "
+                          f"results.json of normlab train or reproduce?")
+    try:
+        return StudyConfig.from_dict(results["config"])
+    except ConfigError as error:
+        raise ConfigError(f"{one_line(path)}: its config: {error}") from None
+
+
+def one_run(run_dir: Path, preset: str | None, seed: int | None) -> tuple[StudyConfig, Run]:
     """The single run that ``preset`` and ``seed`` pick; the first seed is the default, the preset only when the
     folder has one."""
-    results, chosen = finished_runs(run_dir, preset, seed)
+    config, chosen = finished_runs(run_dir, preset, seed)
     presets = list(dict.fromkeys(r.preset for r in chosen))
     if len(presets) > 1:
-        raise ConfigError(f"{display(run_dir)} trained {', '.join(presets)}: choose one with --preset")
-    return results, chosen[0]
+        raise ConfigError(f"{one_line(run_dir)} trained {one_line(', '.join(presets))}: choose one with --preset")
+    return config, chosen[0]
 
 
-def final_weights(run_dir: Path, results: dict, run: Run) -> Weights:
-    """``run``'s weights after its last epoch, from the run folder's checkpoints."""
+def final_weights(run_dir: Path, config: StudyConfig, run: Run) -> Weights:
+    """``run``'s weights after its last epoch, from the run folder's checkpoints; never weights that are not
+    finite (a checkpoint's digest says nothing of its values)."""
     if run.diverged:
         raise ConfigError(f"{run.preset} seed {run.seed} diverged at epoch {run.diverged_epoch}: its weights are not "
                           f"finite, nothing to take out")
-    config = StudyConfig.from_dict(results["config"])
     model = config.model(run.preset)
     folder = Path(run_dir) / "checkpoints" / run.preset
+    skipped: list[str] = []  # why damaged checkpoints were passed over, newest first: said if none is left
     for directory in [folder, *sorted(folder.glob("seeds-*"))]:
         if not checkpoint.checkpoints(directory):
             continue
         try:
             found = checkpoint.latest(directory, config.identity(run.preset), _max_bytes(model, config),
-                                      warn=lambda text: None)
+                                      warn=skipped.append)
         except CheckpointError as error:
             raise ConfigError(str(error)) from None
         if found is None or run.seed not in found[1]["seeds"]:
@@ -77,10 +92,16 @@ def final_weights(run_dir: Path, results: dict, run: Run) -> Weights:
         try:
             state = checkpoint.restore(arrays, like)
         except CheckpointError as error:
-            raise ConfigError(f"{directory}: {error}") from None
+            raise ConfigError(f"{one_line(directory)}: {error}") from None
         index = seeds.index(run.seed)
-        return Weights(model, *jax.tree.map(lambda a: a[index], (state.params, state.model_state)))
-    raise ConfigError(f"{display(folder)} holds no intact checkpoint of {run.preset} seed {run.seed}")
+        weights = Weights(model, *jax.tree.map(lambda a: a[index], (state.params, state.model_state)))
+        if not weights.finite():
+            raise ConfigError(f"{one_line(directory)}: the epoch {record['epoch']} checkpoint of {run.preset} seed "
+                              f"{run.seed} holds weights that are not finite (NaN or inf), yet results.json records "
+                              f"no divergence: the checkpoint is damaged, nothing to take out")
+        return weights
+    raise ConfigError(f"{one_line(folder)} holds no intact checkpoint of {run.preset} seed {run.seed}"
+                      + (f" ({skipped[0]})" if skipped else ""))
 
 
 def _max_bytes(model, config: StudyConfig) -> int:

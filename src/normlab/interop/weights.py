@@ -8,6 +8,7 @@ may differ.
 
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -23,6 +24,11 @@ class Weights(NamedTuple):
     model: Model
     params: dict
     state: dict
+
+    def finite(self) -> bool:
+        """Whether every float weight and statistic is finite (a PRNG key of covariate noise is not a float)."""
+        return all(np.isfinite(leaf).all() for leaf in jax.tree.leaves((self.params, self.state))
+                   if jnp.issubdtype(leaf.dtype, jnp.floating))
 
 
 def ordered(weights: Weights) -> list[tuple[str, np.ndarray]]:
