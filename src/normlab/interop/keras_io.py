@@ -15,8 +15,8 @@ import jax
 import numpy as np
 
 from normlab.interop.mirror import Unsupported, keras_model
-from normlab.errors import ConfigError
-from normlab.files import display
+from normlab.errors import ConfigError, shown
+from normlab.files import MAX_DEPTH, display, nested_deeper, one_line
 from normlab.interop.weights import MAX_FILE_BYTES, Weights, from_ordered, ordered
 from normlab.nn import spec as specs
 from normlab.nn.models import INPUT_SHAPE, apply, build
@@ -28,6 +28,7 @@ KINDS = {"Flatten": "flatten", "Dense": "dense", "Conv2D": "conv2d", "MaxPooling
          "RMSNormalization": "rms_norm"}
 PROBE_ROWS = 16
 PROBE_TOLERANCE = 1e-4  # probabilities; both sides compute in float32 with XLA
+REASON_CHARS = 1000  # of Keras' error: its safe-mode refusal (363 characters) whole, a dump of a whole config cut
 
 
 def load_keras():
@@ -82,8 +83,10 @@ def layer_table(layer) -> dict:
     if name == "BatchNormalization" and config.get("renorm"):
         kind = "batch_renorm"
     if kind is None:
-        raise ConfigError(f"layer {layer.name} is a Keras {name}, which normlab has no kind for; it reads "
+        raise ConfigError(f"layer {shown(layer.name)} is a Keras {name}, which normlab has no kind for; it reads "
                           f"{', '.join(KINDS)}")
+    if nested_deeper(config, MAX_DEPTH):  # ``_plain`` and the option checks recurse into the values
+        raise ConfigError(f"layer {shown(layer.name)}: its config is nested more than {MAX_DEPTH} levels deep")
     table = {"kind": kind}
     for option, (check, _) in specs.options(kind).items():
         value = _plain(config.get(option))
@@ -91,14 +94,25 @@ def layer_table(layer) -> dict:
             value = _initializer(value)
         if value is not None and check.accepts(value):
             table[option] = value
-    if kind == "batch_renorm":
+    if kind == "batch_renorm":  # Keras checks little of it: the values go as they are to the spec's checks
         clipping = config.get("renorm_clipping") or {}
-        table |= {k: float(clipping[k]) for k in ("rmax", "dmax") if clipping.get(k) is not None}
+        if not isinstance(clipping, dict):
+            raise ConfigError(f"layer {shown(layer.name)}: renorm_clipping must be a dict of rmax, rmin and dmax, "
+                              f"got {shown(clipping)}")
+        table |= {k: clipping[k] for k in ("rmax", "dmax") if clipping.get(k) is not None}
     return table
 
 
+def _reason(error: Exception) -> str:
+    """Keras' error as one line: whole up to ``REASON_CHARS``, else its start and end (where a cause often is)."""
+    text = one_line(" ".join(str(error).split()))
+    if len(text) > REASON_CHARS:
+        text = f"{text[:REASON_CHARS * 2 // 3]} ... {text[-REASON_CHARS // 3:]}"
+    return f"{type(error).__name__}: {text}"
+
+
 def read_keras(path: Path) -> Weights:
-    source = display(path)
+    source = one_line(path)
     if not Path(path).is_file():
         raise ConfigError(f"{source}: no such file (or not a regular file)")
     if (size := Path(path).stat().st_size) > MAX_FILE_BYTES:
@@ -106,11 +120,11 @@ def read_keras(path: Path) -> Weights:
     k = load_keras()
     try:
         loaded = k.saving.load_model(path, compile=False, safe_mode=True)
+        input_shape = tuple(loaded.input_shape[1:])  # an unbuilt Sequential model has none: AttributeError
     except Exception as error:  # Keras raises many types for a damaged or foreign file
-        raise ConfigError(f"{source}: not a Keras model file Keras can load "
-                          f"({type(error).__name__}: {str(error)[:200]})") from None
-    if tuple(loaded.input_shape[1:]) != INPUT_SHAPE:
-        raise ConfigError(f"{source}: its input is {tuple(loaded.input_shape[1:])}, normlab's images are {INPUT_SHAPE}")
+        raise ConfigError(f"{source}: not a Keras model file Keras can load ({_reason(error)})") from None
+    if input_shape != INPUT_SHAPE:
+        raise ConfigError(f"{source}: its input is {shown(input_shape)}, normlab's images are {INPUT_SHAPE}")
     try:
         model = build(loaded.name, [layer_table(layer) for layer in loaded.layers])
     except ConfigError as error:

@@ -13,7 +13,7 @@ import numpy as np
 import safetensors.numpy
 
 from normlab.errors import ConfigError
-from normlab.files import FileProblem, display, read_bytes, write_bytes
+from normlab.files import FileProblem, one_line, parse_json, read_bytes, write_bytes
 from normlab.interop.weights import MAX_FILE_BYTES, Weights
 from normlab.nn.models import abstract, build
 from normlab.train.checkpoint import is_key
@@ -33,24 +33,28 @@ def write_safetensors(weights: Weights, path: Path) -> None:
 
 
 def read_safetensors(path: Path) -> Weights:
-    source = display(path)
+    source = one_line(path)
     try:
         blob = read_bytes(path, MAX_FILE_BYTES)
+    except FileProblem as error:
+        raise ConfigError(str(error)) from None
+    try:
         size = int.from_bytes(blob[:8], "little")
         if len(blob) < 8 or size > len(blob) - 8:
             raise ValueError("truncated header")
-        metadata = json.loads(blob[8:8 + size]).get("__metadata__") or {}
-        arrays = safetensors.numpy.load(blob)
-    except FileProblem as error:
-        raise ConfigError(str(error)) from None
+        metadata = parse_json(blob[8:8 + size], "its header").get("__metadata__") or {}
+        arrays = safetensors.numpy.load(blob)  # its parser holds the metadata to text values
     except Exception as error:  # the Rust parser raises its own type: any failure is a damaged or foreign file
-        raise ConfigError(f"{source}: not a safetensors file ({type(error).__name__}: {error})") from None
+        reason = error if isinstance(error, FileProblem) else f"{type(error).__name__}: {error}"
+        raise ConfigError(f"{source}: not a safetensors file ({reason})") from None
     if metadata.get("format") != FORMAT:
         raise ConfigError(f"{source}: not a normlab model file (written by `normlab export --format safetensors`)")
     try:
-        spec = json.loads(metadata["model"])
+        spec = parse_json(metadata["model"], f"{source}: its model description")
         name, layers = spec["name"], spec["layers"]
-    except (KeyError, TypeError, ValueError):
+    except FileProblem as error:
+        raise ConfigError(str(error)) from None
+    except (KeyError, TypeError):
         raise ConfigError(f"{source}: its model description is damaged") from None
     try:
         model = build(name, layers)
