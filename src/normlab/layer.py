@@ -10,7 +10,6 @@ A layer's options are the keyword parameters of its builder annotated with one o
 ``nn.spec`` checks a TOML table against them, so a new kind declares its options once, in its signature.
 """
 
-import math
 from typing import Annotated, Any, Callable, NamedTuple
 
 from normlab.errors import ConfigError
@@ -36,7 +35,9 @@ class Option(NamedTuple):
 
 
 def _real(value) -> bool:
-    return type(value) in (int, float) and math.isfinite(value)
+    """An int or a float, not a bool: NaN and inf then fail the range each option checks, and a huge int compares
+    exactly there (``math.isfinite`` of an int beyond a float's range raises OverflowError)."""
+    return type(value) in (int, float)
 
 
 def choice(*names) -> Option:

@@ -31,7 +31,7 @@ from pathlib import Path
 from normlab.diagnose.config import DiagnoseConfig, with_options
 from normlab.errors import ConfigError, did_you_mean, shown
 from normlab.experiments.config import FLOATS, StudyConfig, check, check_models
-from normlab.files import MiB, FileProblem, display, read_text
+from normlab.files import MAX_DEPTH, MiB, FileProblem, display, nested_deeper, read_text
 
 FIELDS = [f.name for f in dataclasses.fields(StudyConfig) if f.name != "models"]  # models: their own section
 SAMPLERS = {
@@ -172,6 +172,8 @@ def parse(text: str, source: str) -> Study:
         raise ConfigError(f"{source}: not valid TOML (too deeply nested)") from None
     except ValueError as error:  # a TOMLDecodeError, or an integer of more than 4,300 digits
         raise ConfigError(f"{source}: not valid TOML ({error})") from None
+    if nested_deeper(raw, MAX_DEPTH):  # as every JSON normlab reads (files.parse_json)
+        raise ConfigError(f"{source}: nested more than {MAX_DEPTH} levels deep")
     for key in raw:
         if key not in SECTIONS:
             raise _unknown("section", key, SECTIONS, source)
