@@ -14,6 +14,7 @@ import sys
 from pathlib import PurePath
 
 import normlab
+from normlab.files import FileProblem, read_text
 
 WIDTH = 100  # a signature longer than this is written one parameter per line
 HEADER = """\
@@ -181,10 +182,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(text)
         return 0
     try:
-        with open(args.check, encoding="utf-8") as file:
-            current = file.read()
-    except OSError as error:
-        print(f"{args.check}: cannot read it ({error.strerror}); run `make docs`", file=sys.stderr)
+        current = read_text(args.check, len(text.encode()) + 1)  # one byte more than ours: a longer file differs
+    except FileProblem as error:
+        print(f"{error}; run `make docs`", file=sys.stderr)
         return 1
     if current != text:
         print(f"{args.check} differs from the docstrings: run `make docs`", file=sys.stderr)

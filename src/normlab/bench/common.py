@@ -16,6 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
+from normlab.files import MiB, read_json
+
+MODEL_BYTES = 16 * MiB  # a model's description and study config: a few kB
+
+
 def child_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--model", type=Path, required=True,
@@ -32,7 +37,7 @@ def read_model(args, preset: str | None = None) -> dict:
 
     Another ``preset``'s is read from the same folder, where the parent writes each model it hands out.
     """
-    return json.loads((args.model if preset is None else args.model.with_name(f"{preset}.json")).read_text())
+    return read_json(args.model if preset is None else args.model.with_name(f"{preset}.json"), MODEL_BYTES)
 
 
 def load_arrays(args):

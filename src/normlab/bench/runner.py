@@ -21,6 +21,7 @@ from typing import Callable, NamedTuple
 
 from normlab import signals
 from normlab.errors import ConfigError
+from normlab.files import MiB, FileProblem, one_line, read_json
 
 
 class Peer(NamedTuple):
@@ -37,6 +38,7 @@ PEERS = {
 }
 STUDY_PRESETS, STUDY_SEEDS, STUDY_EPOCHS = ("baseline", "bn-after", "bn-before"), 5, 10
 POLL_S = 0.05  # how often spawn_all looks for children that ended: the resolution of their times
+RESULT_BYTES = 16 * MiB  # a child's JSON result: epoch times and a few numbers, a few kB
 
 
 @dataclass
@@ -135,7 +137,13 @@ def _result(out: Path, log: Path, rc: int, meta: dict) -> dict:
     if rc != 0 or not out.is_file():
         lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
         return meta | {"status": "failed", "reason": f"exit code {rc}: {lines[-1] if lines else 'no output'}"}
-    result = meta | json.loads(out.read_text())
+    try:
+        result = read_json(out, RESULT_BYTES, allow_nan=True)  # common.write_result lets a NaN through
+    except FileProblem as problem:
+        return meta | {"status": "failed", "reason": str(problem)}
+    if not isinstance(result, dict):
+        return meta | {"status": "failed", "reason": f"{one_line(out)}: not a JSON object"}
+    result = meta | result
     if "skipped" in result:
         return result | {"status": "skipped", "reason": result["skipped"]}
     return result | {"status": "ok"}

@@ -7,6 +7,7 @@ entries whose settings match, so an interrupted diagnosis loses at most the pres
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -17,7 +18,8 @@ from normlab.diagnose.run import WATCHED_IMAGES, GRADIENT_IMAGES, Options, diagn
 from normlab.experiments.config import StudyConfig
 from normlab.experiments.provenance import provenance
 from normlab.experiments.reproduce import subset
-from normlab.files import MiB, FileProblem, read_text, write_bytes, write_text
+from normlab.files import MiB, FileProblem, read_json, write_bytes, write_text
+from normlab.report.diagnostics_json import preset_problem
 from normlab.report.literal import path_component
 
 MAX_ENTRY_BYTES = 256 * MiB
@@ -47,17 +49,21 @@ def _identity(study: StudyConfig, diagnosis: DiagnoseConfig, preset: str) -> dic
 
 
 def _saved(path: Path, identity: dict, warn: Callable[[str], None]) -> dict | None:
-    try:
-        record = json.loads(read_text(path, MAX_ENTRY_BYTES))
-    except FileNotFoundError:
+    """The result kept in ``path`` if it was diagnosed with ``identity`` and reads back whole, else None (warned)."""
+    if not os.path.lexists(path):
         return None
-    except (FileProblem, ValueError, RecursionError) as problem:
+    try:
+        record = read_json(path, MAX_ENTRY_BYTES)
+    except FileProblem as problem:
         warn(f"warning: ignoring {path.name} ({problem}); its preset is diagnosed again")
         return None
     if not isinstance(record, dict) or record.get("identity") != json.loads(json.dumps(identity)):
         warn(f"warning: {path.name} was diagnosed with other settings; its preset is diagnosed again")
         return None
-    return record.get("result") if isinstance(record.get("result"), dict) else None
+    if problem := preset_problem(record.get("result")):
+        warn(f"warning: ignoring {path.name} (its result {problem}); its preset is diagnosed again")
+        return None
+    return record["result"]
 
 
 def run_diagnosis(study: StudyConfig, diagnosis: DiagnoseConfig, data, out: Path, resume: bool,
