@@ -1,4 +1,5 @@
-"""The real CLI as tests meet it: run it, read its one-line errors, hold it at a stage, snapshot a folder.
+"""The real CLI as tests meet it: run it, read its one-line errors, hold it at a stage, snapshot a folder, a
+finished run to start from.
 
 Test modules import what they use; ``session_cache`` imported into a module makes its CLI processes share the
 session's compile cache (autouse).
@@ -51,6 +52,18 @@ def start_paused(args, tmp_path, stage):
         assert time.monotonic() < deadline
         time.sleep(0.01)
     return proc
+
+
+TINY = ["--subset", "500", "--epochs", "1"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A finished ``train bn-after`` run, for the tests that start from one to copy."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    code, _, err = normlab("train", "bn-after", *TINY, "--out", out)
+    assert code == 0, err
+    return out
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -15,19 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from clitools import normlab, one_line_error, session_cache, start_paused, tree  # noqa: F401
+from clitools import TINY, finished_run, normlab, one_line_error, session_cache, start_paused, tree  # noqa: F401
 from conftest import NAMES
-
-TINY = ["--subset", "500", "--epochs", "1"]
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    """A finished ``train bn-after`` run, for the tests that start from one to copy."""
-    out = tmp_path_factory.mktemp("finished") / "run"
-    code, _, err = normlab("train", "bn-after", *TINY, "--out", out)
-    assert code == 0, err
-    return out
 
 
 def study_file(folder: Path, text: str, name: str = "study.toml") -> Path:
