@@ -77,12 +77,13 @@ def data(data_dir=None, download: bool = True, verify: bool = True):
     return load(path_of(data_dir, "data_dir"), download=download, verify=verify)
 
 
-def _check_init_from(settings) -> None:
-    """A model file to start from is read now, so a wrong one is an error before any training."""
+def _check_init_from(settings, resume: bool) -> None:
+    """A model file to start from is read now, so a wrong one is an error before any training; resuming, one that
+    is gone is left to the checkpoints (``experiments.reproduce.start``)."""
     if settings.init_from is not None:
-        from normlab.interop.model_files import initial
+        from normlab.experiments.reproduce import start
         for preset in settings.presets:
-            initial(settings.init_from, settings.model(preset))
+            start(settings, settings.model(preset), resume)
 
 
 def _tee(*hooks):
@@ -153,7 +154,7 @@ def train(preset: str, *, seed: int | None = None, out=None, resume: bool = Fals
     _engine()
     settings = _settings(config, study, {**options, "first_seed": seed} if seed is not None else options,
                          presets=[preset], seeds=1)
-    _check_init_from(settings)
+    _check_init_from(settings, resume)
     out_given = out is not None
     out = path_of(out, "out") if out_given else Path(f"runs/train-{preset}-seed{settings.first_seed}-{_stamp()}")
     shown = Display(progress)
@@ -207,7 +208,7 @@ def reproduce(presets=None, *, seeds: int | None = None, out=None, resume: bool 
     _engine(tune_if_missing=True)
     settings = _settings(config, study, {**options, "seeds": seeds} if seeds is not None else options,
                          presets=presets)
-    _check_init_from(settings)
+    _check_init_from(settings, resume)
     out_given = out is not None
     out = path_of(out, "out") if out_given else Path(f"runs/reproduce-{_stamp()}")
     shown = Display(progress)
