@@ -86,6 +86,13 @@ def _check_init_from(settings, resume: bool) -> None:
             start(settings, settings.model(preset), resume)
 
 
+def _not_given(options: dict, fixed: dict[str, str]) -> None:
+    """A ConfigError for an option the command sets itself (``fixed``: option -> why), rather than dropping it."""
+    for name, why in fixed.items():
+        if options.get(name) is not None:
+            raise ConfigError(f"{option_name(name)} cannot be given here: {why}")
+
+
 def _tee(*hooks):
     """One ``on_epoch`` hook that passes each ``EpochEvent`` to every one of ``hooks`` (a printer, TensorBoard)."""
     def on_epoch(event) -> None:
@@ -152,9 +159,13 @@ def train(preset: str, *, seed: int | None = None, out=None, resume: bool = Fals
     (1,)
     """
     _engine()
+    _not_given(options, {"presets": "train trains one preset: give it as the first argument",
+                         "seeds": "train trains one seed: choose it with seed",
+                         **({"first_seed": "seed gives it: give one of them"} if seed is not None else {})})
     settings = _settings(config, study, {**options, "first_seed": seed} if seed is not None else options,
                          presets=[preset], seeds=1)
     _check_init_from(settings, resume)
+    data_dir = path_of(data_dir, "data_dir")
     out_given = out is not None
     out = path_of(out, "out") if out_given else Path(f"runs/train-{preset}-seed{settings.first_seed}-{_stamp()}")
     shown = Display(progress)
@@ -209,6 +220,7 @@ def reproduce(presets=None, *, seeds: int | None = None, out=None, resume: bool 
     settings = _settings(config, study, {**options, "seeds": seeds} if seeds is not None else options,
                          presets=presets)
     _check_init_from(settings, resume)
+    data_dir = path_of(data_dir, "data_dir")
     out_given = out is not None
     out = path_of(out, "out") if out_given else Path(f"runs/reproduce-{_stamp()}")
     shown = Display(progress)
@@ -286,6 +298,7 @@ def run(study, *, out=None, workers: int | None = None, data_dir=None, verify: b
     pool = loaded.base if workers is None else studies.make_config(loaded.base, {"workers": workers},
                                                                    option_name("workers"))
     out = path_of(out, "out") if out is not None else Path(f"runs/{loaded.name}")
+    data_dir = path_of(data_dir, "data_dir")
     shown = Display(progress)
     with rundir.claim(out):
         if (held := rundir.holds(out)) not in (None, "sweep"):
@@ -381,6 +394,7 @@ def diagnose(presets=None, *, seeds: int | None = None, every: int | None = None
         raise ConfigError(f"diagnose measures training on one device: remove devices = {settings.devices}")
     for preset in diagnosis.presets:
         check_unit(settings.model(preset), diagnosis.unit)
+    data_dir = path_of(data_dir, "data_dir")
     out_given = out is not None
     out = path_of(out, "out") if out_given else Path(f"runs/diagnose-{_stamp()}")
     shown = Display(progress)
