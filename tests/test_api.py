@@ -11,7 +11,7 @@ import pytest
 from matplotlib.figure import Figure
 
 import normlab
-from normlab.errors import ConfigError
+from normlab.errors import ConfigError, DataError
 from report.test_diverged import diverged_run, ok_run, study
 
 MIXED = study([ok_run("baseline", 0), diverged_run("baseline", 1, 3), ok_run("bn-after", 0, start=0.8)])
@@ -65,6 +65,23 @@ def test_tables_plots_and_frames():
     (lambda: normlab.train("bn-after", out="a\0b"), "out must be a path"),
     (lambda: normlab.train("bn-after", config=5, out="never"), "config must be a StudyConfig"),
     (lambda: normlab.model(None), "name must be"),
+    # A flag is True or False: "no" would resume, 0 would not verify, without a word.
+    (lambda: normlab.train("bn-after", resume="no", out="never"), "resume must be True or False, got 'no'"),
+    (lambda: normlab.reproduce(verify=1, out="never"), "verify must be True or False, got 1"),
+    (lambda: normlab.diagnose(progress=None, out="never"), "progress must be True or False, got None"),
+    (lambda: normlab.run("seed", verify="yes", out="never"), "verify must be True or False"),
+    (lambda: normlab.data(download=0), "download must be True or False"),
+    (lambda: normlab.export("no-such-run", fold_bn="no"), "fold_bn must be True or False"),
+    (lambda: normlab.evaluate("no-such-run", verify=[]), "verify must be True or False"),
+    # What the command sets itself is refused, not dropped.
+    (lambda: normlab.train("bn-after", presets=["baseline"], out="never"), "train trains one preset"),
+    (lambda: normlab.train("bn-after", seeds=3, out="never"), "train trains one seed"),
+    (lambda: normlab.train("bn-after", seed=1, first_seed=2, out="never"), "first_seed cannot be given here"),
+    # Every argument is checked before the run folder is made.
+    (lambda: normlab.train("bn-after", data_dir=123, out="never"), "data_dir must be a path"),
+    (lambda: normlab.reproduce(data_dir=123, out="never"), "data_dir must be a path"),
+    (lambda: normlab.diagnose(data_dir=123, out="never"), "data_dir must be a path"),
+    (lambda: normlab.run("seed", data_dir=123, out="never"), "data_dir must be a path"),
 ])
 def test_a_python_callers_mistake_is_a_one_line_error_naming_the_keyword(call, keyword, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -72,6 +89,13 @@ def test_a_python_callers_mistake_is_a_one_line_error_naming_the_keyword(call, k
         call()
     assert keyword in str(error.value) and "--" not in str(error.value) and "\n" not in str(error.value)
     assert not (tmp_path / "never").exists()
+
+
+def test_a_call_that_fails_in_its_run_folder_leaves_no_folder_it_made(tmp_path):
+    """The data folder is read once the run folder is claimed: its error leaves no folder holding only a lock."""
+    with pytest.raises(DataError, match="missing"):
+        normlab.train("bn-after", data_dir=tmp_path / "no-data", out=tmp_path / "runs" / "x", progress=False)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_load_tells_what_a_folder_holds(tmp_path):

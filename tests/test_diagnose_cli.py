@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 
+from clitools import tree
 from normlab.cli import main
 
 TINY_STUDY = """
@@ -94,9 +95,28 @@ def test_resume_keeps_finished_presets_and_a_rerun_needs_it(diagnosed, synthetic
     assert "tiny: kept from presets/tiny.json" in said and "tiny-bn: kept from presets/tiny-bn.json" in said
     assert json.loads((out / "presets" / "tiny.json").read_text()) == first
     assert set(json.loads((out / "diagnostics.json").read_text())["presets"]) == {"tiny", "tiny-bn"}
-    assert diagnose(study, synthetic_dir, out, "--presets", "tiny", "--every", "4", "--resume") == 0
-    assert "diagnosed with other settings" in capsys.readouterr().out
-    assert json.loads((out / "diagnostics.json").read_text())["config"]["every"] == 4
+
+
+@pytest.mark.parametrize("options, differ", [
+    (["--seeds", "1"], "seeds"), (["--every", "4"], "every"), (["--etas", "0.01"], "etas"), (["--unit", "3"], "unit"),
+    (["--precise-batches", "2"], "precise_batches"), (["--lr", "0.01"], "learning_rate"), (["--epochs", "3"], "epochs"),
+    (["--presets", "tiny"], "presets")])
+@pytest.mark.parametrize("finished", [True, False], ids=["finished", "interrupted"])
+def test_resume_with_other_settings_is_refused_before_anything_is_replaced(diagnosed, synthetic_dir, tmp_path, capsys,
+                                                                           options, differ, finished):
+    """Kept beside presets diagnosed anew, or replaced by them, finished presets would mix two configurations in
+    diagnostics.json, its figures and TensorBoard."""
+    study, done = diagnosed
+    out = tmp_path / "out"
+    shutil.copytree(done, out)
+    if not finished:
+        (out / "diagnostics.json").unlink()  # as if interrupted after its presets
+    before = tree(out)
+    code = diagnose(study, synthetic_dir, out, *options, "--resume")
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.splitlines()) == 1 and "belongs to a different configuration (" in err, err
+    assert differ in err.split("(")[1].split(" differ)")[0].split(", "), err
+    assert tree(out) == before
 
 
 @pytest.mark.parametrize("options, message", [

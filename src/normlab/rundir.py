@@ -47,9 +47,36 @@ def _holder(fd: int) -> str:
     return f"process {text}" if text.isdigit() else "another process"
 
 
+def _missing(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, innermost first: what ``mkdir`` will create."""
+    missing = []
+    while not os.path.lexists(folder) and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _remove_if_unused(created: list[Path]) -> None:
+    """Remove the folders ``claim`` created (innermost first) if its lock file is all they hold: a run that ends
+    before writing anything leaves no folder behind. Anything else in them keeps them; so does a folder that was
+    there before."""
+    if not created:
+        return
+    try:
+        if {entry.name for entry in os.scandir(created[0])} - {LOCK}:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(created[0] / LOCK)
+        for folder in created:
+            os.rmdir(folder)  # fails, and stops here, once a folder holds something else
+    except OSError:
+        pass
+
+
 @contextlib.contextmanager
 def claim(folder: Path):
-    """Hold ``folder`` (created if need be) for the duration of the block; ConfigError if it is not ours to use."""
+    """Hold ``folder`` (created if need be) for the duration of the block; ConfigError if it is not ours to use.
+    A block that fails or is interrupted leaves no folder it created holding only the lock file."""
     folder = Path(folder)
     shown = display(folder)
     if folder.exists() and not folder.is_dir():
@@ -57,19 +84,25 @@ def claim(folder: Path):
     if folder.is_dir() and not is_run_folder(folder) and any(folder.iterdir()):
         raise ConfigError(f"{shown} is not empty and is not a normlab run folder; normlab does not write into "
                           f"a folder of yours: choose a new or empty run folder")
+    created = _missing(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
     except OSError as error:
+        _remove_if_unused(created)
         raise ConfigError(f"cannot use {shown} as a run folder: {error.strerror or error}") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            created = []  # the holder's, not ours to remove
             raise ConfigError(f"{shown} is in use by normlab {_holder(fd)}; wait for it to finish or choose "
                               f"another run folder") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield folder
+    except BaseException:
+        _remove_if_unused(created)  # while the lock is held: no other run can have started in it
+        raise
     finally:
         os.close(fd)  # releases the lock; the file stays as the folder's mark

@@ -5,6 +5,7 @@ how to carry on in the caller's own terms: ``--epochs`` and "normlab train ... -
 import contextlib
 import contextvars
 import functools
+import inspect
 import os
 import shlex
 import threading
@@ -61,14 +62,43 @@ def path_text(value, name: str, required: bool = False) -> str | None:
     return text
 
 
+def flag(value, name: str) -> bool:
+    """``value`` if it is True or False, else a one-line ConfigError naming the argument: Python would take
+    ``resume="no"`` (or 1, or None) as true, or false, without a word."""
+    if type(value) is not bool:
+        raise ConfigError(f"{option_name(name)} must be True or False, got {shown(value)}")
+    return value
+
+
+def _flags(function):
+    """``function`` with every argument its signature declares ``bool`` checked by ``flag`` before it runs."""
+    signature = inspect.signature(function)
+    names = [name for name, parameter in signature.parameters.items() if parameter.annotation in (bool, "bool")]
+
+    @functools.wraps(function)
+    def checked(*args, **kwargs):
+        try:
+            given = signature.bind(*args, **kwargs).arguments
+        except TypeError:  # a wrong call: Python's own error, from the call itself
+            return function(*args, **kwargs)
+        for name in names:
+            if name in given:
+                flag(given[name], name)
+        return function(*args, **kwargs)
+    return checked
+
+
 _depth = 0  # public calls under way in this process: only the outermost handles signals and errors
 
 
 def public(function):
-    """A public function as a Python caller meets it. A user's mistake is raised from here, not from deep inside
-    (a notebook shows a two-frame traceback and the one-line message), and SIGINT/SIGTERM (a notebook's interrupt)
-    are acted on at the safe points, as in the CLI: the call ends with a KeyboardInterrupt that says what was kept
-    and how to resume. The CLI does both itself, and so does a caller outside the main thread."""
+    """A public function as a Python caller meets it. Its ``bool`` arguments are checked (``flag``). A user's
+    mistake is raised from here, not from deep inside (a notebook shows a two-frame traceback and the one-line
+    message), and SIGINT/SIGTERM (a notebook's interrupt) are acted on at the safe points, as in the CLI: the call
+    ends with a KeyboardInterrupt that says what was kept and how to resume. The CLI does both itself, and so does
+    a caller outside the main thread."""
+    function = _flags(function)
+
     @functools.wraps(function)
     def call(*args, **kwargs):
         global _depth

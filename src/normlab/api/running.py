@@ -77,12 +77,20 @@ def data(data_dir=None, download: bool = True, verify: bool = True):
     return load(path_of(data_dir, "data_dir"), download=download, verify=verify)
 
 
-def _check_init_from(settings) -> None:
-    """A model file to start from is read now, so a wrong one is an error before any training."""
+def _check_init_from(settings, resume: bool) -> None:
+    """A model file to start from is read now, so a wrong one is an error before any training; resuming, one that
+    is gone is left to the checkpoints (``experiments.reproduce.start``)."""
     if settings.init_from is not None:
-        from normlab.interop.model_files import initial
+        from normlab.experiments.reproduce import start
         for preset in settings.presets:
-            initial(settings.init_from, settings.model(preset))
+            start(settings, settings.model(preset), resume)
+
+
+def _not_given(options: dict, fixed: dict[str, str]) -> None:
+    """A ConfigError for an option the command sets itself (``fixed``: option -> why), rather than dropping it."""
+    for name, why in fixed.items():
+        if options.get(name) is not None:
+            raise ConfigError(f"{option_name(name)} cannot be given here: {why}")
 
 
 def _tee(*hooks):
@@ -151,9 +159,13 @@ def train(preset: str, *, seed: int | None = None, out=None, resume: bool = Fals
     (1,)
     """
     _engine()
+    _not_given(options, {"presets": "train trains one preset: give it as the first argument",
+                         "seeds": "train trains one seed: choose it with seed",
+                         **({"first_seed": "seed gives it: give one of them"} if seed is not None else {})})
     settings = _settings(config, study, {**options, "first_seed": seed} if seed is not None else options,
                          presets=[preset], seeds=1)
-    _check_init_from(settings)
+    _check_init_from(settings, resume)
+    data_dir = path_of(data_dir, "data_dir")
     out_given = out is not None
     out = path_of(out, "out") if out_given else Path(f"runs/train-{preset}-seed{settings.first_seed}-{_stamp()}")
     shown = Display(progress)
@@ -207,7 +219,8 @@ def reproduce(presets=None, *, seeds: int | None = None, out=None, resume: bool 
     _engine(tune_if_missing=True)
     settings = _settings(config, study, {**options, "seeds": seeds} if seeds is not None else options,
                          presets=presets)
-    _check_init_from(settings)
+    _check_init_from(settings, resume)
+    data_dir = path_of(data_dir, "data_dir")
     out_given = out is not None
     out = path_of(out, "out") if out_given else Path(f"runs/reproduce-{_stamp()}")
     shown = Display(progress)
@@ -285,6 +298,7 @@ def run(study, *, out=None, workers: int | None = None, data_dir=None, verify: b
     pool = loaded.base if workers is None else studies.make_config(loaded.base, {"workers": workers},
                                                                    option_name("workers"))
     out = path_of(out, "out") if out is not None else Path(f"runs/{loaded.name}")
+    data_dir = path_of(data_dir, "data_dir")
     shown = Display(progress)
     with rundir.claim(out):
         if (held := rundir.holds(out)) not in (None, "sweep"):
@@ -380,6 +394,7 @@ def diagnose(presets=None, *, seeds: int | None = None, every: int | None = None
         raise ConfigError(f"diagnose measures training on one device: remove devices = {settings.devices}")
     for preset in diagnosis.presets:
         check_unit(settings.model(preset), diagnosis.unit)
+    data_dir = path_of(data_dir, "data_dir")
     out_given = out is not None
     out = path_of(out, "out") if out_given else Path(f"runs/diagnose-{_stamp()}")
     shown = Display(progress)

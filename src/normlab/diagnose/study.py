@@ -1,8 +1,8 @@
 """A whole diagnosis: every preset of a ``DiagnoseConfig`` trained with the probes, then ``diagnostics.json``,
 its figures and its HTML page in the run folder.
 
-Each preset's entry is saved (atomically) as soon as it is done, under ``presets/``; ``resume`` keeps the
-entries whose settings match, so an interrupted diagnosis loses at most the preset it was training.
+Each preset's entry is saved (atomically) as soon as it is done, under ``presets/``; ``resume`` keeps them, so an
+interrupted diagnosis loses at most the preset it was training, and refuses other settings than theirs.
 """
 
 import dataclasses
@@ -15,12 +15,14 @@ from normlab import signals
 from normlab.diagnose.config import DiagnoseConfig
 from normlab.diagnose.measure import Probes
 from normlab.diagnose.run import WATCHED_IMAGES, GRADIENT_IMAGES, Options, diagnose
+from normlab.errors import ConfigError
 from normlab.experiments.config import StudyConfig
 from normlab.experiments.provenance import provenance
 from normlab.experiments.reproduce import subset
 from normlab.files import MiB, FileProblem, read_json, write_bytes, write_text
-from normlab.report.diagnostics_json import preset_problem
+from normlab.report.diagnostics_json import MAX_BYTES as MAX_DIAGNOSTICS_BYTES, preset_problem
 from normlab.report.literal import path_component
+from normlab.train.checkpoint import differing, other_configuration
 
 MAX_ENTRY_BYTES = 256 * MiB
 
@@ -48,22 +50,55 @@ def _identity(study: StudyConfig, diagnosis: DiagnoseConfig, preset: str) -> dic
     return {**study.identity(preset), "epochs": study.epochs, "diagnose": {**diagnosis.as_dict(), "presets": None}}
 
 
-def _saved(path: Path, identity: dict, warn: Callable[[str], None]) -> dict | None:
-    """The result kept in ``path`` if it was diagnosed with ``identity`` and reads back whole, else None (warned)."""
+def _saved(path: Path, max_bytes: int, warn: Callable[[str], None], then: str) -> dict | None:
+    """The JSON object ``path`` holds; None if there is none, or if it is damaged (said through ``warn``, with
+    what happens ``then``)."""
     if not os.path.lexists(path):
         return None
     try:
-        record = read_json(path, MAX_ENTRY_BYTES)
+        record = read_json(path, max_bytes)
     except FileProblem as problem:
-        warn(f"warning: ignoring {path.name} ({problem}); its preset is diagnosed again")
+        warn(f"warning: ignoring {path.name} ({problem}); {then}")
         return None
-    if not isinstance(record, dict) or record.get("identity") != json.loads(json.dumps(identity)):
-        warn(f"warning: {path.name} was diagnosed with other settings; its preset is diagnosed again")
+    if not isinstance(record, dict):
+        warn(f"warning: ignoring {path.name} (not a JSON object); {then}")
         return None
-    if problem := preset_problem(record.get("result")):
-        warn(f"warning: ignoring {path.name} (its result {problem}); its preset is diagnosed again")
-        return None
-    return record["result"]
+    return record
+
+
+def _kept(out: Path, study: StudyConfig, diagnosis: DiagnoseConfig, warn: Callable[[str], None]) -> dict:
+    """The presets a resumed diagnosis keeps, by name: those saved under ``presets/`` with these very settings.
+
+    Finished work measured with other settings is refused before anything is replaced, as ``checkpoint.latest``
+    refuses another configuration's checkpoint: kept beside new entries, or replaced by them, it would mix two
+    configurations in diagnostics.json, its figures and TensorBoard. A damaged entry is only done again.
+    """
+    finished = out / "diagnostics.json"
+    record = _saved(finished, MAX_DIAGNOSTICS_BYTES, warn, "it is written again")
+    if record is not None and isinstance(record.get("config"), dict):
+        if names := differing(config_record(study, diagnosis), record["config"]):
+            raise ConfigError(other_configuration(finished, names))
+    files = {f"{path_component(preset)}.json": preset for preset in diagnosis.presets}
+    if (out / "presets").is_dir():
+        for path in sorted((out / "presets").glob("*.json")):
+            if path.name not in files:
+                raise ConfigError(other_configuration(path, ["presets"]))
+    kept = {}
+    for name, preset in files.items():
+        path = out / "presets" / name
+        record = _saved(path, MAX_ENTRY_BYTES, warn, "its preset is diagnosed again")
+        if record is None:
+            continue
+        if not (isinstance(record.get("identity"), dict) and isinstance(record.get("result"), dict)):
+            warn(f"warning: ignoring {path.name} (no identity and result); its preset is diagnosed again")
+            continue
+        if names := differing(_identity(study, diagnosis, preset), record["identity"]):
+            raise ConfigError(other_configuration(path, names))
+        if problem := preset_problem(record["result"]):
+            warn(f"warning: ignoring {path.name} (its result {problem}); its preset is diagnosed again")
+            continue
+        kept[preset] = record["result"]
+    return kept
 
 
 def run_diagnosis(study: StudyConfig, diagnosis: DiagnoseConfig, data, out: Path, resume: bool,
@@ -74,14 +109,15 @@ def run_diagnosis(study: StudyConfig, diagnosis: DiagnoseConfig, data, out: Path
     options = Options(Probes(diagnosis.every, diagnosis.etas, diagnosis.unit), diagnosis.precise_batches)
     arrays = subset(vars(data), study.subset)
     seeds = list(range(study.first_seed, study.first_seed + diagnosis.seeds))
+    kept = _kept(out, study, diagnosis, say) if resume else {}
     entries = {}
     for preset in diagnosis.presets:
         model = study.model(preset)
         path = out / "presets" / f"{path_component(preset)}.json"
         identity = _identity(study, diagnosis, preset)
-        if resume and (found := _saved(path, identity, say)) is not None:
+        if preset in kept:
             say(f"{preset}: kept from {path.parent.name}/{path.name}")
-            entries[preset] = found
+            entries[preset] = kept[preset]
             continue
         where = Where(preset, out)
         entries[preset] = diagnose(

@@ -183,10 +183,11 @@ class StudyConfig:
         study_wide = {"batch_norm": {"momentum": self.bn_momentum, "epsilon": self.bn_epsilon}}
         return build(preset, known[preset], study_wide)
 
-    def identity(self, preset: str) -> dict:
+    def identity(self, preset: str, start: str | None = None) -> dict:
         """What a checkpoint of ``preset`` must match to be resumed: its model with every option, and every
-        setting but the epoch count and workers."""
-        fields = dataclasses.asdict(self)
+        setting but the epoch count and workers. ``init_from`` is ``start``, the digest of the weights the run
+        starts from (None: each seed's drawn ones), not the file's path (``experiments.reproduce.start``)."""
+        fields = {**dataclasses.asdict(self), "init_from": start}
         del fields["presets"], fields["epochs"], fields["workers"], fields["models"]
         if self.devices == 1:  # as checkpoints written before data parallel training say it
             del fields["devices"], fields["bn_sync"]

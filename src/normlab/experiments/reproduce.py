@@ -7,6 +7,7 @@ list of jobs — a study's, or those of all a sweep's trials at once — in the 
 whose processes call ``train_job``.
 """
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,8 +20,11 @@ from normlab.errors import NormlabError
 from normlab.experiments import workers
 from normlab.experiments.config import StudyConfig
 from normlab.experiments.provenance import provenance
+from normlab.files import one_line
 from normlab.interop import model_files
+from normlab.nn.models import Model
 from normlab.nn.summary import param_counts
+from normlab.train import checkpoint
 from normlab.train.loop import Checkpointing, EpochEvent, SeedsResult, fit, merge
 from normlab.train.parallel import DataParallel
 
@@ -105,21 +109,42 @@ def run_records(preset: str, params: dict, result: SeedsResult, width: int) -> l
     return records
 
 
+def start(config: StudyConfig, model: Model, resume: bool) -> tuple[tuple | None, str | None, dict]:
+    """The weights a run of ``model`` starts from (None: each seed draws its own), the digest that names them in
+    its checkpoints' identity, and what a resume leaves to the checkpoints (``Checkpointing``'s ``unchecked`` and
+    ``cannot_start``).
+
+    A checkpoint holds every weight of the run, so a resumed run no longer needs its ``init_from`` file. The
+    identity is the weights' SHA-256, not the path: a moved or re-exported copy still resumes, other weights (at
+    the same path or not) are another configuration, refused. A file gone by the resume, or no ``init_from`` at
+    all, leaves the start to the checkpoints; only a run that no checkpoint restores then needs the file.
+    """
+    path = config.init_from
+    if path is not None and not (resume and not os.path.exists(path)):
+        weights = model_files.initial(path, model)
+        return weights, checkpoint.digest(weights), {}
+    if not resume:
+        return None, None, {}
+    return None, None, {"unchecked": ("init_from",),
+                        "cannot_start": None if path is None else f"init_from {one_line(path)} is gone"}
+
+
 def train_job(job: dict, arrays: dict[str, np.ndarray], send: Callable[[dict], None]) -> dict:
     """The pool's target: train one job (as ``run_jobs`` sends it) and return its result; its ``EpochEvent``s and
     warnings are sent on as they come."""
     config = StudyConfig.from_dict(job["config"])
+    model = config.model(job["preset"])
+    resume = job["resume"] and job["checkpoints"] is not None
+    initial, weights, resuming = start(config, model, resume)
     checkpointing = None
     if job["checkpoints"] is not None:
-        checkpointing = Checkpointing(Path(job["checkpoints"]), config.identity(job["preset"]), job["resume"],
-                                      warn=lambda text: send({"warn": text}))
+        checkpointing = Checkpointing(Path(job["checkpoints"]), config.identity(job["preset"], weights), resume,
+                                      warn=lambda text: send({"warn": text}), **resuming)
 
     def on_epoch(event: EpochEvent) -> None:
         send({"event": {"epoch": event.epoch, "stage": event.stage, "seconds": event.seconds,
                         "metrics": _lists(event.metrics)}})
 
-    model = config.model(job["preset"])
-    initial = None if config.init_from is None else model_files.initial(config.init_from, model)
     result = fit(model, subset(arrays, config.subset), job["seeds"], config.train_config(), on_epoch, checkpointing,
                  initial)
     return {"history": _lists(result.history), "test": _lists(result.test), "diverged_epoch": result.diverged_epoch,

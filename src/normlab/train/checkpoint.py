@@ -4,11 +4,18 @@ The file holds every array of the training state (params, BN state, optimizer st
 its header metadata, a JSON record (epoch, history, config, versions) plus a SHA-256 over both, so a torn or
 bit-flipped file is detected and skipped in favour of the previous one. Writes are atomic (``normlab.atomic``)
 and hold back SIGINT/SIGTERM until done. The last ``keep`` checkpoints are kept.
+
+Anything else found under a checkpoint's name (a folder, a FIFO, a socket, a link to one) was not written here: it is
+reported and skipped when read, replaced when its name is written (a rename takes any name but a folder's), and
+removed by the rotation unless it is a folder, which normlab never deletes; a folder where a coming epoch's file
+must go is refused before training starts (``check_room``), not found after an epoch's work.
 """
 
 import hashlib
 import json
+import os
 import re
+import stat
 from pathlib import Path
 
 import jax
@@ -22,6 +29,7 @@ from normlab.files import FileProblem, one_line, parse_json, read_bytes
 
 FORMAT = 1
 NAME = re.compile(r"epoch-(\d{4,9})\.safetensors")
+TEMPORARY = re.compile(r"\.epoch-(\d{4,9})\.safetensors\.tmp")  # ``atomic.write_atomically``'s temp file of one
 HEADER_BYTES = 64 << 20  # the JSON header (record, history) is far smaller; more means a crafted file
 METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")  # a record's history: ``fit``'s metrics of each epoch
 SEED_LIMIT = 2**32  # seeds are uint32 PRNG seeds (``state.create``)
@@ -45,6 +53,12 @@ def _digest(arrays: dict[str, np.ndarray], record: dict) -> str:
         h.update(f"{name}|{a.dtype.str}|{a.shape}".encode())
         h.update(a.tobytes())
     return h.hexdigest()
+
+
+def digest(tree) -> str:
+    """The SHA-256 of a pytree's arrays (names, dtypes, shapes and bytes): what names the weights a run started
+    from in its checkpoints (``experiments.reproduce.start``)."""
+    return _digest(_flatten(tree), {})
 
 
 def max_size(state) -> int:
@@ -71,7 +85,8 @@ def save(directory: Path, epoch: int, state, record: dict, keep: int = 2) -> Pat
             raise CheckpointError(f"cannot create checkpoint folder {directory}: {error.strerror}") from error
         signals.safe_point("checkpoint-write")
         for stale in directory.glob(".epoch-*.tmp"):  # left by a process killed mid-write
-            stale.unlink(missing_ok=True)
+            if not _is_folder(stale):
+                stale.unlink(missing_ok=True)
         try:
             write_atomically(path, blob)
         except OSError as error:
@@ -89,8 +104,32 @@ def _prune(directory: Path, newest: Path, keep: int, max_bytes: int) -> None:
             continue
         if kept < keep and _intact(path, max_bytes):
             kept += 1
-        else:
+        elif not _is_folder(path):
             path.unlink(missing_ok=True)
+
+
+def _is_folder(path: Path) -> bool:
+    """A folder itself, not a link to one: what ``unlink`` and a rename cannot replace."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def check_room(directory: Path, epochs: range) -> None:
+    """A CheckpointError, before any training, if a folder takes the name (or the temp file's name) that the
+    checkpoint of one of ``epochs`` will be written under: the write would fail after that epoch's work."""
+    try:
+        entries = list(os.scandir(directory))
+    except (FileNotFoundError, NotADirectoryError):
+        return  # ``save`` creates the folder, or says why it cannot
+    except OSError as error:
+        raise CheckpointError(f"cannot list checkpoint folder {one_line(directory)}: {error.strerror}") from None
+    for entry in entries:
+        if (match := NAME.fullmatch(entry.name) or TEMPORARY.fullmatch(entry.name)) and \
+                int(match.group(1)) in epochs and entry.is_dir(follow_symlinks=False):
+            raise CheckpointError(f"{one_line(entry.path)} is a folder where the checkpoint of epoch "
+                                  f"{int(match.group(1))} must be written; move it out of the way and resume")
 
 
 def _intact(path: Path, max_bytes: int) -> bool:
@@ -187,8 +226,10 @@ def restore(arrays: dict[str, np.ndarray], like):
     return jax.tree_util.tree_unflatten(treedef, restored)
 
 
-def latest(directory: Path, config: dict, max_bytes: int, warn=print, seeds: list[int] | None = None):
-    """The newest checkpoint that reads back intact and matches ``config``: (arrays, record) or None.
+def latest(directory: Path, config: dict, max_bytes: int, warn=print, seeds: list[int] | None = None,
+           unchecked=()):
+    """The newest checkpoint that reads back intact and matches ``config`` (but for its ``unchecked`` keys, which
+    the checkpoint decides): (arrays, record) or None.
 
     Damaged files — unreadable, or whose record is malformed or holds other ``seeds`` than those given
     (``record_problem``) — are reported through ``warn`` and skipped; a checkpoint of another configuration or
@@ -205,10 +246,28 @@ def latest(directory: Path, config: dict, max_bytes: int, warn=print, seeds: lis
             raise CheckpointError(f"{one_line(path)} was written by normlab {shown(record.get('normlab'))} (format "
                                   f"{shown(record.get('format'))}); this is {__version__} (format {FORMAT}): "
                                   f"start a new run directory")
-        if record["config"] != config:
-            saved = record["config"]
-            differing = one_line(", ".join(sorted(k for k in {*config, *saved} if config.get(k) != saved.get(k))))
-            raise CheckpointError(f"{one_line(path)} belongs to a different configuration ({differing} differ); "
-                                  f"resume with the same settings or start a new run folder")
+        if names := differing(config, record["config"], unchecked):
+            raise CheckpointError(other_configuration(path, names))
         return arrays, record
     return None
+
+
+def differing(expected: dict, found: dict, unchecked=()) -> list[str]:
+    """The settings in which ``found`` (a saved record's) differs from ``expected``, but for the ``unchecked`` keys;
+    a nested table's are named by their own keys (``every``, not ``diagnose``), as the user gives them."""
+    expected, found = json.loads(json.dumps(expected)), json.loads(json.dumps(found))  # tuples are lists in a file
+    names = set()
+    for key in (set(expected) | set(found)) - set(unchecked):
+        mine, theirs = expected.get(key), found.get(key)
+        if isinstance(mine, dict) and isinstance(theirs, dict):
+            names.update(differing(mine, theirs))
+        elif mine != theirs:
+            names.add(key)
+    return sorted(names)
+
+
+def other_configuration(path: Path, names: list[str]) -> str:
+    """Why ``path``, saved with settings that differ in ``names``, cannot be resumed: one wording for every refused
+    resume (a checkpoint, a diagnosed preset)."""
+    return (f"{one_line(path)} belongs to a different configuration ({one_line(', '.join(names))} differ); resume "
+            f"with the same settings or start a new run folder")

@@ -137,12 +137,16 @@ class SeedsResult:
 
 @dataclass(frozen=True)
 class Checkpointing:
-    """Where and how ``fit`` checkpoints; ``identity`` is what a resumed run must match (not the epoch count)."""
+    """Where and how ``fit`` checkpoints; ``identity`` is what a resumed run must match (not the epoch count), but
+    for its ``unchecked`` keys, which the checkpoint decides (and the checkpoints after it keep). ``cannot_start``
+    says why the run cannot start over, if it cannot (its initial weights are gone): then it must resume."""
     directory: Path
     identity: dict
     resume: bool = False
     keep: int = 2
     warn: Callable[[str], None] = print
+    unchecked: tuple[str, ...] = ()
+    cannot_start: str | None = None
 
 
 METRICS = checkpoint.METRICS
@@ -197,23 +201,31 @@ def fit(model: Model, data, seeds: list[int], config: TrainConfig,
         data.y_test.astype(np.int32)))
     ts = jax.vmap(lambda seed: create(model, optimizer, seed, initial))(jnp.asarray(seeds, jnp.uint32))
     history = {k: [] for k in METRICS}
-    first_epoch, train_s_before = 0, 0.0
-    if checkpointing is not None and checkpointing.resume:
-        found = checkpoint.latest(checkpointing.directory, checkpointing.identity, checkpoint.max_size(ts),
-                                  checkpointing.warn, list(seeds))
-        if found is not None:
-            saved, record = found
-            if record["epoch"] > config.epochs:
-                raise CheckpointError(f"{checkpointing.directory} already holds {record['epoch']} epochs, more than "
-                                      f"the {config.epochs} asked for; ask for at least {record['epoch']} epochs or "
-                                      f"start a new run directory")
-            ts = checkpoint.restore(saved, ts)
-            history = {k: [np.asarray(v, np.float64) for v in record["history"][k]] for k in history}
-            first_epoch, train_s_before = record["epoch"], record["train_s"]
-            for epoch in range(first_epoch):  # replayed, so that a live log of this run misses no epoch
-                if on_epoch is not None:
-                    on_epoch(EpochEvent(list(seeds), epoch + 1, {k: v[epoch] for k, v in history.items()},
-                                        stage="restored"))
+    first_epoch, train_s_before, found = 0, 0.0, None
+    if checkpointing is not None:
+        if checkpointing.resume:
+            found = checkpoint.latest(checkpointing.directory, checkpointing.identity, checkpoint.max_size(ts),
+                                      checkpointing.warn, list(seeds),
+                                      checkpointing.unchecked)
+        if found is None and checkpointing.cannot_start is not None:
+            raise CheckpointError(f"{checkpointing.cannot_start}, and {checkpointing.directory} holds no checkpoint "
+                                  f"to resume from")
+        done = 0 if found is None else found[1]["epoch"]
+        if done > config.epochs:
+            raise CheckpointError(f"{checkpointing.directory} already holds {done} epochs, more than the "
+                                  f"{config.epochs} asked for; ask for at least {done} epochs or start a new run "
+                                  f"directory")
+        checkpoint.check_room(checkpointing.directory, range(done + 1, config.epochs + 1))  # before any event
+        identity = checkpointing.identity if found is None else found[1]["config"]
+    if found is not None:
+        saved, record = found
+        ts = checkpoint.restore(saved, ts)
+        history = {k: [np.asarray(v, np.float64) for v in record["history"][k]] for k in history}
+        first_epoch, train_s_before = record["epoch"], record["train_s"]
+        for epoch in range(first_epoch):  # replayed, so that a live log of this run misses no epoch
+            if on_epoch is not None:
+                on_epoch(EpochEvent(list(seeds), epoch + 1, {k: v[epoch] for k, v in history.items()},
+                                    stage="restored"))
 
     learning_rate = jnp.float32(config.learning_rate)
     epoch_fn = seeds_epoch(model, config, len(data.y_train), donate=True, parallel=parallel)
@@ -250,7 +262,7 @@ def fit(model: Model, data, seeds: list[int], config: TrainConfig,
         if on_epoch is not None:
             on_epoch(EpochEvent(list(seeds), epoch + 1, metrics, time.perf_counter() - epoch_start))
         if checkpointing is not None:
-            record = {"config": checkpointing.identity, "seeds": list(seeds),
+            record = {"config": identity, "seeds": list(seeds),
                       "history": {k: [v.tolist() for v in vs] for k, vs in history.items()},
                       "train_s": train_s_before + time.perf_counter() - start}
             checkpoint.save(checkpointing.directory, epoch + 1, one_copy(ts), record, checkpointing.keep)
