@@ -16,7 +16,9 @@ import safetensors.numpy
 from clitools import TINY, finished_run, normlab, one_line_error, session_cache  # noqa: F401
 from conftest import cache_home
 from normlab.cli import main
-from normlab.diagnose.study import _saved
+from normlab.diagnose.config import DiagnoseConfig
+from normlab.diagnose.study import _identity, _kept
+from normlab.experiments.config import StudyConfig
 from normlab.interop.keras_io import load_keras
 from normlab.train import checkpoint
 
@@ -204,10 +206,12 @@ def test_a_results_json_without_a_usable_config_is_named(run_copy, capsys, confi
 # A diagnosis resumed: a kept preset entry is checked as the report checks it.
 
 def test_a_kept_diagnosis_entry_that_the_report_could_not_read_is_diagnosed_again(tmp_path):
-    path = tmp_path / "bn-after.json"
-    path.write_text(json.dumps({"identity": {"preset": "bn-after"}, "result": {"seeds": "x"}}))
+    study, diagnosis = StudyConfig(), DiagnoseConfig(presets=("bn-after",))
+    (tmp_path / "presets").mkdir()
+    (tmp_path / "presets" / "bn-after.json").write_text(json.dumps(
+        {"identity": _identity(study, diagnosis, "bn-after"), "result": {"seeds": "x"}}))
     warnings = []
-    assert _saved(path, {"preset": "bn-after"}, warnings.append) is None
+    assert _kept(tmp_path, study, diagnosis, warnings.append) == {}
     assert len(warnings) == 1 and "needs 'seeds'" in warnings[0] and "diagnosed again" in warnings[0]
 
 
