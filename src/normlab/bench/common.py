@@ -16,6 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from normlab.files import write_text
+
+
 def child_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--model", type=Path, required=True,
@@ -124,6 +127,4 @@ def write_result(path: Path, result: dict) -> None:
     result.setdefault("peak_rss_mib", peak_rss_mib())
     result.setdefault("xla_flags", os.environ.get("XLA_FLAGS", ""))
     result.setdefault("python", sys.version.split()[0])
-    tmp = Path(path).with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(path)
+    write_text(path, json.dumps(result, indent=2))

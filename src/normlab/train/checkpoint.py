@@ -16,7 +16,7 @@ import numpy as np
 import safetensors.numpy
 
 from normlab import __version__, signals
-from normlab.atomic import write_atomically
+from normlab.atomic import remove_leftovers, write_atomically
 from normlab.errors import CheckpointError
 from normlab.files import FileProblem, read_bytes
 
@@ -68,8 +68,7 @@ def save(directory: Path, epoch: int, state, record: dict, keep: int = 2) -> Pat
         except OSError as error:
             raise CheckpointError(f"cannot create checkpoint folder {directory}: {error.strerror}") from error
         signals.safe_point("checkpoint-write")
-        for stale in directory.glob(".epoch-*.tmp"):  # left by a process killed mid-write
-            stale.unlink(missing_ok=True)
+        remove_leftovers(directory, NAME)  # left by a process killed mid-write
         try:
             write_atomically(path, blob)
         except OSError as error:
