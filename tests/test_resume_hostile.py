@@ -110,7 +110,7 @@ def test_something_else_under_an_old_checkpoints_name_does_not_break_the_rotatio
                                                                                 "epoch-0004.safetensors"]
 
 
-@pytest.mark.parametrize("name", ["epoch-0003.safetensors", ".epoch-0003.safetensors.tmp", "epoch-0002.safetensors"])
+@pytest.mark.parametrize("name", ["epoch-0003.safetensors", "epoch-0002.safetensors"])
 def test_a_folder_where_a_coming_checkpoint_goes_is_refused_before_training(
         study, synthetic_dir, two_epochs, tmp_path, name):
     """epoch-0002 is the newest checkpoint's name: a folder there is skipped, epoch 1 restored, and epoch 2 must be

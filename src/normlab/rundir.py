@@ -23,6 +23,16 @@ def is_run_folder(folder: Path) -> bool:
     return any((folder / name).exists() for name in (LOCK, *LEGACY_MARKERS))
 
 
+def enclosing(path: Path) -> Path | None:
+    """The run folder ``path`` lies in: ``path`` itself or the nearest folder above it, or None. A legacy marker
+    counts here only beside a run's content (``holds``): a home folder with a ``checkpoints`` folder of its own is
+    not a run folder."""
+    for folder in (path, *path.parents):
+        if (folder / LOCK).exists() or (is_run_folder(folder) and holds(folder)):
+            return folder
+    return None
+
+
 def holds(folder: Path) -> str | None:
     """What ``folder`` holds already: "sweep" (``normlab run``), "diagnosis" (``normlab diagnose``), "run"
     (train/reproduce/bench) or None.

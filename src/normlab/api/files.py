@@ -5,7 +5,7 @@ from pathlib import Path
 from normlab import signals
 from normlab.api.command import option_name, path_of, public
 from normlab.errors import ConfigError
-from normlab.files import display
+from normlab.files import display, one_line
 from normlab.interop.command import SUFFIXES
 
 
@@ -25,11 +25,13 @@ def export(run_dir, *, preset: str | None = None, seed: int | None = None, forma
            fold_bn: bool = False, out=None) -> Path:
     """A finished run's trained model (its last epoch's checkpoint) as a Keras 3 ``.keras``, an ``.onnx`` or a
     ``.safetensors`` file (default RUN_DIR/export/PRESET-seedS[-folded].SUFFIX); ``fold_bn`` folds batch norms
-    into the neighbouring Dense/Conv2D (same predictions, fewer layers). Returns the file's path.
+    into the neighbouring Dense/Conv2D (same predictions, fewer layers). Returns the file's path. An existing file is
+    replaced only if normlab exported it, and in a run folder only in its export/ folder (``interop.export_target``).
 
     >>> normlab.export("runs/doc-train", format="safetensors")
     PosixPath('runs/doc-train/export/bn-after-seed0.safetensors')
     """
+    from normlab.interop import export_target
     from normlab.interop.model_files import write
     from normlab.interop.trained import final_weights, one_run
     from normlab.interop.weights import Weights
@@ -37,13 +39,15 @@ def export(run_dir, *, preset: str | None = None, seed: int | None = None, forma
     out, run_dir = path_of(out, "out"), path_of(run_dir, "run_dir", required=True)
     fmt = _format(format, out)
     config, run = one_run(run_dir, preset, seed)
+    name = f"{run.preset}-seed{run.seed}{'-folded' if fold_bn else ''}{SUFFIXES[fmt]}"
+    if out is None:
+        out = run_dir / "export" / name
+        export_target.check(out, f"the export {one_line(out)}")
+    else:
+        export_target.check(out, f"{option_name('out')} {one_line(out)}")
     weights = final_weights(run_dir, config, run)
     if fold_bn:
         weights = Weights(*fold(*weights))
-    name = f"{run.preset}-seed{run.seed}{'-folded' if fold_bn else ''}{SUFFIXES[fmt]}"
-    out = out or run_dir / "export" / name
-    if out.is_dir():
-        raise ConfigError(f"{option_name('out')} {display(out)} is a folder; give the file to write")
     out.parent.mkdir(parents=True, exist_ok=True)
     signals.safe_point("export")
     write(weights, fmt, out)
@@ -72,7 +76,7 @@ def evaluate(target, *, preset: str | None = None, seed: int | None = None, data
                               "a model file holds one")
         from normlab.interop.model_files import read
         weights = read(target)
-        models = [(f"{display(target)} ({weights.model.name})", weights, None)]
+        models = [(f"{one_line(target)} ({weights.model.name})", weights, None)]
     fashion = data(data_dir, verify=verify)
     scores = []
     for label, weights, run in models:

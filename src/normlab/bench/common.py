@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from normlab.files import MiB, read_json
+from normlab.files import MiB, read_json, write_text
 
 MODEL_BYTES = 16 * MiB  # a model's description and study config: a few kB
 
@@ -129,6 +129,4 @@ def write_result(path: Path, result: dict) -> None:
     result.setdefault("peak_rss_mib", peak_rss_mib())
     result.setdefault("xla_flags", os.environ.get("XLA_FLAGS", ""))
     result.setdefault("python", sys.version.split()[0])
-    tmp = Path(path).with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(path)
+    write_text(path, json.dumps(result, indent=2))

@@ -6,7 +6,8 @@ from matplotlib.figure import Figure
 from rich.markup import escape
 from rich.table import Table
 
-from normlab.report.plots import DPI, OKABE_ITO
+from normlab.files import write_bytes
+from normlab.report.plots import OKABE_ITO, png_bytes
 
 COLUMNS = ("system", "setting", "compile s", "epoch s", "samples/s", "peak RSS MiB", "val acc", "× normlab")
 FAMILY_COLOUR = {"normlab": OKABE_ITO[0], "keras": OKABE_ITO[1], "torch": OKABE_ITO[2]}
@@ -104,5 +105,4 @@ def plot_bench(bench: dict, path: Path) -> Path | None:
            title=f"{bench['config']['preset']}: one epoch of {bench['systems']['normlab'].get('n_train', 55000):,} "
                  "images, batch 32")
     ax.grid(axis="x", alpha=0.3)
-    fig.savefig(path, dpi=DPI)
-    return path
+    return write_bytes(path, png_bytes(fig))

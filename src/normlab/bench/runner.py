@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 from normlab import signals
+from normlab.atomic import open_fresh
 from normlab.errors import ConfigError
 from normlab.files import MiB, FileProblem, one_line, read_json
 
@@ -118,7 +119,7 @@ def spawn_all(children: list[Child], config: BenchConfig) -> tuple[list[dict], f
     starts, ends, processes = [], {}, []
     with contextlib.ExitStack() as stack:
         for argv, (_, log) in zip(argvs, files):
-            log_file = stack.enter_context(open(log, "w"))
+            log_file = stack.enter_context(open_fresh(log))
             starts.append(time.perf_counter())
             processes.append(stack.enter_context(subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT)))
             stack.callback(processes[-1].kill)  # runs before Popen's exit waits: a Ctrl-C or error ends the child

@@ -2,15 +2,17 @@
 
 Built once per jaxlib version and source (the file name holds both) into normlab's cache, by ``make setup`` and
 otherwise on first use; not by pip's isolated build, which would compile against whatever jaxlib it downloads,
-not the installed one. Two processes building at once each write a temporary file and rename it into place.
+not the installed one. Two processes building at once each compile into a private folder and rename the library
+into place (``atomic.replacing_by_name``).
 """
 
 import hashlib
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
+
+from normlab.atomic import replacing_by_name
 
 SOURCE = Path(__file__).with_name("gemm.cc")
 
@@ -44,17 +46,12 @@ def build() -> Path:
         return path
     import jax
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, suffix=".so.tmp")
-    os.close(fd)
-    command = [compiler(), "-O3", "-std=c++17", "-shared", "-fPIC", "-w", f"-I{jax.ffi.include_dir()}", str(SOURCE),
-               "-o", temporary]
-    try:
+    with replacing_by_name(path, path.name) as temporary:
+        command = [compiler(), "-O3", "-std=c++17", "-shared", "-fPIC", "-w", f"-I{jax.ffi.include_dir()}",
+                   str(SOURCE), "-o", str(temporary)]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             raise BuildError(f"{' '.join(command[:1])} failed: {done.stderr.strip().splitlines()[-1:]}")
-        os.replace(temporary, path)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
     return path
 
 

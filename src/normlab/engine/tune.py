@@ -13,6 +13,7 @@ workers). The result is kept per CPU model, instruction set, jaxlib version and 
 import contextlib
 import fcntl
 import json
+import os
 import subprocess
 import sys
 import time
@@ -67,9 +68,12 @@ def _locked():
     """One tuning per machine at a time: two at once would time each other."""
     path = cache_file().with_suffix(".lock")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)  # a planted link: ELOOP
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
+    finally:
+        os.close(fd)
 
 
 def core_counts() -> list[int]:

@@ -30,6 +30,7 @@ from typing import Callable
 import numpy as np
 
 from normlab import signals
+from normlab.atomic import open_fresh
 from normlab.errors import NormlabError
 
 GRACE_S = 2.0     # after an interrupt, how long workers get to stop on their own before it is passed on
@@ -135,7 +136,7 @@ class _Worker:
         self.log = log
         argv = [sys.executable, "-m", "normlab.experiments.workers", ",".join(map(str, cores)), folder, target,
                 *(["--cache"] if cache else [])]
-        with open(log, "w") as log_file:
+        with open_fresh(log) as log_file:
             self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_file,
                                             text=True, bufsize=1, env={**os.environ, **WORKER_ENV})
         threading.Thread(target=self._read, args=(messages,), daemon=True).start()

@@ -6,7 +6,7 @@ Imports nothing heavy at module level: the CLI builds its parser from here on ev
 import argparse
 from pathlib import Path
 
-from normlab.files import display
+from normlab.files import one_line
 
 SUFFIXES = {"keras": ".keras", "onnx": ".onnx", "safetensors": ".safetensors"}
 
@@ -35,7 +35,7 @@ def cmd_export(args: argparse.Namespace) -> None:
                          fold_bn=args.fold_bn, out=args.out)
     _, run = one_run(args.run_dir, args.preset, args.seed)
     recorded = "" if run.test is None else f"; results.json records test accuracy {run.test['accuracy']:.4f}"
-    print(f"wrote {display(out)}: {run.preset} seed {run.seed} after {len(run.history['loss'])} epochs"
+    print(f"wrote {one_line(out)}: {run.preset} seed {run.seed} after {len(run.history['loss'])} epochs"
           f"{', batch norms folded' if args.fold_bn else ''}{recorded}")
 
 

@@ -9,11 +9,13 @@ harmless, a dilation is not) shows up there and is refused, instead of silently 
 
 import os
 import sys
+import zipfile
 from pathlib import Path
 
 import jax
 import numpy as np
 
+from normlab.atomic import replacing_by_name
 from normlab.interop.mirror import Unsupported, keras_model
 from normlab.errors import ConfigError, shown
 from normlab.files import MAX_DEPTH, display, nested_deeper, one_line
@@ -29,6 +31,7 @@ KINDS = {"Flatten": "flatten", "Dense": "dense", "Conv2D": "conv2d", "MaxPooling
 PROBE_ROWS = 16
 PROBE_TOLERANCE = 1e-4  # probabilities; both sides compute in float32 with XLA
 REASON_CHARS = 1000  # of Keras' error: its safe-mode refusal (363 characters) whole, a dump of a whole config cut
+MARKER = b"normlab model file (normlab export)"  # the zip comment of a .keras file normlab wrote
 
 
 def load_keras():
@@ -43,25 +46,24 @@ def load_keras():
 
 
 def write_keras(weights: Weights, path: Path) -> None:
-    """Keras writes the zip itself: into a temporary name beside ``path``, renamed when complete."""
+    """Keras writes the zip itself, into a private folder beside ``path`` (``atomic.replacing_by_name``); its
+    comment, which every zip reader skips, marks it as normlab's (``export_target``)."""
     k = load_keras()
     try:
         model = keras_model(k, describe(weights.model))
     except Unsupported as error:
         raise ConfigError(f"model {weights.model.name} cannot be a .keras file: {error}") from None
     model.set_weights([array for _, array in ordered(weights)])
-    path = Path(path)
-    partial = path.with_name(f".{path.stem}.{os.getpid()}.partial.keras")  # two exports never share one
-    try:
-        model.save(partial)
-        os.replace(partial, path)
-    except OSError:
-        raise
-    except Exception as error:  # Keras' own types for what is the folder's problem (a name it cannot write)
-        raise ConfigError(f"{display(path)}: Keras could not write it ({type(error).__name__}: "
-                          f"{str(error)[:200]})") from None
-    finally:
-        partial.unlink(missing_ok=True)
+    with replacing_by_name(path, "model.keras") as written:
+        try:
+            model.save(written)
+        except OSError:
+            raise
+        except Exception as error:  # Keras' own types for what is the folder's problem (a name it cannot write)
+            raise ConfigError(f"{display(path)}: Keras could not write it ({type(error).__name__}: "
+                              f"{str(error)[:200]})") from None
+        with zipfile.ZipFile(written, "a") as archive:
+            archive.comment = MARKER
 
 
 def _initializer(config) -> str | None:

@@ -37,6 +37,7 @@ from normlab.nn.window import pair
 OPSET = 9
 MAX_OPSET = 17
 INPUT, OUTPUT, BATCH = "images", "probabilities", "batch"
+PRODUCER = "normlab"  # the model's producer_name: what tells a file normlab wrote (``export_target``)
 
 
 def _onnx():
@@ -260,7 +261,7 @@ def to_onnx(model: Model, params, state, opset: int = OPSET):
         graph.nodes, model.name, [onnx.helper.make_tensor_value_info(INPUT, float32, [BATCH, *INPUT_SHAPE])],
         [onnx.helper.make_tensor_value_info(OUTPUT, float32, [BATCH, NUM_CLASSES])], graph.initializers)
     opsets = [onnx.helper.make_opsetid("", opset)]
-    return onnx.helper.make_model(proto, opset_imports=opsets, producer_name="normlab",
+    return onnx.helper.make_model(proto, opset_imports=opsets, producer_name=PRODUCER,
                                   ir_version=onnx.helper.find_min_ir_version_for(opsets))
 
 

@@ -72,8 +72,10 @@ def _keras_names(layers: list[Layer]) -> tuple[tuple[str, Layer], ...]:
 def build(name: str, layers, defaults: dict | None = None) -> Model:
     """The model a spec describes, its shapes checked; ``defaults`` (kind -> options) as in ``spec.check_layer``.
 
-    The model emits logits: a softmax that ends it is folded into the loss (log-softmax, see ``losses``).
+    The model emits logits: a softmax that ends it is folded into the loss (log-softmax, see ``losses``). Its name
+    is checked like a study's model names: it may come from a model file, and it names folders and is printed.
     """
+    check_name(name, "model")
     key = json.dumps([name, layers, defaults], sort_keys=True, default=str)
     return _build(key)
 

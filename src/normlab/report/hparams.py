@@ -1,11 +1,14 @@
 """TensorBoard HParams summaries, so the HParams tab compares a sweep's trials side by side."""
 
+import time
 from pathlib import Path
 
 from normlab.report.literal import printable
 from normlab.report.results_json import Run, runs
-from normlab.report.tensorboard import run_directory
-from tensorboardX import SummaryWriter  # after normlab.report.tensorboard, which imports it without torch
+from normlab.report.tensorboard import events_writer, run_directory
+# after normlab.report.tensorboard, which imports tensorboardX without torch
+from tensorboardX.proto.event_pb2 import Event
+from tensorboardX.summary import hparams as hparams_summaries, scalar
 
 
 def _hparam(value):
@@ -26,6 +29,11 @@ def write_hparams(results_list: list[dict], root: Path) -> Path:
         for run in runs(results):
             hparams = {printable(k): _hparam(v)
                        for k, v in {**run.setting, "preset": run.preset, "seed": run.seed}.items()}
-            with SummaryWriter(logdir=str(run_directory(root, trial, run.preset, f"seed{run.seed}"))) as writer:
-                writer.add_hparams(hparams, _metrics(run), name=".")
+            metrics = _metrics(run)
+            writer = events_writer(run_directory(root, trial, run.preset, f"seed{run.seed}"))
+            try:  # what tensorboardX's SummaryWriter.add_hparams writes
+                for summary in (*hparams_summaries(hparams, metrics), *(scalar(k, v) for k, v in metrics.items())):
+                    writer.write_event(Event(wall_time=time.time(), summary=summary))
+            finally:
+                writer.close()
     return root

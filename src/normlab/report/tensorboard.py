@@ -11,6 +11,7 @@ step is missing or logged twice. Directory names come from user text (preset nam
 """
 
 import importlib
+import secrets
 import sys
 import time
 from pathlib import Path
@@ -45,6 +46,14 @@ from normlab.train.loop import finite  # noqa: E402
 TAGS = {"loss": "train/loss", "accuracy": "train/accuracy", "val_loss": "val/loss", "val_accuracy": "val/accuracy"}
 TEST_KEYS = ("loss", "accuracy")
 HISTOGRAM_BINS = 64
+
+
+def events_writer(run_dir: Path) -> EventsWriter:
+    """A new event file in ``run_dir`` (created if need be). tensorboardX opens it with a plain ``open``, which
+    follows a link, and names it by the second and the host name, which anyone can guess: a random token at the
+    end of its name leaves nothing to plant a link at. TensorBoard reads every file with "tfevents" in its name."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return EventsWriter(str(run_dir / "events"), filename_suffix=f".{secrets.token_hex(8)}")
 
 
 def run_directory(root: Path, *names) -> Path:
@@ -94,10 +103,9 @@ class LiveTensorBoard:
     def _write(self, run_dir: Path, step: int, values: dict) -> None:
         """Scalars (floats) or ready summaries (histograms) under their tags."""
         if run_dir not in self.writers:  # this process logs the run from its first epoch: older files go
-            run_dir.mkdir(parents=True, exist_ok=True)
             for old in run_dir.glob("events.out.tfevents.*"):
                 old.unlink()
-            self.writers[run_dir] = EventsWriter(str(run_dir / "events"))
+            self.writers[run_dir] = events_writer(run_dir)
         writer = self.writers[run_dir]
         for tag, value in values.items():
             summary = scalar(tag, value) if isinstance(value, float) else value

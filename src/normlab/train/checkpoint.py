@@ -23,13 +23,12 @@ import numpy as np
 import safetensors.numpy
 
 from normlab import __version__, signals
-from normlab.atomic import write_atomically
+from normlab.atomic import remove_leftovers, write_atomically
 from normlab.errors import CheckpointError, shown
 from normlab.files import FileProblem, one_line, parse_json, read_bytes
 
 FORMAT = 1
 NAME = re.compile(r"epoch-(\d{4,9})\.safetensors")
-TEMPORARY = re.compile(r"\.epoch-(\d{4,9})\.safetensors\.tmp")  # ``atomic.write_atomically``'s temp file of one
 HEADER_BYTES = 64 << 20  # the JSON header (record, history) is far smaller; more means a crafted file
 METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")  # a record's history: ``fit``'s metrics of each epoch
 SEED_LIMIT = 2**32  # seeds are uint32 PRNG seeds (``state.create``)
@@ -84,9 +83,7 @@ def save(directory: Path, epoch: int, state, record: dict, keep: int = 2) -> Pat
         except OSError as error:
             raise CheckpointError(f"cannot create checkpoint folder {directory}: {error.strerror}") from error
         signals.safe_point("checkpoint-write")
-        for stale in directory.glob(".epoch-*.tmp"):  # left by a process killed mid-write
-            if not _is_folder(stale):
-                stale.unlink(missing_ok=True)
+        remove_leftovers(directory, NAME)  # left by a process killed mid-write
         try:
             write_atomically(path, blob)
         except OSError as error:
@@ -117,8 +114,8 @@ def _is_folder(path: Path) -> bool:
 
 
 def check_room(directory: Path, epochs: range) -> None:
-    """A CheckpointError, before any training, if a folder takes the name (or the temp file's name) that the
-    checkpoint of one of ``epochs`` will be written under: the write would fail after that epoch's work."""
+    """A CheckpointError, before any training, if a folder takes the name that the checkpoint of one of ``epochs``
+    will be written under: the write would fail after that epoch's work. (Its temp file's name is random.)"""
     try:
         entries = list(os.scandir(directory))
     except (FileNotFoundError, NotADirectoryError):
@@ -126,7 +123,7 @@ def check_room(directory: Path, epochs: range) -> None:
     except OSError as error:
         raise CheckpointError(f"cannot list checkpoint folder {one_line(directory)}: {error.strerror}") from None
     for entry in entries:
-        if (match := NAME.fullmatch(entry.name) or TEMPORARY.fullmatch(entry.name)) and \
+        if (match := NAME.fullmatch(entry.name)) and \
                 int(match.group(1)) in epochs and entry.is_dir(follow_symlinks=False):
             raise CheckpointError(f"{one_line(entry.path)} is a folder where the checkpoint of epoch "
                                   f"{int(match.group(1))} must be written; move it out of the way and resume")
