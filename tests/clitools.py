@@ -1,10 +1,12 @@
-"""The real CLI as tests meet it: run it, read its one-line errors, hold it at a stage, snapshot a folder.
+"""The real CLI as tests meet it: run it, read its one-line errors, hold it at a stage, snapshot a folder, give it
+a free port.
 
 Test modules import what they use; ``session_cache`` imported into a module makes its CLI processes share the
 session's compile cache (autouse).
 """
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -51,6 +53,13 @@ def start_paused(args, tmp_path, stage):
         assert time.monotonic() < deadline
         time.sleep(0.01)
     return proc
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now (the kernel's choice)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module", autouse=True)
