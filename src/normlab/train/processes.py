@@ -40,7 +40,6 @@ import hashlib
 import hmac
 import json
 import os
-import re
 import secrets
 import selectors
 import socket
@@ -54,6 +53,7 @@ from pathlib import Path
 from normlab import signals
 from normlab.errors import ConfigError, NormlabError, shown
 from normlab.files import one_line
+from normlab.net import host_port
 
 MAGIC = b"NLJ\x01"  # normlab join, protocol version 1
 HELLO = struct.Struct("!4s16s")
@@ -66,7 +66,6 @@ HANDSHAKE_S = 10  # how long either side may take to send its part of the handsh
 RETRY_S = 0.2  # how often a caller tries again while process 0 is not listening yet
 GRACE_S = 2  # how long a peer's stop waits for the main thread to end the process by itself
 RELEASE_S = GRACE_S + 3  # how long process 0, stopping, waits for the others to go first
-PORT = re.compile(r"[0-9]{1,5}")  # ASCII digits only: str.isdigit also takes "١٢٣٤" and "²", which no socket takes
 
 _together: "_Together | None" = None  # this process's liveness channel once it has joined
 
@@ -93,8 +92,7 @@ class Processes:
             raise ConfigError(f"--processes must be in 2..1024, got {self.count}")
         if not 0 <= self.index < self.count:
             raise ConfigError(f"--process-id must be in 0..{self.count - 1}, got {self.index}")
-        host, _, port = self.coordinator.rpartition(":")
-        if not host.strip("[]") or not PORT.fullmatch(port) or not 0 < int(port) < 65536:
+        if host_port(self.coordinator) is None:
             raise ConfigError(f"--coordinator must be HOST:PORT, the port 1..65535 in ASCII digits, got "
                               f"{shown(self.coordinator)}")
         if not 1 <= self.timeout_s <= 86400:
@@ -102,8 +100,7 @@ class Processes:
 
     @property
     def address(self) -> tuple[str, int]:
-        host, _, port = self.coordinator.rpartition(":")
-        return host.strip("[]"), int(port)
+        return host_port(self.coordinator)
 
     def join(self, devices: int, settings: dict, out: Path) -> None:
         """Before JAX starts: meet the others (``settings``: what every process is given alike, ``run_key``; ``out``
@@ -123,7 +120,7 @@ class Processes:
             jax.distributed.initialize(self.coordinator, self.count, self.index,
                                        initialization_timeout=self.timeout_s, coordinator_bind_address=self.coordinator)
         except Exception as error:  # noqa: BLE001 - XLA's errors (a port taken meanwhile): one line
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise _together.end(ConfigError(f"{self.who()}: JAX could not start on {one_line(self.coordinator)}: "
                                             f"{one_line(first)}")) from None
         # JAX's preemption notifier has taken SIGTERM over (a C++ handler that swallowed it: the run went on to
