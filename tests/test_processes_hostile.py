@@ -168,7 +168,8 @@ def test_joined_processes_listen_where_the_user_said_and_stop_on_sigterm(run):
     for process in processes:
         code, err = ended(process, 60)
         assert code == 143, err
-        assert err.startswith("normlab: interrupted by SIGTERM; no epoch had finished") and len(err.splitlines()) == 1, err
+        assert len(err.splitlines()) == 1, err
+        assert err.startswith("normlab: interrupted by SIGTERM; no epoch had finished"), err
 
 
 def test_two_processes_given_one_out_both_stop_with_one_line(run, tmp_path):
@@ -192,7 +193,8 @@ def test_a_killed_process_stops_the_other_with_one_line_and_the_resume_command(r
     assert len(err.splitlines()) == 1 and err.startswith("normlab: error: process 1 stopped; finished epochs are "
                                                          f"checkpointed in {tmp_path / 'out-0' / 'checkpoints'}"), err
     assert "Resume with: normlab train bn-after" in err and err.endswith("--resume"), err
-    assert [path.name for path in (tmp_path / "out-0" / "checkpoints").rglob("*.safetensors")] == ["epoch-0001.safetensors"]
+    kept = [path.name for path in (tmp_path / "out-0" / "checkpoints").rglob("*.safetensors")]
+    assert kept == ["epoch-0001.safetensors"]
 
 
 def test_strangers_at_the_rendezvous_do_not_stop_the_run(run, tmp_path):
