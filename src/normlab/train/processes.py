@@ -220,6 +220,7 @@ class _Gathering:
         count = self.processes.count
         try:
             with _listener(*self.processes.address) as server, selectors.DefaultSelector() as self.selector:
+                server.setblocking(False)  # a caller gone between select and accept must not block the accept
                 self.selector.register(server, selectors.EVENT_READ)
                 while len(self.admitted) < count - 1:
                     waiting = [c.deadline for c in self.callers.values() if c.index is None]
