@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _devices(args) -> None:
-    """Before JAX starts: with ``--processes`` join the other processes (``train.parallel.Processes``); with
+    """Before JAX starts: with ``--processes`` join the other processes (``train.processes.Processes``); with
     ``--devices N`` alone, ask for N devices (on a CPU, virtual ones: JAX makes them only before it starts)."""
     given = {flag: getattr(args, name, None) for flag, name in
              (("--coordinator", "coordinator"), ("--processes", "processes"), ("--process-id", "process_id"))}
