@@ -91,8 +91,8 @@ def until_closed(peer: socket.socket) -> bytes:
 
 @pytest.mark.parametrize("port", ["١٢٣٤", "²³", "65536", ""])
 def test_a_port_is_ascii_digits_in_range(tmp_path, port):
-    """Arabic-Indic and superscript digits pass ``str.isdigit``, and no socket takes them: ``int`` reads the first
-    as 1234 (JAX's service then fails on the text) and crashes on the second."""
+    """Arabic-Indic and superscript digits pass ``str.isdigit``, and no socket takes them: ``int`` read the first
+    as 1234 (a port other than the one written, and JAX got the text) and crashed on the second."""
     code, _, err = normlab("train", "bn-after", "--coordinator", f"127.0.0.1:{port}", "--processes", "2",
                            "--process-id", "0", "--join-timeout", "1", "--out", tmp_path / "x", timeout=BOUND_S)
     one_line_error(code, err, "--coordinator must be HOST:PORT")
@@ -202,7 +202,7 @@ def test_strangers_at_the_rendezvous_do_not_stop_the_run(run, tmp_path):
     none counts, and the two real processes train together, to the end, alike."""
     first = run(0, options=("--epochs", "1"))
     with connect(first) as silent, connect(first) as forger, connect(first) as garbage:
-        greeting = forger.recv(20)
+        greeting = forger.makefile("rb").read(20)  # magic, nonce
         forger.sendall(struct.pack("!4sI16s32s32s", greeting[:4], 1, secrets.token_bytes(16),
                                    secrets.token_bytes(32), secrets.token_bytes(32)))
         garbage.sendall(secrets.token_bytes(88))
@@ -212,7 +212,7 @@ def test_strangers_at_the_rendezvous_do_not_stop_the_run(run, tmp_path):
         for process in (first, second):
             code, err = ended(process)
             assert code == 0, err
-        assert until_closed(silent)[4:] != b""  # greeted, then let go once the run began
+        assert until_closed(silent)[:4] == greeting[:4]  # greeted, then let go once the run began
     histories = [json.loads((tmp_path / f"out-{index}" / "results.json").read_text())["runs"][0]["history"]
                  for index in (0, 1)]
     assert histories[0] == histories[1] and len(histories[0]["loss"]) == 1
