@@ -1,11 +1,12 @@
 """The real CLI as tests meet it: run it, read its one-line errors, hold it at a stage, snapshot a folder, a
-finished run to start from.
+finished run to start from, a free port.
 
 Test modules import what they use; ``session_cache`` imported into a module makes its CLI processes share the
 session's compile cache (autouse).
 """
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -64,6 +65,13 @@ def finished_run(tmp_path_factory):
     code, _, err = normlab("train", "bn-after", *TINY, "--out", out)
     assert code == 0, err
     return out
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now (the kernel's choice)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -193,7 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --devices: each device normalizes its own rows (DDP without SyncBatchNorm)")
         hosts = p.add_argument_group("several processes or hosts (jax.distributed; run the same command on each, "
                                      "with its own --process-id and --out)")
-        hosts.add_argument("--coordinator", help="HOST:PORT where process 0 listens and the others connect")
+        hosts.add_argument("--coordinator", help="HOST:PORT where process 0 listens (there only: 127.0.0.1 keeps a "
+                           "one-host run off the network) and the others connect; with NORMLAB_JOIN_TOKEN set alike "
+                           "in every process's environment, only processes that know it may join")
         hosts.add_argument("--processes", type=int, help="how many processes take part (>= 2)")
         hosts.add_argument("--process-id", type=int, help="this process's number, 0 .. processes - 1")
         hosts.add_argument("--join-timeout", type=int, default=300,
@@ -281,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     """The command; its exit code. SIGINT/SIGTERM at any moment end it with 130/143 and one line saying what was
     kept (``signals``: acted on at the next safe point). Called as the program (``argv`` None), an interrupted run
     leaves with ``os._exit``: XLA's threads can crash the interpreter's normal shutdown after an interrupted
-    compilation (exit 139 instead of 143)."""
+    compilation (exit 139 instead of 143), and so does a process of several that failed: JAX's exit handler would
+    wait at a shutdown barrier for peers that are gone."""
     previous = signals.install()
     args = None
     try:
@@ -308,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
         signals.ignore()
         if argv is not None:
             signals.restore(previous)
-    if argv is None and code in (128 + s for s in signals.SIGNALS):
+    from normlab.train.processes import joined  # light: JAX is imported only by joining
+    if argv is None and (code in (128 + s for s in signals.SIGNALS) or code and joined()):
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
@@ -316,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _devices(args) -> None:
-    """Before JAX starts: with ``--processes`` join the other processes (``train.parallel.Processes``); with
+    """Before JAX starts: with ``--processes`` join the other processes (``train.processes.Processes``); with
     ``--devices N`` alone, ask for N devices (on a CPU, virtual ones: JAX makes them only before it starts)."""
     given = {flag: getattr(args, name, None) for flag, name in
              (("--coordinator", "coordinator"), ("--processes", "processes"), ("--process-id", "process_id"))}
@@ -330,13 +334,34 @@ def _devices(args) -> None:
         raise ConfigError(f"{', '.join(missing)} missing: a run over several processes needs --coordinator, "
                           f"--processes and --process-id")
     from normlab.experiments.config import check
-    from normlab.train.parallel import Processes
+    from normlab.train.processes import Processes, watched
     processes = Processes(given["--coordinator"], given["--processes"], given["--process-id"], args.join_timeout)
     if args.out is None:
         raise ConfigError("with --processes, give each process its own --out (they write the same numbers)")
+    settings = _shared_settings(args)
     if args.devices is None:
         args.devices = processes.count  # one device per process
-    processes.join(check("devices", args.devices))
+    processes.join(check("devices", args.devices), settings, args.out)
+    args.func = watched(args.func)  # its end is the run's: the peers are told, and a peer's stop ends it
+
+
+# What each process of a run over several may be given its own way; every other option is the run's, alike in all.
+PER_PROCESS = ("process_id", "out", "data_dir", "no_verify", "join_timeout", "debug", "func")
+
+
+def _shared_settings(args) -> dict:
+    """What every process of a run is given alike, from which they derive the run's key (``processes.run_key``):
+    the command and its options; a study file or --init-from by its content, since each host has its own paths."""
+    import hashlib
+    from normlab.files import FileProblem, open_regular
+    settings = {name: value for name, value in vars(args).items() if name not in PER_PROCESS}
+    for name in ("study", "init_from"):
+        try:
+            with open_regular(settings[name], 1 << 30) as file:
+                settings[name] = hashlib.file_digest(file, "sha256").hexdigest()
+        except (FileProblem, OSError, TypeError, ValueError):  # a built-in study, none, or a path the run refuses
+            pass
+    return settings
 
 
 def _exit_code(error: BaseException, args) -> int:

@@ -7,13 +7,14 @@ program (2 vmapped seeds, 10 steps, a partial last batch) the single-device prog
 """
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from clitools import free_port
 
 CHECK = Path(__file__).with_name("data_parallel_check.py")
 TOLERANCE = 1e-5
@@ -42,12 +43,6 @@ def test_an_epoch_through_a_blas_gemm_matches_one_device_on_xlas(differences):
         pytest.skip("no BLAS GEMM extension here")
     for got in blas.values():
         assert got == pytest.approx({"weights": 0, "loss": 0}, abs=2e-5)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.mark.full_data

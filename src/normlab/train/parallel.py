@@ -10,22 +10,18 @@ real rows of the whole batch, and inside ``shard_map`` the gradient of a replica
 over the devices, so every device takes the same step.
 """
 
-import socket
-import time
 from dataclasses import dataclass
 
 import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from normlab import signals
 from normlab.errors import ConfigError
-from normlab.files import one_line
 from normlab.nn.models import Model, check_batch
 from normlab.nn.registry import KINDS
+from normlab.train.processes import joined
 
 AXIS = "data"
-_joined = False  # this process is one of several (``Processes.join``): its device count is set
 # Kinds that couple or draw per row without a data-parallel form yet (their statistics or noise would be per device).
 NOT_SPLITTABLE = ("batch_renorm", "ghost_batch_norm", "covariate_noise")
 
@@ -38,8 +34,8 @@ class DataParallel:
     def ask_for_cpu_devices(self) -> None:
         """On a CPU a process has one device unless asked for more before JAX starts: if it has not started yet,
         ask for ``devices`` (virtual) CPU devices, which share the cores. No effect on accelerators, nor in a
-        process that joined others (``Processes.join`` asked for its share)."""
-        if _joined:
+        process that joined others (``processes.Processes.join`` asked for its share)."""
+        if joined():
             return
         try:
             if jax.config.jax_num_cpu_devices < self.devices:
@@ -79,101 +75,6 @@ class DataParallel:
                         if spec["kind"] == "batch_norm" else layer)
                        for (name, layer), spec in zip(model.layers, model.spec))
         return model._replace(layers=layers)
-
-
-@dataclass(frozen=True)
-class Processes:
-    """A run over several processes (hosts), each contributing its devices to one mesh: ``jax.distributed``."""
-    coordinator: str  # host:port of process 0, which the others connect to
-    count: int
-    index: int
-    timeout_s: int = 300  # how long a process waits for the others to join
-
-    def __post_init__(self):
-        if not 2 <= self.count <= 1024:
-            raise ConfigError(f"--processes must be in 2..1024, got {self.count}")
-        if not 0 <= self.index < self.count:
-            raise ConfigError(f"--process-id must be in 0..{self.count - 1}, got {self.index}")
-        host, _, port = self.coordinator.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ConfigError(f"--coordinator must be HOST:PORT, got {self.coordinator!r}")
-        if not 1 <= self.timeout_s <= 86400:
-            raise ConfigError(f"--join-timeout must be in 1..86400 seconds, got {self.timeout_s}")
-
-    def join(self, devices: int) -> None:
-        """Before JAX starts: connect to the others; on a CPU each process gets ``devices / count`` virtual devices,
-        their collectives over gloo (GPUs use NCCL)."""
-        if devices % self.count:
-            raise ConfigError(f"--devices {devices} must be a multiple of --processes {self.count}: each process "
-                              f"contributes as many devices")
-        self._rendezvous()
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.config.update("jax_num_cpu_devices", devices // self.count)
-        jax.distributed.initialize(self.coordinator, self.count, self.index, initialization_timeout=self.timeout_s)
-        global _joined
-        _joined = True
-
-    def _rendezvous(self) -> None:
-        """Every process present, each id once, or a one-line error: JAX's own join aborts the process (SIGABRT)
-        when one never comes. Process 0 listens on the coordinator's port until the others have called in with
-        their ids, tells them to go on, and frees the port for JAX's coordination service."""
-        host, _, port = self.coordinator.rpartition(":")  # checked by __post_init__
-        host, deadline = host.strip("[]"), time.monotonic() + self.timeout_s
-        try:
-            with signals.interruptible():  # a Ctrl-C while waiting for the others stops it at once
-                if self.index == 0:
-                    _gather(host, int(port), self.count, deadline)
-                else:
-                    _call_in(host, int(port), self.index, deadline)
-        except TimeoutError:
-            raise ConfigError(f"process {self.index} of {self.count} could not join {one_line(self.coordinator)}: "
-                              f"not every process came within --join-timeout ({self.timeout_s} s)") from None
-        except (OSError, ValueError) as error:
-            raise ConfigError(f"process {self.index} of {self.count} could not join {one_line(self.coordinator)}: "
-                              f"{one_line(str(error))}") from None
-
-
-def _remaining(deadline: float) -> float:
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise TimeoutError
-    return left
-
-
-def _gather(host: str, port: int, count: int, deadline: float) -> None:
-    peers: dict[int, socket.socket] = {}
-    try:
-        with socket.create_server((host, port)) as server:
-            while len(peers) < count - 1:
-                server.settimeout(_remaining(deadline))
-                peer, _ = server.accept()
-                peer.settimeout(_remaining(deadline))
-                index = int.from_bytes(peer.recv(4), "big")
-                if not 0 < index < count or index in peers:
-                    peer.close()
-                    raise ValueError(f"a second process {index}, or one not in 1..{count - 1}, called in")
-                peers[index] = peer
-        for peer in peers.values():
-            peer.sendall(b"go")
-        for peer in peers.values():  # each closes first: the port is free again for JAX at once
-            peer.recv(1)
-    finally:
-        for peer in peers.values():
-            peer.close()
-
-
-def _call_in(host: str, port: int, index: int, deadline: float) -> None:
-    while True:
-        try:
-            peer = socket.create_connection((host, port), timeout=min(5.0, _remaining(deadline)))
-            break
-        except (ConnectionRefusedError, socket.timeout):  # process 0 is not listening yet
-            time.sleep(min(0.2, _remaining(deadline)))
-    with peer:
-        peer.sendall(index.to_bytes(4, "big"))
-        peer.settimeout(_remaining(deadline))
-        if peer.recv(2) != b"go":
-            raise ValueError("process 0 turned this process away (another with the same --process-id?)")
 
 
 def _options(spec: dict) -> dict:
