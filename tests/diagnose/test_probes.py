@@ -124,8 +124,8 @@ def test_reference_gradients_match_finite_differences(net):
 
 
 @pytest.mark.parametrize("net", NETS.values(), ids=NETS.keys())
-def test_reference_matches_the_jax_loss_and_gradient(net):
-    """The float32 model computes the same function: what makes every comparison below meaningful."""
+def test_reference_matches_the_jax_loss_and_gradient(net, engine):
+    """The float32 model computes the same function, on every GEMM: what makes every comparison below meaningful."""
     model = model_of(net)
     params, state = random_params(model, 4)
     images, labels = random_batch(BATCH, 5)

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import sgd_rate
 from normlab.nn.models import preset as build_preset
 from normlab.experiments.config import StudyConfig
 from normlab.train.loop import fit, make_epoch, make_optimizer, shuffled_batches
@@ -15,17 +16,19 @@ from normlab.train.step import make_train_step
 
 
 @pytest.mark.parametrize("preset", ["bn-after", "bn-before"])
-def test_compiled_epoch_equals_plain_python_loop(small_data, preset):
+def test_compiled_epoch_equals_plain_python_loop(small_data, preset, engine):
     """88 examples at batch 32 = 3 steps, the last of 24. The plain loop feeds a *real* 24-row batch (no padding,
-    no mask): equal params prove that padding + masking changes nothing."""
+    no mask): equal params prove that padding + masking changes nothing, on every GEMM, SGD's step taken where
+    fit takes it there."""
     n, batch = 88, 32
-    model, optimizer = build_preset(preset), make_optimizer(StudyConfig().train_config())
+    config = StudyConfig().train_config()
+    model, optimizer, rate = build_preset(preset), make_optimizer(config), sgd_rate(engine, config.learning_rate)
     images, labels = small_data.x_train[:n], small_data.y_train[:n].astype(np.int32)
     ts0 = create(model, optimizer, 3)
 
-    compiled, _ = jax.jit(make_epoch(model, optimizer, n, batch))(ts0, images, labels, jnp.int32(1))
+    compiled, _ = jax.jit(make_epoch(model, optimizer, n, batch, sgd_rate=rate))(ts0, images, labels, jnp.int32(1))
 
-    step = jax.jit(make_train_step(model, optimizer))
+    step = jax.jit(make_train_step(model, optimizer, rate))
     order = np.asarray(jax.random.permutation(jax.random.fold_in(ts0.rng, 1), n))
     ts = ts0
     for start in range(0, n, batch):
