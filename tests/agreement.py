@@ -51,3 +51,19 @@ def assert_accuracy_agrees(accuracy: float, ours, labels, near_tie: float = NEAR
     ties = int(np.sum(top2_gap(ours) < near_tie))
     assert abs(round(counted) - correct) <= ties, (f"{round(counted)} of {len(labels)} images right ({accuracy}), "
                                                    f"normlab gets {correct} right and has {ties} near ties")
+
+
+# Two trainings that differ only by rounding (another program, GEMM or device split) predict with weights equal to
+# ~1e-7 (vmapped seeds and one alone, XLA's GEMM and a BLAS' after an epoch: 1.2e-7), which moves probabilities by
+# as little. Rounding tips a prediction only where its top-2 gap is below twice that; 5 of the 10,000 test images
+# have one below 5e-5 (bn-before after an epoch), so of a few thousand predictions ~0.01 are expected to tip. Two
+# images is the margin; a real bug (seeds mixed, a device's rows dropped) moves a count by far more.
+TRAINING_FLIPS = 2
+
+
+def assert_counts_agree(accuracy: float, other: float, n: int, flips: int = TRAINING_FLIPS) -> None:
+    """Two trainings' accuracies over the same ``n`` predictions (a history's, whose per-image probabilities are
+    gone): counts of correct predictions that differ by at most ``flips``."""
+    counts = [accuracy * n, other * n]
+    assert all(abs(c - round(c)) < 0.01 for c in counts), f"{accuracy}, {other}: not counts of {n}"
+    assert abs(round(counts[0]) - round(counts[1])) <= flips, f"{accuracy} vs {other} of {n}: more than {flips} apart"

@@ -121,7 +121,8 @@ def test_a_run_records_its_engine_and_trains_like_xla(tmp_path, cli_env):
         assert results["provenance"]["engine"]["gemm"] == name
         assert results["provenance"]["engine"]["source"] == "NORMLAB_ENGINE"
         histories[name] = results["runs"][0]["history"]
-    for metric, values in histories["xla"].items():
+    for metric, values in histories["xla"].items():  # measured: losses 1e-7 apart, the same accuracies; 2e-3 lets
+        # an accuracy move by the 5 of 2,000 predictions rounding could tip, far fewer than a wrong product moves
         np.testing.assert_allclose(histories[INSTALLED[0]][metric], values, rtol=2e-3, atol=1e-3)
 
 
