@@ -39,8 +39,9 @@ def engine(request):
     """The GEMM (one of ``gemms_here``) the test's programs compute their matrix products with; XLA's again after.
 
     JAX's trace caches are cleared at both switches to a BLAS and back: a jitted function keeps the GEMM it was
-    first traced with, so one traced in another test would otherwise run that test's GEMM here. Plain SGD takes its step inside the
-    GEMM on a BLAS (``train.loop.seeds_epoch``): a test training with it passes ``sgd_rate(engine, rate)``.
+    first traced with, so one traced in another test would otherwise run that test's GEMM here. Plain SGD takes
+    its step inside the GEMM on a BLAS (``train.loop.seeds_epoch``): a test training with it passes
+    ``sgd_rate(engine, rate)``.
     """
     import jax
     from normlab.engine import gemm
