@@ -40,7 +40,7 @@ def finished(tmp_path_factory, env):
     return out
 
 
-def train(out, epochs=EPOCHS, resume=True) -> list[str]:
+def train(out, epochs=EPOCHS, resume=False) -> list[str]:
     return [*TRAIN, "--epochs", str(epochs), "--out", str(out), *(["--resume"] if resume else [])]
 
 
@@ -90,7 +90,7 @@ def test_sigkill_at_every_kind_of_moment_then_resume_is_bitwise_identical(tmp_pa
     folder = out / "checkpoints" / "bn-after"
     for how, where, epochs, on_disk in ROUNDS:
         if how == "pause":
-            killed(start_paused(train(out, epochs), tmp_path, where))
+            killed(start_paused(train(out, epochs, resume=True), tmp_path, where))
         elif how == "write":
             proc = start(out, env, epochs, resume=True, NORMLAB_FAULT_WRITE_DELAY_S=str(HELD_WRITE_S))
             temp = folder / f".epoch-{where:04d}.safetensors.tmp"
@@ -116,21 +116,21 @@ def test_signal_checkpoints_and_says_how_to_resume(tmp_path, env, signum, code):
     """The signal comes while the first checkpoint is being written (held there): the write completes, then the
     run stops and says how to carry on."""
     out = tmp_path / "run"
-    proc = start_paused(train(out, resume=False), tmp_path, "checkpoint-write")
+    proc = start_paused(train(out), tmp_path, "checkpoint-write")
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == code, err
     assert "Resume with: normlab train" in err and "--resume" in err and "Traceback" not in err
     assert checkpoint_epochs(out) == [1] and not list((out / "checkpoints" / "bn-after").glob(".*.tmp"))
-    resumed = subprocess.run([sys.executable, "-m", "normlab.cli", *train(out)], env=env, capture_output=True,
-                             text=True, timeout=300)
+    resumed = subprocess.run([sys.executable, "-m", "normlab.cli", *train(out, resume=True)], env=env,
+                             capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
 
 
 def test_resume_skips_a_damaged_checkpoint_and_refuses_other_options(tmp_path, env, finished):
     out = tmp_path / "run"
     shutil.copytree(finished, out)
-    run = lambda *extra: subprocess.run([sys.executable, "-m", "normlab.cli", *train(out, resume=False), *extra],
+    run = lambda *extra: subprocess.run([sys.executable, "-m", "normlab.cli", *train(out), *extra],
                                         env=env, capture_output=True, text=True, timeout=300)
     newest = out / "checkpoints" / "bn-after" / f"epoch-{EPOCHS:04d}.safetensors"
     newest.write_bytes(newest.read_bytes()[:1000])
