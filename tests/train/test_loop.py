@@ -75,6 +75,7 @@ def test_bn_learns_real_fashion_mnist_subset(real_data):
     config = StudyConfig(epochs=2).train_config()
     accuracy = {p: fit(build_preset(p), subset, [0], config).history["val_accuracy"][0, -1]
                 for p in ("baseline", "bn-after")}
+    # measured 0.761 and 0.632: 55 and 500 validation images past the bars, where rounding elsewhere tips a few
     assert accuracy["bn-after"] > 0.75
     assert accuracy["bn-after"] > accuracy["baseline"] + 0.03
 
