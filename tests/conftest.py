@@ -2,6 +2,7 @@
 and the environment of the `normlab` processes the tests start."""
 
 import contextlib
+import functools
 import os
 import shutil
 import struct
@@ -11,9 +12,53 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-# The engine every test runs (its processes inherit it): XLA's GEMM and flags, not a per-machine tuned choice, so
-# results do not depend on a minute of timing on a busy machine. tests/engine/ tests the tuned and BLAS engines.
+# The engine of the `normlab` processes the tests start (they inherit it): XLA's GEMM and flags, not a tuned choice.
+# Tuning measures a minute of timings, so on a busy machine it picks one engine one day and another the next: the
+# end-to-end tests would then run a different program from one run to the next. The engines users get are tested
+# where they matter, in-process and without tuning: every test that asks for the ``engine`` fixture runs on each
+# GEMM that loads here (the reference comparisons of layers and training steps), and tests/engine/ tests the
+# BLAS GEMMs and tuning themselves.
 os.environ.setdefault("NORMLAB_ENGINE", "gemm=xla,flags=no-library-fusion")
+
+
+@functools.cache
+def gemms_here() -> tuple[str, ...]:
+    """XLA's GEMM and each BLAS GEMM that loads in this process (``engine.gemm.usable``): every GEMM the tuned engine
+    can choose here. Which load depends on what is installed, not on timing."""
+    from normlab.engine import gemm
+    return tuple(gemm.usable())
+
+
+def pytest_generate_tests(metafunc):
+    if "engine" in metafunc.fixturenames:
+        metafunc.parametrize("engine", gemms_here(), indirect=True)
+
+
+@pytest.fixture
+def engine(request):
+    """The GEMM (one of ``gemms_here``) the test's programs compute their matrix products with; XLA's again after.
+
+    JAX's trace caches are cleared at both switches to a BLAS and back: a jitted function keeps the GEMM it was
+    first traced with, so one traced in another test would otherwise run that test's GEMM here. Plain SGD takes
+    its step inside the GEMM on a BLAS (``train.loop.seeds_epoch``): a test training with it passes
+    ``sgd_rate(engine, rate)``.
+    """
+    import jax
+    from normlab.engine import gemm
+    if request.param == "xla":  # every other test's GEMM too: nothing to clear
+        yield request.param
+        return
+    gemm.use(request.param)
+    jax.clear_caches()
+    yield request.param
+    gemm.use("xla")
+    jax.clear_caches()
+
+
+def sgd_rate(engine: str, learning_rate: float) -> float | None:
+    """``make_train_step``'s ``sgd_rate`` as fit's program chooses it for plain SGD (``train.loop.seeds_epoch``):
+    the kernels' steps folded into their weight-gradient GEMMs on a BLAS, after them on XLA's."""
+    return None if engine == "xla" else learning_rate
 
 
 def synthetic_data(n_train=600, n_val=200, n_test=200, seed=0):

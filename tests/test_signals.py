@@ -4,8 +4,9 @@ Each case starts `normlab train` with test points on (``normlab.testpoints``): t
 reaches in a file, and the test sends its signal once the stage shows up there — observable state, no sleeps.
 At the stages marked *pause* the process waits for the signal right there, so it lands exactly at that moment
 (inside the held checkpoint write and report as well); at the others it lands while the stage runs (imports,
-the XLA compilation, the training loop). ``NORMLAB_SIGNAL_REPS`` repetitions per stage: 1 in CI, 10 in
-`make fuzz`, alternating SIGINT and SIGTERM.
+the XLA compilation, the training loop), and the process waits at the report should the signal be late (a busy
+machine may hold the test back longer than the run takes), so it never finishes before its signal.
+``NORMLAB_SIGNAL_REPS`` repetitions per stage: 1 in CI, 10 in `make fuzz`, alternating SIGINT and SIGTERM.
 """
 
 import json
@@ -69,7 +70,7 @@ def test_a_signal_at_any_moment(tmp_path, cli_env, one_epoch_run, stage, signum)
     # "compile" needs a cold cache so the signal lands inside XLA's compilation, not after a 1 s cache load
     env = {**cli_env, "NORMLAB_TEST_STAGES": str(stages), "PYTHONUNBUFFERED": "1",
            **({"XDG_CACHE_HOME": str(cache_home(tmp_path / "cold"))} if stage == "compile" else {}),
-           **({"NORMLAB_TEST_PAUSE_AT": stage} if pause else {})}
+           "NORMLAB_TEST_PAUSE_AT": stage if pause else "report"}
     argv = [*TRAIN, "--epochs", "2", "--out", str(out), *(["--resume"] if resumes else [])]
     proc = subprocess.Popen([sys.executable, "-m", "normlab.cli", *argv], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)

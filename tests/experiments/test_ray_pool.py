@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from agreement import assert_counts_agree
+
 pytest.importorskip("ray")
 
 STUDY = """name = "ray-check"
@@ -52,8 +54,11 @@ def test_a_sweep_on_ray_writes_what_the_local_engine_writes(tmp_path, cli_env):
         assert [(r["preset"], r["seed"], r["setting"]) for r in got] == [(r["preset"], r["seed"], r["setting"])
                                                                           for r in want]
         for mine, theirs in zip(got, want):  # processes with other core counts: equal to float32 rounding
-            for metric, values in theirs["history"].items():
-                np.testing.assert_allclose(mine["history"][metric], values, rtol=1e-4, atol=1e-5)
+            for metric in ("loss", "val_loss"):
+                np.testing.assert_allclose(mine["history"][metric], theirs["history"][metric], rtol=1e-4, atol=1e-5)
+            for metric, n in (("accuracy", 320), ("val_accuracy", 5000)):  # counts rounding may tip (agreement)
+                for a, b in zip(mine["history"][metric], theirs["history"][metric], strict=True):
+                    assert_counts_agree(a, b, n)
     assert (tmp_path / "ray" / "report.html").is_file()
 
 

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ import pytest
 
 from normlab.errors import ConfigError
 from normlab.experiments import study as studies
+from normlab.experiments import sweep
 from normlab.experiments.config import StudyConfig
 from normlab.experiments.sweep import trials
 
@@ -268,32 +270,51 @@ def test_unreadable_study_files_are_one_clear_line(tmp_path, make, fragment):
 
 
 @pytest.mark.full_data
-def test_killed_sweep_reruns_only_the_missing_trials(tmp_path, real_data):
+def test_killed_sweep_reruns_only_the_missing_trials(tmp_path, cli_env):
+    """Killed once its first two trials are done, with the last two held where they start (so none of them can
+    finish first, however fast the machine): the rerun runs exactly those two, and leaves the done ones alone.
+
+    The hold: those two trials find a damaged checkpoint to skip, and reading it is a stage the sweep's processes
+    wait at (``NORMLAB_TEST_PAUSE_AT``). The checkpoints go into a run folder made by a first start, killed while
+    held at loading the data.
+    """
     study = tmp_path / "sweep.toml"
     study.write_text('name = "resume"\n[config]\npresets = ["bn-after"]\nseeds = 1\nepochs = 1\nsubset = 300\n'
                      '[sweep]\nlearning_rate = [0.001, 0.01, 0.1, 1.0]\n')
+    ids = [tid for tid, _ in trials(studies.load(study))]
     out = tmp_path / "out"
-    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
     command = [sys.executable, "-m", "normlab.cli", "run", str(study), "--out", str(out)]
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    done = lambda: [d.name for d in sorted((out / "trials").glob("*/")) if
-                    (d / "manifest.json").exists() and json.loads((d / "manifest.json").read_text())["status"] == "done"]
-    deadline = time.monotonic() + 240
-    while len(done()) < 2 and proc.poll() is None:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    proc.kill()
-    proc.wait()
-    finished = done()
-    assert 2 <= len(finished) < 4, finished
-    before = {name: (out / "trials" / name / "results.json").read_bytes() for name in finished}
-    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    kill_held(command, cli_env, tmp_path / "stages-data", "data", lambda stages: "data" in stages)
+    for tid in ids[2:]:
+        damaged = out / "trials" / tid / "checkpoints" / "bn-after" / "epoch-0001.safetensors"
+        damaged.parent.mkdir(parents=True)
+        damaged.write_bytes(b"not a checkpoint")
+    done = lambda: [tid for tid in ids if sweep.status(out / "trials" / tid) == "done"]
+    kill_held(command, cli_env, tmp_path / "stages-read", "checkpoint-read", lambda stages: done() == ids[:2])
+    assert done() == ids[:2]
+    before = {tid: (out / "trials" / tid / "results.json").read_bytes() for tid in ids[:2]}
+    rerun = subprocess.run(command, env=cli_env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
-    assert f"4 trial(s), {len(finished)} already done, {4 - len(finished)} to run" in " ".join(rerun.stdout.split())
-    assert len(done()) == 4
-    for name, blob in before.items():  # finished trials were not run again
-        assert (out / "trials" / name / "results.json").read_bytes() == blob
+    assert "4 trial(s), 2 already done, 2 to run" in " ".join(rerun.stdout.split())
+    assert rerun.stdout.count("skipping damaged checkpoint") == 2
+    assert done() == ids
+    for tid, blob in before.items():  # finished trials were not run again
+        assert (out / "trials" / tid / "results.json").read_bytes() == blob
     assert (out / "report.html").stat().st_size > 10_000
+
+
+def kill_held(command, env, stages, stage, ready) -> None:
+    """Start ``command`` with its processes held at ``stage``; once ``ready(the stage log's text)``, SIGKILL the
+    process and its workers together."""
+    proc = subprocess.Popen(command, env={**env, "NORMLAB_TEST_STAGES": str(stages), "NORMLAB_TEST_PAUSE_AT": stage},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not ready(stages.read_text() if stages.exists() else ""):
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
 
 
 def test_a_swept_list_of_presets_is_recorded_as_one_text():

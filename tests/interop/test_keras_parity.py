@@ -6,13 +6,16 @@ only in 5-seed statistics.
 In float64 they agree within 1e-4 after 1, 10 and 200 steps (in fact within a few 1e-6). In float32, the dtype
 both train in, they agree to rounding until a ReLU whose input is within rounding of 0 switches in one framework
 and not in the other (bn-after: at step 17 for this seed), after which the two runs are equally right and drift
-apart by up to ~5e-4; so float32 is held to 1e-4 at steps 1 and 10.
+apart by up to ~5e-4; so float32 is held to 1e-4 at steps 1 and 10. float32 runs on every GEMM that loads here
+(``engine``), with SGD's step in the BLAS GEMM as fit takes it there; the BLAS GEMMs are float32 only.
 """
 
 import jax
 import numpy as np
 import pytest
 
+from conftest import sgd_rate
+from normlab.engine import gemm
 from normlab.interop.mirror import keras_model
 from normlab.errors import ConfigError
 from normlab.interop.keras_io import load_keras
@@ -49,7 +52,9 @@ def dtype(request):
 
 @pytest.mark.parametrize("dtype, name", [("float64", "baseline"), ("float64", "bn-after"), ("float64", "bn-before"),
                                          ("float32", "bn-after")], indirect=["dtype"])
-def test_sgd_steps_match_keras_weight_for_weight(name, dtype, real_data):
+def test_sgd_steps_match_keras_weight_for_weight(name, dtype, real_data, engine):
+    if dtype == "float64" and engine != "xla":
+        pytest.skip("a BLAS GEMM computes float32 only: float64 products are XLA's")
     model = preset(name)
     params, state = jax.tree.map(lambda a: a.astype(dtype), init(model, jax.random.key(7)))
     start = ordered(Weights(model, params, state))
@@ -58,8 +63,10 @@ def test_sgd_steps_match_keras_weight_for_weight(name, dtype, real_data):
     mirror.compile(optimizer=keras.optimizers.SGD(learning_rate=LEARNING_RATE), loss="sparse_categorical_crossentropy")
     images, labels = real_data.x_train, real_data.y_train.astype(np.int32)
     optimizer = make_optimizer(TrainConfig(LEARNING_RATE, BATCH, 1, "sgd", 0.0))
-    step = jax.jit(make_train_step(model, optimizer))  # what fit's epoch scans, batch after batch in order
+    step = jax.jit(make_train_step(model, optimizer, sgd_rate(engine, LEARNING_RATE)))  # what fit's epoch scans
     ts = TrainState(params, state, optimizer.init(params), None)
+    folded = gemm.STEP_TARGET in step.lower(ts, images[:BATCH], labels[:BATCH], np.ones(BATCH, np.float32)).as_text()
+    assert folded == (engine != "xla")  # on a BLAS the kernels step inside their GEMMs, as in fit
     done = 0
     for steps in STEPS[dtype]:
         rows = slice(done * BATCH, steps * BATCH)  # Keras carries on where it stopped: plain SGD keeps no state

@@ -1,7 +1,8 @@
 """Run in a process of its own with 4 CPU devices (``test_parallel``): data-parallel training against one device.
 
 Prints one JSON object: for each check, the largest absolute difference between the sharded computation and its
-single-device reference (loss, every gradient, every moving statistic; weights after an epoch).
+single-device reference (loss, every gradient, every moving statistic; weights after an epoch, and its accuracy
+in images).
 """
 
 import json
@@ -36,6 +37,12 @@ def layers(bn: dict) -> list[dict]:
 
 def difference(a, b) -> float:
     return max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def metric_differences(metrics, want, n=300) -> dict:
+    """The epoch's loss difference, and its accuracy's as a count of the n training predictions."""
+    return {"loss": difference(metrics["loss"], want["loss"]),
+            "accuracy_images": round(difference(metrics["accuracy"], want["accuracy"]) * n)}
 
 
 def one_step(model, params, state, x, labels, mask, axis_name=None):
@@ -88,11 +95,11 @@ def main() -> None:
     got, metrics = seeds_epoch(model, train, 300, parallel=parallel)(*replicated(arguments, parallel.mesh()))
     out["epoch"] = {"weights": difference(got.params, want.params), "moving": difference(got.model_state,
                                                                                          want.model_state),
-                    "loss": difference(metrics, want_metrics)}
+                    **metric_differences(metrics, want_metrics)}
     for name in gemm.usable(("mkl", "openblas")):  # the BLAS GEMM's custom calls inside shard_map
         got, metrics = seeds_epoch(model, train, 300, parallel=parallel)(*replicated(arguments, parallel.mesh()))
-        out[f"epoch-{name}"] = {"weights": difference(got.params, want.params), "loss": difference(metrics,
-                                                                                                   want_metrics)}
+        out[f"epoch-{name}"] = {"weights": difference(got.params, want.params),
+                                **metric_differences(metrics, want_metrics)}
     print(json.dumps(out))
 
 

@@ -7,6 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from agreement import assert_counts_agree
+from conftest import sgd_rate
 from normlab.nn.models import preset as build_preset
 from normlab.experiments.config import StudyConfig
 from normlab.train.loop import fit, make_epoch, make_optimizer, shuffled_batches
@@ -15,17 +17,19 @@ from normlab.train.step import make_train_step
 
 
 @pytest.mark.parametrize("preset", ["bn-after", "bn-before"])
-def test_compiled_epoch_equals_plain_python_loop(small_data, preset):
+def test_compiled_epoch_equals_plain_python_loop(small_data, preset, engine):
     """88 examples at batch 32 = 3 steps, the last of 24. The plain loop feeds a *real* 24-row batch (no padding,
-    no mask): equal params prove that padding + masking changes nothing."""
+    no mask): equal params prove that padding + masking changes nothing, on every GEMM, SGD's step taken where
+    fit takes it there."""
     n, batch = 88, 32
-    model, optimizer = build_preset(preset), make_optimizer(StudyConfig().train_config())
+    config = StudyConfig().train_config()
+    model, optimizer, rate = build_preset(preset), make_optimizer(config), sgd_rate(engine, config.learning_rate)
     images, labels = small_data.x_train[:n], small_data.y_train[:n].astype(np.int32)
     ts0 = create(model, optimizer, 3)
 
-    compiled, _ = jax.jit(make_epoch(model, optimizer, n, batch))(ts0, images, labels, jnp.int32(1))
+    compiled, _ = jax.jit(make_epoch(model, optimizer, n, batch, sgd_rate=rate))(ts0, images, labels, jnp.int32(1))
 
-    step = jax.jit(make_train_step(model, optimizer))
+    step = jax.jit(make_train_step(model, optimizer, rate))
     order = np.asarray(jax.random.permutation(jax.random.fold_in(ts0.rng, 1), n))
     ts = ts0
     for start in range(0, n, batch):
@@ -38,10 +42,14 @@ def test_compiled_epoch_equals_plain_python_loop(small_data, preset):
 def test_vmapped_seeds_equal_single_seed_runs(small_data):
     config = StudyConfig(epochs=2).train_config()
     together = fit(build_preset("bn-after"), small_data, [0, 1], config)
+    sizes = {"accuracy": len(small_data.y_train), "val_accuracy": len(small_data.y_val)}
     for i, seed in enumerate([0, 1]):
         alone = fit(build_preset("bn-after"), small_data, [seed], config)
-        for key in together.history:
+        for key in ("loss", "val_loss"):
             np.testing.assert_allclose(together.history[key][i], alone.history[key][0], rtol=1e-4, atol=1e-4)
+        for key, n in sizes.items():  # counts of predictions rounding may tip (``agreement``)
+            for mine, theirs in zip(together.history[key][i], alone.history[key][0], strict=True):
+                assert_counts_agree(float(mine), float(theirs), n)
         for a, b in zip(jax.tree.leaves(together.final_state.params), jax.tree.leaves(alone.final_state.params)):
             np.testing.assert_allclose(a[i], b[0], rtol=1e-4, atol=1e-5)
 
@@ -67,6 +75,7 @@ def test_bn_learns_real_fashion_mnist_subset(real_data):
     config = StudyConfig(epochs=2).train_config()
     accuracy = {p: fit(build_preset(p), subset, [0], config).history["val_accuracy"][0, -1]
                 for p in ("baseline", "bn-after")}
+    # measured 0.761 and 0.632: 55 and 500 validation images past the bars, where rounding elsewhere tips a few
     assert accuracy["bn-after"] > 0.75
     assert accuracy["bn-after"] > accuracy["baseline"] + 0.03
 

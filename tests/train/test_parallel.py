@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from agreement import TRAINING_FLIPS, assert_counts_agree
 from clitools import free_port
 
 CHECK = Path(__file__).with_name("data_parallel_check.py")
@@ -33,7 +34,9 @@ def test_one_step_matches_one_device(differences, check):
 
 
 def test_an_epoch_of_fit_matches_one_device(differences):
-    assert differences["epoch"] == pytest.approx({"weights": 0, "moving": 0, "loss": 0}, abs=TOLERANCE)
+    epoch = dict(differences["epoch"])
+    assert epoch.pop("accuracy_images") <= TRAINING_FLIPS  # predictions rounding may tip (``agreement``)
+    assert epoch == pytest.approx({"weights": 0, "moving": 0, "loss": 0}, abs=TOLERANCE)
 
 
 def test_an_epoch_through_a_blas_gemm_matches_one_device_on_xlas(differences):
@@ -41,7 +44,8 @@ def test_an_epoch_through_a_blas_gemm_matches_one_device_on_xlas(differences):
     blas = {name: got for name, got in differences.items() if name.startswith("epoch-")}
     if not blas:
         pytest.skip("no BLAS GEMM extension here")
-    for got in blas.values():
+    for got in map(dict, blas.values()):
+        assert got.pop("accuracy_images") <= TRAINING_FLIPS
         assert got == pytest.approx({"weights": 0, "loss": 0}, abs=2e-5)
 
 
@@ -64,9 +68,12 @@ def test_two_processes_train_like_one(tmp_path, cli_env):
         results = json.loads((tmp_path / f"process-{index}" / "results.json").read_text())
         assert results["config"]["devices"] == 2 and results["config"]["bn_sync"] is True
         run = results["runs"][0]
-        for metric, values in want["history"].items():
-            np.testing.assert_allclose(run["history"][metric], values, rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(run["test"]["accuracy"], want["test"]["accuracy"], atol=1e-6)
+        for metric in ("loss", "val_loss"):
+            np.testing.assert_allclose(run["history"][metric], want["history"][metric], rtol=1e-5, atol=1e-6)
+        for metric, n in (("accuracy", 640), ("val_accuracy", 5000)):  # counts of predictions rounding may tip
+            for mine, theirs in zip(run["history"][metric], want["history"][metric], strict=True):
+                assert_counts_agree(mine, theirs, n)
+        assert_counts_agree(run["test"]["accuracy"], want["test"]["accuracy"], 10_000)
 
 
 @pytest.mark.full_data

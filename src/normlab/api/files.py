@@ -59,9 +59,10 @@ def export(run_dir, *, preset: str | None = None, seed: int | None = None, forma
 def evaluate(target, *, preset: str | None = None, seed: int | None = None, data_dir=None,
              verify: bool = True) -> list[dict]:
     """Test loss and accuracy on the 10,000 test images of a ``.keras`` or ``.safetensors`` model file, or of a
-    run folder's models (each beside what its results.json recorded).
+    run folder's models (each beside what its results.json recorded: the same to a few images, since an image whose
+    two top classes tie to float32 rounding may go either way in another program or on another CPU).
 
-    >>> [round(score["accuracy"], 4) == round(score["recorded"], 4) for score in normlab.evaluate("runs/doc-train")]
+    >>> [abs(score["accuracy"] - score["recorded"]) < 0.001 for score in normlab.evaluate("runs/doc-train")]
     [True]
     """
     from normlab.api.running import data
