@@ -59,6 +59,14 @@ def dies(job: dict, arrays: dict, send) -> dict:
     os._exit(3)
 
 
+def exhausted(job: dict, arrays: dict, send) -> dict:
+    """Runs out of memory: XLA's RESOURCE_EXHAUSTED (4 TiB asked for), or Python's MemoryError."""
+    if job["how"] == "xla":
+        import jax.numpy as jnp
+        jnp.zeros(1 << 40, jnp.float32).block_until_ready()
+    raise MemoryError()
+
+
 # Runs ``workers.run`` in a child, so a pool that hangs fails the test (its timeout) instead of blocking it; prints
 # the messages, or the pool's one-line error.
 POOL = ("import json, sys\nimport numpy as np\nfrom normlab.errors import NormlabError\n"
@@ -165,6 +173,16 @@ def test_a_malformed_message_stops_the_pool_in_one_line(targets, tmp_path, line)
 def test_a_worker_that_dies_is_named_with_what_ended_it(targets, tmp_path, how, says):
     error = pool_in_child("test_workers:dies", [{"how": how}, {"how": how}], tmp_path / "logs")["error"]
     assert says in error and str(tmp_path / "logs" / "worker-") in error, error
+
+
+@two_cores
+@pytest.mark.parametrize("how,says", [("xla", "RESOURCE_EXHAUSTED"), ("python", "a memory allocation failed")])
+def test_a_worker_out_of_memory_is_its_jobs_one_line_error(targets, tmp_path, how, says):
+    messages = pool_in_child("test_workers:exhausted", [{"how": how}, {"how": how}], tmp_path / "logs")
+    for n in ("0", "1"):
+        [last] = messages[n]
+        assert last["error"].startswith("out of memory (") and says in last["error"], last
+        assert "a smaller batch size" in last["error"] and "\n" not in last["error"]
 
 
 @two_cores

@@ -6,6 +6,7 @@ Each checks everything it is given before any work (errors are one-line ``Normla
 called: the command line to type again, or the call with ``resume=True``.
 """
 
+import dataclasses
 import shlex
 import time
 from pathlib import Path
@@ -85,6 +86,12 @@ def _check_init_from(settings) -> None:
             initial(settings.init_from, settings.model(preset))
 
 
+def _check_memory(settings) -> None:
+    """Whether the study's jobs fit in memory, as its worker pool runs them: refused before its folder is made."""
+    from normlab.experiments.reproduce import check_memory
+    check_memory([settings], settings.worker_count)
+
+
 def _tee(*hooks):
     """One ``on_epoch`` hook that passes each ``EpochEvent`` to every one of ``hooks`` (a printer, TensorBoard)."""
     def on_epoch(event) -> None:
@@ -154,6 +161,7 @@ def train(preset: str, *, seed: int | None = None, out=None, resume: bool = Fals
     settings = _settings(config, study, {**options, "first_seed": seed} if seed is not None else options,
                          presets=[preset], seeds=1)
     _check_init_from(settings)
+    _check_memory(settings)
     out_given = out is not None
     out = path_of(out, "out") if out_given else Path(f"runs/train-{preset}-seed{settings.first_seed}-{_stamp()}")
     shown = Display(progress)
@@ -208,6 +216,7 @@ def reproduce(presets=None, *, seeds: int | None = None, out=None, resume: bool 
     settings = _settings(config, study, {**options, "seeds": seeds} if seeds is not None else options,
                          presets=presets)
     _check_init_from(settings)
+    _check_memory(settings)
     out_given = out is not None
     out = path_of(out, "out") if out_given else Path(f"runs/reproduce-{_stamp()}")
     shown = Display(progress)
@@ -284,6 +293,7 @@ def run(study, *, out=None, workers: int | None = None, data_dir=None, verify: b
     sweep.ask_for_devices(loaded)
     pool = loaded.base if workers is None else studies.make_config(loaded.base, {"workers": workers},
                                                                    option_name("workers"))
+    sweep.check_trials_fit(loaded, pool.worker_count)
     out = path_of(out, "out") if out is not None else Path(f"runs/{loaded.name}")
     shown = Display(progress)
     with rundir.claim(out):
@@ -380,6 +390,7 @@ def diagnose(presets=None, *, seeds: int | None = None, every: int | None = None
         raise ConfigError(f"diagnose measures training on one device: remove devices = {settings.devices}")
     for preset in diagnosis.presets:
         check_unit(settings.model(preset), diagnosis.unit)
+    _check_memory(dataclasses.replace(settings, seeds_per_program=settings.seeds, workers=1))  # as run_diagnosis
     out_given = out is not None
     out = path_of(out, "out") if out_given else Path(f"runs/diagnose-{_stamp()}")
     shown = Display(progress)

@@ -37,6 +37,7 @@ import numpy as np
 from normlab import signals
 from normlab.errors import NormlabError, shown
 from normlab.files import one_line
+from normlab.memory import out_of_memory
 
 GRACE_S = 2.0     # after an interrupt, how long workers get to stop on their own before it is passed on
 SHUTDOWN_S = 120  # ... and to write their checkpoint and exit
@@ -126,11 +127,16 @@ def load(target: str) -> Target:
 
 
 def call(function: Target, job: dict, arrays: dict, send: Callable[[dict], None]) -> dict:
-    """A job's last message: its result, or the user error that stopped it (the next job may well succeed)."""
+    """A job's last message: its result, or the user error that stopped it (the next job may well succeed), running
+    out of memory included (``memory.out_of_memory``)."""
     try:
         return {"done": function(job, arrays, send)}
     except NormlabError as error:
         return {"error": str(error)}
+    except (MemoryError, RuntimeError) as error:  # XLA's RESOURCE_EXHAUSTED is a RuntimeError
+        if (short := out_of_memory(error)) is None:
+            raise
+        return {"error": str(short)}
 
 
 def _well_formed(message, jobs: int) -> bool:
