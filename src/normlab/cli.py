@@ -366,6 +366,7 @@ def _shared_settings(args) -> dict:
 
 def _exit_code(error: BaseException, args) -> int:
     """What the command's end means: an interrupt (whatever exception it became), a user error, or our bug."""
+    from normlab.memory import out_of_memory
     if (stop := signals.interruption(error)) is not None:
         signals.clear()
         _error(f"interrupted by {stop}; {signals.note()}", prefix="normlab: ")
@@ -376,8 +377,8 @@ def _exit_code(error: BaseException, args) -> int:
         _error(str(error))
     elif isinstance(error, OSError):  # disk full, read-only or vanished output folder: the environment, not a bug
         _error(f"{display(error.filename) if error.filename else 'output'}: {error.strerror or error}")
-    elif isinstance(error, MemoryError):
-        _error("out of memory; ask for fewer seeds, a smaller batch or a --subset")
+    elif (short := out_of_memory(error)) is not None:  # a MemoryError, or XLA's RESOURCE_EXHAUSTED
+        _error(str(short))
     else:
         raise error
     return EXIT_USER_ERROR

@@ -1,6 +1,7 @@
 """`normlab tune`: every candidate measured for each core count, the winner kept per machine and used."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -53,6 +54,22 @@ def test_tune_measures_every_candidate_and_runs_the_winner(untuned, tmp_path):
     overridden = {**untuned, "NORMLAB_ENGINE": "gemm=xla,flags=library-dots"}
     assert "in use here: gemm=xla,flags=library-dots (NORMLAB_ENGINE)" in normlab("tune", "--show",
                                                                                    env=overridden).stdout
+
+
+def test_what_native_code_prints_in_a_measuring_child_is_no_result(untuned, tmp_path):
+    """XLA dumps every program's HLO to fd 1 (``--xla_dump_to=-``), and a library may print last, at exit (here a
+    ``sitecustomize`` in every process): the children's measurements still arrive."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text('import atexit, os\natexit.register(os.write, 1, b"native noise\\n")\n')
+    noisy = {**untuned, "PYTHONPATH": os.pathsep.join([str(site), untuned.get("PYTHONPATH", "")]),
+             "XLA_FLAGS": "--xla_dump_to=-"}
+    done = subprocess.run([sys.executable, "-m", "normlab.cli", "tune", "--steps", "2", "--rounds", "1", "--cores",
+                           "1"], env=noisy, cwd=tmp_path, capture_output=True, text=True)  # XLA also writes into ./-/
+    assert done.returncode == 0 and done.stdout.endswith("native noise\n"), done.stderr  # in every process
+    entry = json.loads((tmp_path / "cache" / "normlab" / "engine" / "tuned.json").read_text())[tune.machine_key(1)]
+    assert set(entry["step_ms"]) >= {f"{flags}/xla" for flags in runtime.FLAG_SETS}
+    assert all(0 < ms < 1e4 for ms in entry["step_ms"].values())
 
 
 # This machine's entry, damaged: what `normlab tune --show` and every command's engine read of it.

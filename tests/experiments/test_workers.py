@@ -37,6 +37,53 @@ def where(job: dict, arrays: dict, send) -> dict:
     return {"cache": jax.config.jax_compilation_cache_dir, "total": int(arrays["x"].sum())}
 
 
+def noisy(job: dict, arrays: dict, send) -> dict:
+    """Writes to fd 1 as native code does (XLA's --xla_dump_to=-, MKL_VERBOSE), around a message."""
+    os.write(1, b"HloModule garbage\n{not json")
+    send({"started": job["n"]})
+    os.write(1, b"\n[0, {\"done\": 1}]\n")
+    return {"total": int(arrays["x"].sum())}
+
+
+def forges(job: dict, arrays: dict, send) -> dict:
+    """Writes ``job["line"]`` into the protocol itself: its pipe's fd is the worker's first argument."""
+    os.write(int(sys.argv[1]), job["line"].encode())
+    return {}
+
+
+def dies(job: dict, arrays: dict, send) -> dict:
+    """Ends its worker as ``job["how"]`` says: killed as the OOM killer kills, or exiting after a last word."""
+    if job["how"] == "sigkill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    print("the last word", file=sys.stderr, flush=True)
+    os._exit(3)
+
+
+def exhausted(job: dict, arrays: dict, send) -> dict:
+    """Runs out of memory: XLA's RESOURCE_EXHAUSTED (4 TiB asked for), or Python's MemoryError."""
+    if job["how"] == "xla":
+        import jax.numpy as jnp
+        jnp.zeros(1 << 40, jnp.float32).block_until_ready()
+    raise MemoryError()
+
+
+# Runs ``workers.run`` in a child, so a pool that hangs fails the test (its timeout) instead of blocking it; prints
+# the messages, or the pool's one-line error.
+POOL = ("import json, sys\nimport numpy as np\nfrom normlab.errors import NormlabError\n"
+        "from normlab.experiments import workers\nmessages = {}\ntry:\n"
+        "    workers.run(sys.argv[1], json.loads(sys.argv[2]), {'x': np.arange(10)}, 2,\n"
+        "                lambda index, message: messages.setdefault(index, []).append(message), sys.argv[3])\n"
+        "except NormlabError as error:\n    print(json.dumps({'error': str(error)}))\n"
+        "else:\n    print(json.dumps(messages))\n")
+
+
+def pool_in_child(target: str, jobs: list[dict], logs: Path) -> dict:
+    run = subprocess.run([sys.executable, "-c", POOL, target, json.dumps(jobs), str(logs)], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0 and len(run.stdout.splitlines()) == 1, run.stderr
+    return json.loads(run.stdout)
+
+
 def pool(jobs: list[dict], tmp_path) -> dict[int, list[dict]]:
     messages: dict[int, list[dict]] = {}
     workers.run("test_workers:where", jobs, {"x": np.arange(10)}, 8,
@@ -102,6 +149,57 @@ def test_jobs_go_to_workers_pinned_to_disjoint_shares_with_their_own_compile_cac
         assert messages[n][1]["done"]["cache"].endswith(f"cores-{len(started[n]['cores'])}")
         assert messages[n][1]["done"]["total"] == 45
     assert not children(os.getpid())
+
+
+@two_cores
+def test_what_a_worker_writes_to_its_stdout_never_reaches_the_protocol(targets, tmp_path):
+    messages = pool_in_child("test_workers:noisy", [{"n": 0}, {"n": 1}], tmp_path / "logs")
+    assert messages == {str(n): [{"started": n}, {"done": {"total": 45}}] for n in (0, 1)}
+    assert all("HloModule garbage" in (tmp_path / "logs" / f"worker-{i}.log").read_text() for i in (0, 1))
+
+
+@two_cores
+@pytest.mark.parametrize("line", ["{not json\n", "[0, {\"done\": 1}, 2]\n", "[7, {\"done\": 1}]\n", "\"text\"\n"])
+def test_a_malformed_message_stops_the_pool_in_one_line(targets, tmp_path, line):
+    error = pool_in_child("test_workers:forges", [{"line": line}, {"line": line}], tmp_path / "logs")["error"]
+    assert "not a message of the pool" in error and str(tmp_path / "logs" / "worker-") in error, error
+    assert "\n" not in error
+
+
+@two_cores
+@pytest.mark.parametrize("how,says", [("sigkill", "killed by SIGKILL, most likely by the kernel's out-of-memory "
+                                                   "killer: ask for fewer workers"),
+                                      ("exit", "stopped unexpectedly (exit 3: the last word)")])
+def test_a_worker_that_dies_is_named_with_what_ended_it(targets, tmp_path, how, says):
+    error = pool_in_child("test_workers:dies", [{"how": how}, {"how": how}], tmp_path / "logs")["error"]
+    assert says in error and str(tmp_path / "logs" / "worker-") in error, error
+
+
+@two_cores
+@pytest.mark.parametrize("how,says", [("xla", "RESOURCE_EXHAUSTED"), ("python", "a memory allocation failed")])
+def test_a_worker_out_of_memory_is_its_jobs_one_line_error(targets, tmp_path, how, says):
+    messages = pool_in_child("test_workers:exhausted", [{"how": how}, {"how": how}], tmp_path / "logs")
+    for n in ("0", "1"):
+        [last] = messages[n]
+        assert last["error"].startswith("out of memory (") and says in last["error"], last
+        assert "a smaller batch size" in last["error"] and "\n" not in last["error"]
+
+
+@two_cores
+@pytest.mark.full_data
+def test_a_study_runs_while_xla_dumps_its_programs_to_stdout(tmp_path, env):
+    """``--xla_dump_to=-``: XLA writes every compiled program's HLO to fd 1, in the workers too."""
+    study = tmp_path / "two.toml"
+    study.write_text('[config]\npresets = ["bn-after"]\nseeds = 2\nepochs = 1\nsubset = 500\n')
+    out = tmp_path / "sweep"
+    run = subprocess.run([sys.executable, "-m", "normlab.cli", "run", str(study), "--out", str(out), "--workers", "2"],
+                         env={**env, "XLA_FLAGS": "--xla_dump_to=-"}, cwd=tmp_path, capture_output=True, text=True,
+                         timeout=300)  # XLA also writes into ./-/
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert all("HloModule" in log.read_text() for log in (out / "logs").glob("worker-*.log"))
+    assert len(list((out / "logs").glob("worker-*.log"))) == 2
+    [manifest] = out.glob("trials/*/manifest.json")
+    assert json.loads(manifest.read_text())["status"] == "done"
 
 
 def children(pid: int) -> list[int]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from normlab import signals
 from normlab.errors import ConfigError, NormlabError, shown
 from normlab.files import display
+from normlab.memory import out_of_memory
 
 # While the CLI runs a command: its arguments, and how it names each setting (its flags); None for Python.
 COMMAND: contextvars.ContextVar[tuple[list[str], dict] | None] = contextvars.ContextVar("command", default=None)
@@ -113,6 +114,8 @@ def public(function):
             raise error.with_traceback(None) from None
         except BaseException as error:
             if (stop := signals.interruption(error)) is None:
+                if (short := out_of_memory(error)) is not None:  # a MemoryError, or XLA's RESOURCE_EXHAUSTED
+                    raise short.with_traceback(None) from None
                 raise
             signals.clear()
             raise KeyboardInterrupt(f"interrupted by {stop}; {signals.note()}") from None

@@ -6,6 +6,7 @@ Each checks everything it is given before any work (errors are one-line ``Normla
 called: the command line to type again, or the call with ``resume=True``.
 """
 
+import dataclasses
 import shlex
 import time
 from pathlib import Path
@@ -36,7 +37,6 @@ def study_config(study=None, options: dict | None = None, **fixed):
     """The settings of ``study`` (a built-in name, a .toml path, a loaded ``Study`` or a ready ``StudyConfig``;
     the seed study by default) with ``options`` on top, each error naming its option; then ``fixed``, what the
     command decides (one preset, one seed). None leaves a setting as it is."""
-    import dataclasses
     from normlab.experiments.config import StudyConfig
     from normlab.experiments.study import Study, builtin, load, make_config
     if isinstance(study, StudyConfig):
@@ -91,6 +91,12 @@ def _not_given(options: dict, fixed: dict[str, str]) -> None:
     for name, why in fixed.items():
         if options.get(name) is not None:
             raise ConfigError(f"{option_name(name)} cannot be given here: {why}")
+
+
+def _check_memory(settings) -> None:
+    """Whether the study's jobs fit in memory, as its worker pool runs them: refused before its folder is made."""
+    from normlab.experiments.reproduce import check_memory
+    check_memory([settings], settings.worker_count)
 
 
 def _tee(*hooks):
@@ -166,6 +172,7 @@ def train(preset: str, *, seed: int | None = None, out=None, resume: bool = Fals
                          presets=[preset], seeds=1)
     _check_init_from(settings, resume)
     data_dir = path_of(data_dir, "data_dir")
+    _check_memory(settings)
     out_given = out is not None
     out = path_of(out, "out") if out_given else Path(f"runs/train-{preset}-seed{settings.first_seed}-{_stamp()}")
     shown = Display(progress)
@@ -221,6 +228,7 @@ def reproduce(presets=None, *, seeds: int | None = None, out=None, resume: bool 
                          presets=presets)
     _check_init_from(settings, resume)
     data_dir = path_of(data_dir, "data_dir")
+    _check_memory(settings)
     out_given = out is not None
     out = path_of(out, "out") if out_given else Path(f"runs/reproduce-{_stamp()}")
     shown = Display(progress)
@@ -297,6 +305,7 @@ def run(study, *, out=None, workers: int | None = None, data_dir=None, verify: b
     sweep.ask_for_devices(loaded)
     pool = loaded.base if workers is None else studies.make_config(loaded.base, {"workers": workers},
                                                                    option_name("workers"))
+    sweep.check_trials_fit(loaded, pool.worker_count)
     out = path_of(out, "out") if out is not None else Path(f"runs/{loaded.name}")
     data_dir = path_of(data_dir, "data_dir")
     shown = Display(progress)
@@ -395,6 +404,7 @@ def diagnose(presets=None, *, seeds: int | None = None, every: int | None = None
     for preset in diagnosis.presets:
         check_unit(settings.model(preset), diagnosis.unit)
     data_dir = path_of(data_dir, "data_dir")
+    _check_memory(dataclasses.replace(settings, seeds_per_program=settings.seeds, workers=1))  # as run_diagnosis
     out_given = out is not None
     out = path_of(out, "out") if out_given else Path(f"runs/diagnose-{_stamp()}")
     shown = Display(progress)

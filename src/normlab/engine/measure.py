@@ -7,6 +7,7 @@ import os
 import time
 
 from normlab.engine.settings import GEMMS
+from normlab.files import write_text
 
 
 def epoch_program(model, steps: int):
@@ -48,7 +49,8 @@ def measure(gemms, steps: int, rounds: int, preset: str) -> dict[str, float]:
 
 
 def main(argv=None) -> None:
-    """A measuring child: pinned to its first ``--cores`` cores, XLA flags ``--flags``, JSON on the last line."""
+    """A measuring child: pinned to its first ``--cores`` cores, XLA flags ``--flags``; its JSON goes to the file
+    ``--result``, never to stdout, which native code shares (``tune._measure_in_child``)."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--cores", type=int, required=True)
     parser.add_argument("--flags", required=True)
@@ -56,11 +58,12 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, required=True)
     parser.add_argument("--rounds", type=int, required=True)
     parser.add_argument("--preset", required=True)
+    parser.add_argument("--result", required=True)
     args = parser.parse_args(argv)
     os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:args.cores])
     from normlab import runtime
     runtime.set_xla_flags(runtime.FLAG_SETS[args.flags])
-    print(json.dumps(measure(args.gemms.split(","), args.steps, args.rounds, args.preset)))
+    write_text(args.result, json.dumps(measure(args.gemms.split(","), args.steps, args.rounds, args.preset)))
 
 
 if __name__ == "__main__":

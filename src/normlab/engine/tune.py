@@ -16,10 +16,11 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-from normlab.errors import NormlabError
+from normlab.errors import NormlabError, shown
 
 STEPS, ROUNDS, PRESET = 300, 3, "bn-after"
 MAX_STEPS = 20_000  # a timed epoch of synthetic images held in memory: 20,000 x 32 images is 500 MB
@@ -126,10 +127,23 @@ def _versus(measured: dict, best: str) -> str:
 
 
 def _measure_in_child(cores: int, flags: str, gemms, steps: int, rounds: int, preset: str) -> dict[str, float]:
-    command = [sys.executable, "-m", "normlab.engine.measure", "--cores", str(cores), "--flags", flags,
-               "--gemms", ",".join(gemms), "--steps", str(steps), "--rounds", str(rounds), "--preset", preset]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise TuneError(f"measuring {flags} on {cores} core(s) failed: {tail}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    """The child's seconds per step for each GEMM, from the file it writes: its stdout is no channel, native code
+    prints there too (``XLA_FLAGS=--xla_dump_to=-`` dumps HLO, ``MKL_VERBOSE=1`` logs every call), last at exit."""
+    from normlab.files import FileProblem, MiB, read_text
+    with tempfile.TemporaryDirectory(prefix="normlab-tune-") as folder:
+        result = Path(folder) / "result.json"
+        command = [sys.executable, "-m", "normlab.engine.measure", "--cores", str(cores), "--flags", flags,
+                   "--gemms", ",".join(gemms), "--steps", str(steps), "--rounds", str(rounds), "--preset", preset,
+                   "--result", str(result)]
+        done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              errors="replace")
+        if done.returncode != 0:
+            tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise TuneError(f"measuring {flags} on {cores} core(s) failed: {tail}")
+        try:
+            measured = json.loads(read_text(result, MiB))
+        except (FileProblem, ValueError) as error:
+            raise TuneError(f"measuring {flags} on {cores} core(s) gave no result ({error})") from None
+    if not (isinstance(measured, dict) and all(isinstance(v, float) for v in measured.values())):
+        raise TuneError(f"measuring {flags} on {cores} core(s) gave no result ({shown(measured)})")
+    return measured

@@ -16,6 +16,7 @@ from typing import Callable
 import jax
 import numpy as np
 
+from normlab import memory
 from normlab.errors import NormlabError
 from normlab.experiments import workers
 from normlab.experiments.config import StudyConfig
@@ -68,13 +69,34 @@ def ask_for_most_devices(configs: list[StudyConfig]) -> None:
         DataParallel(most).ask_for_cpu_devices()
 
 
+def program_width(config: StudyConfig) -> int:
+    """Seeds per compiled program: ``seeds_per_program`` (default ``default_seeds_per_program``; more than
+    ``seeds``, or 0, means all of them)."""
+    width = config.seeds_per_program if config.seeds_per_program is not None else default_seeds_per_program()
+    return config.seeds if width <= 0 else min(width, config.seeds)
+
+
+def check_memory(configs: list[StudyConfig], processes: int) -> None:
+    """Before any work: refuse a study (or a sweep's trials, ``configs``) whose largest job cannot fit in memory as
+    many times as the pool runs jobs at once (up to ``processes`` workers, ``workers.run``), in one line."""
+    ask_for_most_devices(configs)
+    needs, count = [], 0
+    for config in configs:
+        width = program_width(config)
+        count += len(config.presets) * -(-config.seeds // width)
+        needs += [(memory.training_bytes(config.model(preset), config.train_config(), width, config.subset), preset,
+                   config.batch_size, width) for preset in config.presets]
+    need, preset, batch_size, width = max(needs)
+    memory.check(need, min(processes, count, len(workers.usable_cores())),
+                 f"{preset} at batch size {batch_size}, {width} seed(s) per program")
+
+
 def jobs(config: StudyConfig, folder: Path | None = None, trial: str | None = None,
          resume: bool = False) -> list[Job]:
     """The study's units of work: each preset's seeds in consecutive groups of ``seeds_per_program`` (by default
     ``default_seeds_per_program``; more than ``seeds``, or 0, means all of them), one compiled program each."""
     ask_for_most_devices([config])
-    width = config.seeds_per_program if config.seeds_per_program is not None else default_seeds_per_program()
-    width = config.seeds if width <= 0 else min(width, config.seeds)
+    width = program_width(config)
     seeds = config.seed_list
     groups = [seeds[i:i + width] for i in range(0, len(seeds), width)]
     return [Job(preset, group, config, folder, trial, resume) for preset in config.presets for group in groups]

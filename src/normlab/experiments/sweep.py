@@ -17,7 +17,8 @@ from normlab.errors import ConfigError, NormlabError
 from normlab.files import FileProblem, display, read_json, read_text, write_text
 from normlab.experiments import workers
 from normlab.experiments.provenance import provenance
-from normlab.experiments.reproduce import ask_for_most_devices, assemble, jobs, run_jobs
+from normlab.experiments.config import StudyConfig
+from normlab.experiments.reproduce import ask_for_most_devices, assemble, check_memory, jobs, run_jobs
 from normlab.experiments.study import Study, expand, make_config, setting, trial_id
 
 
@@ -72,8 +73,23 @@ class _Trial:
 
 def ask_for_devices(study: Study) -> None:
     """Before JAX starts (the pool's size starts it): the most devices any of the study's trials trains on."""
-    ask_for_most_devices([make_config(study.base, overrides, f"{study.name} trial {tid}")
-                            for tid, overrides in trials(study)])
+    ask_for_most_devices(_configs(study, trials(study)))
+
+
+def _configs(study: Study, pending: list[tuple[str, dict]]) -> list[StudyConfig]:
+    return [make_config(study.base, overrides, f"{study.name} trial {tid}") for tid, overrides in pending]
+
+
+def _pool_size(configs: list[StudyConfig], processes: int) -> int:
+    """As ``StudyConfig.worker_count``: a trial on several devices runs here, on all of them, one job at a time."""
+    return 1 if any(config.devices > 1 for config in configs) else processes
+
+
+def check_trials_fit(study: Study, processes: int) -> None:
+    """Before any work: every trial's jobs, as ``run`` trains them in up to ``processes`` workers, must fit in
+    memory (``reproduce.check_memory``)."""
+    configs = _configs(study, trials(study))
+    check_memory(configs, _pool_size(configs, processes))
 
 
 def run(study: Study, out: Path, pending: list[tuple[str, dict]], data, processes: int, on_epoch=None, say=print,
@@ -83,10 +99,9 @@ def run(study: Study, out: Path, pending: list[tuple[str, dict]], data, processe
     soon as its last job is finished; a trial that cannot finish is ``failed`` (its error in the manifest) while
     the others go on; a signal or a crash leaves every unfinished trial ``interrupted`` or ``failed``."""
     todo, started = [], []
-    configs = [make_config(study.base, overrides, f"{study.name} trial {tid}") for tid, overrides in pending]
+    configs = _configs(study, pending)
     ask_for_most_devices(configs)  # the most any trial needs, before the first trial's jobs start JAX
-    if any(config.devices > 1 for config in configs):  # as ``StudyConfig.worker_count``: here, on all devices
-        processes = 1
+    processes = _pool_size(configs, processes)
     for (tid, overrides), config in zip(pending, configs):
         folder = out / "trials" / tid
         mine = jobs(config, folder, tid, resume=True)

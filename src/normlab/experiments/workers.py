@@ -10,8 +10,13 @@ So ``run`` starts one worker per core, or, with fewer jobs than cores, one per j
 the cores so none stays idle; a single worker would only copy the data for nothing, so then the jobs run here, on
 all cores. The pool knows nothing of training: a job is a JSON object for a ``module:function`` target, which a
 worker imports and calls as ``function(job, arrays, send)``; what it ``send``s and returns travels back as JSON
-lines over the worker's stdout, the shared arrays go to it once as memory-mapped .npy files: text and plain arrays
+lines over a pipe of its own, the shared arrays go to it once as memory-mapped .npy files: text and plain arrays
 only. XLA splits loops by the cores it sees, so results depend on the share a job ran on (to float32 rounding).
+
+Never over the worker's stdout: native code writes there behind Python's back (``XLA_FLAGS=--xla_dump_to=-``
+dumps every program's HLO, ``MKL_VERBOSE=1`` every call), and one such line in the protocol left the pool waiting
+forever. A worker's stdout and stderr are its log; a line on the pipe that is not a message ends the run with one
+line naming that log, and so does a worker that dies, with what killed it.
 """
 
 import importlib
@@ -31,7 +36,9 @@ import numpy as np
 
 from normlab import signals
 from normlab.atomic import open_fresh
-from normlab.errors import NormlabError
+from normlab.errors import NormlabError, shown
+from normlab.files import one_line
+from normlab.memory import out_of_memory
 
 GRACE_S = 2.0     # after an interrupt, how long workers get to stop on their own before it is passed on
 SHUTDOWN_S = 120  # ... and to write their checkpoint and exit
@@ -96,7 +103,10 @@ def run(target: str, jobs: list[dict], arrays: dict[str, np.ndarray], workers: i
                 if message is None:
                     code = worker.wait()
                     _raise_if_interrupted(code)  # a Ctrl-C that reached it first
-                    raise NormlabError(f"a training process stopped unexpectedly (exit {code}); see {worker.log}")
+                    raise NormlabError(_death(code, worker.log))
+                if not _well_formed(message, len(jobs)):
+                    raise NormlabError(f"a training process sent {shown(message)}, not a message of the pool; "
+                                       f"see {one_line(worker.log)}")
                 index, payload = message
                 if "done" in payload or "error" in payload:
                     idle.append(worker)
@@ -118,11 +128,44 @@ def load(target: str) -> Target:
 
 
 def call(function: Target, job: dict, arrays: dict, send: Callable[[dict], None]) -> dict:
-    """A job's last message: its result, or the user error that stopped it (the next job may well succeed)."""
+    """A job's last message: its result, or the user error that stopped it (the next job may well succeed), running
+    out of memory included (``memory.out_of_memory``)."""
     try:
         return {"done": function(job, arrays, send)}
     except NormlabError as error:
         return {"error": str(error)}
+    except (MemoryError, RuntimeError) as error:  # XLA's RESOURCE_EXHAUSTED is a RuntimeError
+        if (short := out_of_memory(error)) is None:
+            raise
+        return {"error": str(short)}
+
+
+def _well_formed(message, jobs: int) -> bool:
+    """``[index, payload]``, as ``serve`` sends them: a job's index and a JSON object."""
+    return (isinstance(message, list) and len(message) == 2 and type(message[0]) is int
+            and 0 <= message[0] < jobs and isinstance(message[1], dict))
+
+
+def _death(code: int | None, log: Path) -> str:
+    """Why a worker ended before its jobs: the signal that killed it (SIGKILL out of the blue is most likely the
+    kernel's out-of-memory killer), or its exit code and the last line of its log."""
+    if code is not None and code < 0:
+        name = signal.Signals(-code).name if -code in signal.valid_signals() else f"signal {-code}"
+        cause = (", most likely by the kernel's out-of-memory killer: ask for fewer workers, fewer seeds per "
+                 "program, a smaller batch size or a model with smaller activations" if -code == signal.SIGKILL else "")
+        return f"a training process was killed by {name}{cause}; see {one_line(log)}"
+    return f"a training process stopped unexpectedly (exit {code}: {_last_line(log)}); see {one_line(log)}"
+
+
+def _last_line(log: Path, tail: int = 4096) -> str:
+    """The log's last non-empty line (of its last ``tail`` bytes: a log may hold megabytes of HLO dumps)."""
+    try:
+        with open(log, "rb") as file:
+            file.seek(max(0, file.seek(0, os.SEEK_END) - tail))
+            lines = [line for line in file.read().decode("utf-8", "replace").splitlines() if line.strip()]
+    except OSError:
+        return "no log"
+    return one_line(lines[-1].strip())[:200] if lines else "nothing in its log"
 
 
 def _raise_if_interrupted(code: int | None) -> None:
@@ -132,23 +175,45 @@ def _raise_if_interrupted(code: int | None) -> None:
 
 
 class _Worker:
+    """A worker process: jobs go to its stdin, messages come back on its own pipe (the fd number is its first
+    argument), its stdout and stderr are its log."""
+
     def __init__(self, cores: list[int], folder: str, target: str, cache: bool, log: Path, messages: queue.Queue):
         self.log = log
-        argv = [sys.executable, "-m", "normlab.experiments.workers", ",".join(map(str, cores)), folder, target,
-                *(["--cache"] if cache else [])]
-        with open_fresh(log) as log_file:
-            self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_file,
-                                            text=True, bufsize=1, env={**os.environ, **WORKER_ENV})
-        threading.Thread(target=self._read, args=(messages,), daemon=True).start()
+        incoming, outgoing = os.pipe()
+        argv = [sys.executable, "-m", "normlab.experiments.workers", str(outgoing), ",".join(map(str, cores)), folder,
+                target, *(["--cache"] if cache else [])]
+        try:
+            with open_fresh(log) as log_file:
+                self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=log_file, stderr=subprocess.STDOUT,
+                                                pass_fds=(outgoing,), text=True, bufsize=1,
+                                                env={**os.environ, **WORKER_ENV})
+        except BaseException:
+            os.close(incoming)
+            raise
+        finally:
+            os.close(outgoing)  # the worker's copy alone: its end is the end of the pipe
+        threading.Thread(target=self._read, args=(incoming, messages), daemon=True).start()
 
-    def _read(self, messages: queue.Queue) -> None:
-        for line in self.process.stdout:
-            messages.put((self, json.loads(line)))
+    def _read(self, incoming: int, messages: queue.Queue) -> None:
+        """Every message, then None once the worker is gone. A line that is not JSON is passed on as text (the
+        pool stops on it) and reading goes on, so a worker being stopped never blocks on a full pipe."""
+        with open(incoming, encoding="utf-8", errors="replace") as pipe:
+            for line in pipe:
+                if not line.endswith("\n"):  # cut off by the worker's death, which comes next
+                    break
+                try:
+                    messages.put((self, json.loads(line)))
+                except ValueError:
+                    messages.put((self, line.strip()))
         messages.put((self, None))
 
     def send(self, job: list) -> None:
-        self.process.stdin.write(json.dumps(job) + "\n")
-        self.process.stdin.flush()
+        try:
+            self.process.stdin.write(json.dumps(job) + "\n")
+            self.process.stdin.flush()
+        except BrokenPipeError:  # it died: its reader says so next, with how
+            pass
 
     def close(self) -> int | None:
         self.process.stdin.close()
@@ -172,13 +237,16 @@ def _stop(pool: list[_Worker], signum: int) -> None:
             worker.process.kill()
 
 
-def serve(cores: list[int], folder: str, target: str, cache: bool) -> int:
-    """A worker: pinned to ``cores`` before JAX starts (XLA sizes its thread pool by the cores it may use), and
-    only then configured, since the compile cache is kept per core count (``runtime.compile_cache_dir``)."""
+def serve(outgoing: int, cores: list[int], folder: str, target: str, cache: bool) -> int:
+    """A worker, sending its messages to the pipe ``outgoing``: pinned to ``cores`` before JAX starts (XLA sizes
+    its thread pool by the cores it may use), and only then configured, since the compile cache is kept per core
+    count (``runtime.compile_cache_dir``)."""
     signals.install()
     os.sched_setaffinity(0, cores)
     _die_with_parent()
-    protocol, sys.stdout = sys.stdout, sys.stderr  # stray prints go to the log, never into the protocol
+    os.set_inheritable(outgoing, False)  # nothing this worker starts can write into the protocol
+    protocol = open(outgoing, "w", encoding="utf-8")
+    sys.stdout = sys.stderr  # fd 1 is the log as well: prints join it in order with the warnings
 
     def send(message) -> None:
         protocol.write(json.dumps(message) + "\n")
@@ -216,6 +284,7 @@ def _die_with_parent() -> None:
 
 
 if __name__ == "__main__":
-    code = serve([int(core) for core in sys.argv[1].split(",")], sys.argv[2], sys.argv[3], "--cache" in sys.argv[4:])
+    code = serve(int(sys.argv[1]), [int(core) for core in sys.argv[2].split(",")], sys.argv[3], sys.argv[4],
+                 "--cache" in sys.argv[5:])
     sys.stderr.flush()
     os._exit(code)  # as the CLI does: no interpreter shutdown racing XLA's threads after a signal

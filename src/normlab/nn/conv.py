@@ -8,6 +8,8 @@ with ``p`` the padding before (0 for ``"valid"``, TF's rule for ``"same"``, see 
 NHWC and the kernel ``(kh, kw, in_channels, filters)`` (HWIO), Keras' layout, so weights read the same in both.
 """
 
+import math
+
 import jax.numpy as jnp
 
 from normlab.layer import Flag, Layer, Units, Window
@@ -35,6 +37,12 @@ def patches(x, window: tuple, steps: tuple, padding: str):
     shifted = [x[:, a:a + (out_h - 1) * sh + 1:sh, b:b + (out_w - 1) * sw + 1:sw, :]
                for a in range(kh) for b in range(kw)]
     return jnp.concatenate(shifted, axis=-1).reshape(n * out_h * out_w, kh * kw * channels), (n, out_h, out_w)
+
+
+def patch_values(spec: dict, in_shape: tuple, out_shape: tuple) -> int:
+    """Values of one example's im2col rows (``patches``), what a convolution holds beside its output: a row of
+    ``kh * kw * channels`` per output position."""
+    return math.prod(out_shape[:2]) * math.prod(pair(spec["kernel_size"])) * in_shape[-1]
 
 
 def conv2d(filters: Units, kernel_size: Window = 3, strides: Window = 1, padding: Padding = "valid",

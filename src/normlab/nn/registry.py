@@ -5,7 +5,7 @@ and one line here.
 """
 
 from normlab.nn.activations import activation, flatten, leaky_relu
-from normlab.nn.conv import conv2d
+from normlab.nn.conv import conv2d, patch_values
 from normlab.nn.dense import dense
 from normlab.nn.pooling import max_pool2d
 from normlab.nn.reshape import reshape
@@ -41,3 +41,7 @@ CONVENTIONS = {"batch_norm": BATCH_NORM_CONVENTIONS}
 # ``models.check_batch`` traces a model only if one of its layer specs is such a layer.
 BATCH_LIMITED = {"batch_norm": lambda spec: spec["convention"] == "pytorch",  # batch 1: no unbiased variance
                  "ghost_batch_norm": lambda spec: True}  # a virtual batch size that does not divide the batch
+
+# Layers that hold more than their output while they run: kind -> (spec, in shape, out shape) -> values per example
+# (``memory.activation_bytes``). A convolution is im2col + GEMM: its patch rows are 9x its input for a 3x3 window.
+WORKSPACE = {"conv2d": patch_values}
