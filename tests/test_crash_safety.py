@@ -93,10 +93,10 @@ def test_sigkill_at_every_kind_of_moment_then_resume_is_bitwise_identical(tmp_pa
             killed(start_paused(train(out, epochs, resume=True), tmp_path, where))
         elif how == "write":
             proc = start(out, env, epochs, resume=True, NORMLAB_FAULT_WRITE_DELAY_S=str(HELD_WRITE_S))
-            temp = folder / f".epoch-{where:04d}.safetensors.tmp"
-            wait_for(temp.exists, proc)
+            temps = lambda: list(folder.glob(f".epoch-{where:04d}.safetensors.*.tmp"))  # atomic's random temp name
+            wait_for(temps, proc)
             killed(proc)
-            assert temp.exists()  # killed before the rename: a torn write for the resume to ignore
+            assert temps()  # killed before the rename: a torn write for the resume to ignore
         else:
             done = start(out, env, epochs, resume=True)
             _, err = done.communicate(timeout=300)
