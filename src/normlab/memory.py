@@ -144,7 +144,7 @@ def headroom() -> list[tuple[int, str, bool, bool]]:
             # part of ``PROCESS``, which every estimate counts
             found.append((limit - status[size] + status.get(resident, 0), f"{name} ({_gb(limit)})", True, False))
     import jax
-    device = jax.devices()[0]
+    device = jax.local_devices()[0]  # this process's own: another's (several processes) has no statistics here
     stats = device.memory_stats() or {}  # None on a CPU, whose memory is the host's above
     if "bytes_limit" in stats:
         found.append((stats["bytes_limit"] - stats.get("bytes_in_use", 0), f"the {device.device_kind}'s memory",

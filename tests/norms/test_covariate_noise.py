@@ -69,6 +69,7 @@ def test_a_checkpointed_state_resumes_the_same_noise(tmp_path):
     layer = covariate_noise()
     _, state, _ = layer.init(jax.random.key(3), (UNITS,))
     _, state = noise(layer, state, rows=10)
-    path = checkpoint.save(tmp_path, 1, state, {"config": {}})
+    path = checkpoint.save(tmp_path, 1, state, {"config": {}, "seeds": [0], "train_s": 1.0,
+                                                  "history": {k: [[0.5]] for k in checkpoint.METRICS}})
     restored = checkpoint.restore(checkpoint.read(path, checkpoint.max_size(state))[0], state)
     np.testing.assert_array_equal(noise(layer, restored, rows=10)[0], noise(layer, state, rows=10)[0])
