@@ -169,11 +169,13 @@ presets = ["wide-bn", "bn-after"]
 """
 
 
-# The longest files (minutes each on 2 cores), handed to the workers first: a long one taken last would leave the
-# other worker idle at the end (the CI run at a560bb8 spent its last 8 minutes on two of them).
-LONGEST_FIRST = ("tests/test_hostile.py", "tests/test_api_reference.py", "tests/test_notebook.py",
-                 "tests/bench/test_bench.py", "tests/experiments/test_workers.py", "tests/test_crash_safety.py",
-                 "tests/experiments/test_study.py", "tests/diagnose/test_probes.py")
+# The longest files (1-3 minutes each on 2 cores; --durations=0 of the suite at this commit), handed to the workers
+# first: a long one taken last would leave the other worker idle at the end (the CI run at a560bb8 spent its last 8
+# minutes on two of them).
+LONGEST_FIRST = ("tests/experiments/test_workers.py", "tests/bench/test_bench.py", "tests/test_safe_writes.py",
+                 "tests/test_hostile.py", "tests/experiments/test_ray_pool.py", "tests/test_crash_safety.py",
+                 "tests/test_notebook.py", "tests/test_api_reference.py", "tests/train/test_parallel.py",
+                 "tests/test_processes_hostile.py", "tests/engine/test_tune.py")
 
 
 def pytest_collection_modifyitems(config, items):
