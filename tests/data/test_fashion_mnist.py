@@ -1,5 +1,6 @@
 """Fashion-MNIST lookup order, download, verification and split, on small synthetic files; real data last."""
 
+from pathlib import Path
 import dataclasses
 import gzip
 import hashlib
@@ -86,7 +87,7 @@ def test_mixed_gz_and_plain(env):
     write(env / "d", gz=True, names=names[:2])
     write(env / "d", gz=False, names=names[2:])
     data = fm.load(env / "d")
-    assert np.array_equal(data.x_test, ARRAYS[2]) and data.source == env / "d"
+    assert np.array_equal(data.x_test, ARRAYS[2]) and data.source == str(env / "d")
 
 
 @pytest.mark.parametrize("use_env", [False, True])
@@ -108,8 +109,8 @@ def test_download(env):
     mirror(env)
     write(fm.cache_dir(), names=[fm.FILES[1].name])  # an earlier partial run: only the rest is fetched
     data = fm.load()
-    assert data.source == fm.cache_dir()
-    assert sorted(p.name for p in data.source.iterdir()) == sorted(f"{f.name}.gz" for f in fm.FILES)
+    assert data.source == str(fm.cache_dir())
+    assert sorted(p.name for p in fm.cache_dir().iterdir()) == sorted(f"{f.name}.gz" for f in fm.FILES)
     assert np.array_equal(data.x_val, ARRAYS[0][:2]) and np.array_equal(data.x_train, ARRAYS[0][2:])
     assert np.array_equal(data.y_val, ARRAYS[1][:2]) and np.array_equal(data.y_train, ARRAYS[1][2:])
 
@@ -171,7 +172,7 @@ def test_real_shapes(real):
 
 @pytest.mark.full_data
 def test_real_split_is_first_5000(real):
-    images = read_idx_file(next(real.source.glob("train-images-idx3-ubyte*")))[0]
-    labels = read_idx_file(next(real.source.glob("train-labels-idx1-ubyte*")))[0]
+    images = read_idx_file(next(Path(real.source).glob("train-images-idx3-ubyte*")))[0]
+    labels = read_idx_file(next(Path(real.source).glob("train-labels-idx1-ubyte*")))[0]
     assert np.array_equal(real.x_val, images[:5000]) and np.array_equal(real.x_train, images[5000:])
     assert np.array_equal(real.y_val, labels[:5000]) and np.array_equal(real.y_train, labels[5000:])

@@ -74,7 +74,7 @@ def data(data_dir=None, download: bool = True, verify: bool = True):
     """
     from normlab.data import load
     signals.safe_point("data")
-    return load(path_of(data_dir, "data_dir"), download=download, verify=verify)
+    return load(data_dir=path_of(data_dir, "data_dir"), download=download, verify=verify)
 
 
 def _check_init_from(settings, resume: bool) -> None:

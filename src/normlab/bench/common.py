@@ -43,7 +43,7 @@ def read_model(args, preset: str | None = None) -> dict:
 def load_arrays(args):
     """The study's split (uint8 images, int labels): train is the first ``--subset`` of the 55,000 if given."""
     from normlab.data import load
-    data = load(args.data_dir, download=False)
+    data = load(data_dir=args.data_dir, download=False)
     n = len(data.y_train) if args.subset is None else args.subset
     return data, data.x_train[:n], data.y_train[:n].astype(np.int64), data.x_val, data.y_val.astype(np.int64)
 

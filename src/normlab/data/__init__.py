@@ -1,7 +1,9 @@
-"""Data layer: the IDX reader and Fashion-MNIST lookup, download, verification and split."""
+"""Data layer: the dataset registry (``registry``), each source in a module of its own, and ``Dataset``."""
 
-from normlab.data.fashion_mnist import CLASS_NAMES, FashionMNIST, cache_dir, candidate_dirs, load, locate
+from normlab.data.dataset import Dataset, Shape, content_digest
+from normlab.data.fashion_mnist import cache_dir, candidate_dirs, locate
 from normlab.data.idx import read_idx, read_idx_file
+from normlab.data.registry import BUILTIN, DEFAULT, load, shape
 
-__all__ = ["CLASS_NAMES", "FashionMNIST", "cache_dir", "candidate_dirs", "load", "locate",
-           "read_idx", "read_idx_file"]
+__all__ = ["BUILTIN", "DEFAULT", "Dataset", "Shape", "cache_dir", "candidate_dirs", "content_digest", "load",
+           "locate", "read_idx", "read_idx_file", "shape"]

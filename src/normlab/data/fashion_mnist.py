@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from normlab import signals
+from normlab.data.dataset import Dataset, Shape, content_digest
 from normlab.data.idx import REFETCH, archive_cap, read_idx_file
 from normlab.errors import DataError
 from normlab.files import cache_root, write_bytes
@@ -24,6 +25,7 @@ from normlab.files import cache_root, write_bytes
 CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 N_VAL = 5000
+SHAPE = Shape((28, 28), len(CLASS_NAMES))
 BASE_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com"
 TIMEOUT_S = 60
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -61,19 +63,6 @@ FILES = (  # order: train images, train labels, test images, test labels
             "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
             "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"),
 )
-
-
-@dataclass(frozen=True, eq=False)
-class FashionMNIST:
-    """The study's split as uint8 arrays; scaling to [0, 1] happens inside the compiled step."""
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    source: Path
 
 
 def cache_dir() -> Path:
@@ -157,8 +146,9 @@ def _read(folder: Path, f: IdxFile, verify: bool) -> np.ndarray:
     return array
 
 
-def load(data_dir: str | Path | None = None, download: bool = True, verify: bool = True) -> FashionMNIST:
+def load(data_dir: str | Path | None = None, download: bool = True, verify: bool = True) -> Dataset:
     """Locate (or fetch), verify and split Fashion-MNIST: validation is the first N_VAL training examples."""
     folder = locate(data_dir, download)
     x, y, x_test, y_test = (_read(folder, f, verify) for f in FILES)
-    return FashionMNIST(x[N_VAL:], y[N_VAL:], x[:N_VAL], y[:N_VAL], x_test, y_test, folder)
+    arrays = (x[N_VAL:], y[N_VAL:], x[:N_VAL], y[:N_VAL], x_test, y_test)
+    return Dataset(*arrays, CLASS_NAMES, "fashion-mnist", str(folder), content_digest(*arrays), verify)
