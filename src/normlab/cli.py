@@ -22,7 +22,8 @@ OPTIONS = {"epochs": "--epochs", "learning_rate": "--lr", "batch_size": "--batch
            "seeds_per_program": "--seeds-per-program", "workers": "--workers", "first_seed": "--seed",
            "lr_batch": "--lr-batch", "init_from": "--init-from", "devices": "--devices",
            "bn_sync": "--bn-sync",  # --bn-sync and --bn-local store args.bn_sync
-           "shuffle": "--no-shuffle"}  # stored as args.no_shuffle = False: the field's value
+           "shuffle": "--no-shuffle",  # stored as args.no_shuffle = False: the field's value
+           "data": "--data", "val_split": "--val-split"}
 
 
 DIAGNOSE_OPTIONS = {"presets": "--presets", "seeds": "--seeds", "every": "--every", "etas": "--etas",
@@ -64,7 +65,7 @@ def cmd_summary(args) -> None:
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
-    model = api().model(args.preset, args.study)
+    model = api().model(args.preset, args.study, args.data)
     summary = (model.folded() if args.folded else model).summary()
     table = Table(title=Text(f'Model: "{summary.name}"'))
     for column in ("Layer (type)", "Output Shape", "Param #"):
@@ -77,7 +78,7 @@ def cmd_summary(args) -> None:
 
 
 def cmd_inspect(args) -> None:
-    for var in api().model(args.preset, args.study).variables():
+    for var in api().model(args.preset, args.study, args.data).variables():
         print(f"{var.path:<40} {str(var.shape):<12} {'trainable' if var.trainable else 'non-trainable'}")
 
 
@@ -159,7 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     def with_data(p):
-        p.add_argument("--data-dir", type=Path, help="folder with the Fashion-MNIST IDX files (.gz or plain)")
+        p.add_argument("--data", help=f"a dataset (default {default('data')}; `normlab data --list`), or the path of "
+                                      "an .npz file (x_train, y_train, x_test, y_test) or an image folder")
+        p.add_argument("--val-split", type=int, help="hold out the first N training images for validation (default: "
+                                                     "the dataset's own split, 5,000 for the built-ins)")
+        p.add_argument("--data-dir", type=Path, help="folder holding a built-in dataset's files (.gz or plain)")
         p.add_argument("--no-verify", action="store_true", help="skip the SHA-256 check (a modified copy of the data)")
         return p
 
@@ -209,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
                              ("inspect", cmd_inspect, "every variable with shape and trainable flag")):
         p = with_study(sub.add_parser(name, help=text))
         p.add_argument("preset", help=PRESET_HELP)
+        p.add_argument("--data", help="the dataset whose images and classes the model is built for (default: the "
+                                      "study's); a name, or the path of an .npz file or an image folder")
         p.set_defaults(func=func)
         if name == "summary":
             p.add_argument("--folded", action="store_true", help="the model with its batch norms folded for inference")

@@ -66,9 +66,10 @@ _WINDOW = Option(f"an int in 1..{MAX_UNITS:,} or a list [height, width] of two",
 Window = Annotated[int | list, _WINDOW]
 MaybeWindow = Annotated[int | list | None, Option(f"{_WINDOW.expected} (or left out)",
                                                   lambda v: v is None or _WINDOW.accepts(v))]
-# A shape without the batch axis (reshape's target_shape).
-Shape = Annotated[list, Option(f"a list of 1 to 3 ints in 1..{MAX_UNITS:,}",
-                               lambda v: isinstance(v, list) and 1 <= len(v) <= 3 and all(map(_count, v)))]
+# A shape without the batch axis (reshape's target_shape): 0 copies the input's size there, -1 takes what is left.
+Shape = Annotated[list, Option(f"a list of 1 to 3 ints in 1..{MAX_UNITS:,}, 0 (the input's size there) or -1 (the "
+                               f"rest, once)", lambda v: isinstance(v, list) and 1 <= len(v) <= 3 and all(
+                                   _count(n) or (type(n) is int and n in (0, -1)) for n in v) and v.count(-1) <= 1)]
 
 
 def need_flat(kind: str, in_shape: tuple) -> int:
@@ -82,5 +83,6 @@ def need_image(kind: str, in_shape: tuple) -> tuple[int, int, int]:
     """(height, width, channels) of an image input (NHWC without the batch); a flat one is reshaped first."""
     if len(in_shape) != 3:
         raise ConfigError(f"{kind} needs an image input (height, width, channels), got shape {in_shape}; put "
-                          f"{{kind = \"reshape\", target_shape = [28, 28, 1]}} first")
+                          f"{{kind = \"reshape\", target_shape = [0, 0, -1]}} first (grayscale images have no "
+                          f"channel axis)")
     return in_shape

@@ -21,9 +21,6 @@ FLOAT = 4
 # `normlab train bn-after --subset 500 --epochs 1`, whose activations are about 1 MB, peaked at 605 MB resident
 # (/usr/bin/time -v; 2-core EPYC, jaxlib 0.10.2): Python, JAX and XLA, the compiled programs, the data, the report.
 PROCESS = 600 << 20
-IMAGE_BYTES = 28 * 28  # uint8 pixels
-EVAL_IMAGES = 15_000   # the validation and test images, always whole
-TRAIN_IMAGES = 55_000
 LINE = 200  # characters of XLA's message kept: its first line says what it could not allocate
 CHANGES = ("fewer workers or seeds per program, a smaller batch size, or a model with smaller activations (fewer "
            "filters, a stride or a pooling layer before a wide convolution); a smaller subset does not help: "
@@ -66,7 +63,13 @@ def activation_bytes(model, rows: int, train: bool) -> int:
 
 def _key(model) -> str:
     """A model as the text ``models.build`` rebuilds it from: the caches' key."""
-    return json.dumps([model.name, model.spec], sort_keys=True, default=str)
+    return json.dumps([model.name, model.spec, model.data], sort_keys=True, default=str)
+
+
+def _model(key: str):
+    from normlab.nn.models import build
+    name, spec, data = json.loads(key)
+    return build(name, spec, data=data)
 
 
 def _activation_bytes(key: str, rows: int, train: bool) -> int:
@@ -78,35 +81,36 @@ def _activation_bytes(key: str, rows: int, train: bool) -> int:
 @functools.lru_cache(maxsize=256)
 def _values(key: str) -> tuple[list[int], list[int]]:
     """Per layer: one example's output values, and the values it works on beside them (``WORKSPACE``)."""
-    from normlab.nn.models import INPUT_SHAPE, abstract, build
+    from normlab.nn.models import abstract
     from normlab.nn.registry import WORKSPACE
-    model = build(*json.loads(key))
+    model = _model(key)
     shapes = abstract(model)[2]
     workspaces = [WORKSPACE[spec["kind"]](spec, in_shape, out_shape) if spec["kind"] in WORKSPACE else 0
-                  for spec, in_shape, out_shape in zip(model.spec, [INPUT_SHAPE, *shapes], shapes)]
+                  for spec, in_shape, out_shape in zip(model.spec, [model.data.image, *shapes], shapes)]
     return [math.prod(shape) for shape in shapes], workspaces
 
 
-def training_bytes(model, train, seeds: int, examples: int | None) -> int:
-    """What one training process needs at its peak: ``PROCESS``, the images (the training set once per device),
-    and per seed the weights three times (as they are, their gradients, updated), the optimizer's state and the
-    larger of a training step's and an evaluation chunk's activations. ``train``: a ``TrainConfig``."""
+def training_bytes(model, train, seeds: int, examples: int, evaluated: int, pixel_bytes: int = 1) -> int:
+    """What one training process needs at its peak: ``PROCESS``, the images (the ``examples`` training images once
+    per device, the ``evaluated`` validation and test images, ``pixel_bytes`` per value: 1 for uint8, 4 for
+    float32), and per seed the weights three times (as they are, their gradients, updated), the optimizer's state
+    and the larger of a training step's and an evaluation chunk's activations. ``train``: a ``TrainConfig``."""
     # cached without the learning rate and epochs, which change no shape: a sweep's trials share their estimates
-    return _training_bytes(_key(model), dataclasses.replace(train, learning_rate=1.0, epochs=1), seeds, examples)
+    weights = _weights_bytes(_key(model), dataclasses.replace(train, learning_rate=1.0, epochs=1), seeds)
+    return weights + pixel_bytes * math.prod(model.data.image) * (examples * train.devices + evaluated)
 
 
 @functools.lru_cache(maxsize=1024)
-def _training_bytes(key: str, train, seeds: int, examples: int | None) -> int:
+def _weights_bytes(key: str, train, seeds: int) -> int:
     import jax
-    from normlab.nn.models import abstract, build
+    from normlab.nn.models import abstract
     from normlab.train.loop import make_optimizer
     from normlab.train.step import EVAL_CHUNK
-    params, state, _ = abstract(build(*json.loads(key)))
+    params, state, _ = abstract(_model(key))
     optimizer = jax.eval_shape(make_optimizer(train).init, params)
     carried = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves((params, params, params, state, optimizer)))
     activations = max(_activation_bytes(key, train.batch_size, True), _activation_bytes(key, EVAL_CHUNK, False))
-    images = IMAGE_BYTES * ((examples or TRAIN_IMAGES) * train.devices + EVAL_IMAGES)
-    return PROCESS + images + seeds * (FLOAT * carried + activations)
+    return PROCESS + seeds * (FLOAT * carried + activations)
 
 
 def check(need: int, processes: int, what: str) -> None:

@@ -73,7 +73,7 @@ def test_a_small_cnn_builds_with_keras_names_and_shapes():
 
 @pytest.mark.parametrize("layers, message", [
     ([{"kind": "conv2d", "filters": 4}], r"conv2d needs an image input \(height, width, channels\), got shape "
-                                         r"\(28, 28\); put \{kind = \"reshape\", target_shape = \[28, 28, 1\]\} first"),
+                                         r"\(28, 28\); put \{kind = \"reshape\", target_shape = \[0, 0, -1\]\} first"),
     ([CNN[0], {"kind": "conv2d", "filters": 4, "kernel_size": 29}], "a 29x29 window does not fit the 28x28 input"),
     ([CNN[0], {"kind": "conv2d", "filters": 4, "kernel_size": 1000, "padding": "same"}],
      "a 1000x1000 window does not fit the 28x28 input"),  # im2col would trace a million slices

@@ -114,6 +114,6 @@ def test_only_batch_limited_layers_make_a_batch_size_undefined():
         limited = any(BATCH_LIMITED.get(spec["kind"], lambda spec: False)(spec) for spec in model.spec)
         for batch in (1, 3, 24):
             try:
-                _check_batch(json.dumps([model.name, model.spec], sort_keys=True, default=str), batch)
+                _check_batch(json.dumps([model.name, model.spec, model.data], sort_keys=True, default=str), batch)
             except ConfigError:
                 assert limited, f"{name} at batch {batch}"

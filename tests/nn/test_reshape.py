@@ -18,11 +18,30 @@ def test_reshape_is_numpy_reshape_per_example():
     np.testing.assert_array_equal(y, x.reshape(2, 2, 3, 2))
 
 
+@pytest.mark.parametrize("target, in_shape, expected", [
+    ([0, 0, -1], (28, 28), (28, 28, 1)),   # a grayscale image gets its channel axis
+    ([0, 0, -1], (32, 32, 3), (32, 32, 3)),  # a colour one stays as it is
+    ([-1], (4, 3, 2), (24,)),
+    ([2, 0, -1], (4, 3, 2), (2, 3, 4)),
+])
+def test_zero_copies_the_input_size_and_minus_one_takes_the_rest_as_numpy_does(target, in_shape, expected):
+    x = np.arange(2 * np.prod(in_shape), dtype=np.float32).reshape(2, *in_shape)
+    layer = reshape(target)
+    _, _, out_shape = layer.init(None, in_shape)
+    y, _ = layer.apply({}, {}, jnp.asarray(x), True)
+    assert out_shape == expected
+    np.testing.assert_array_equal(y, x.reshape(2, *expected))  # NumPy's reshape, the sizes written out
+
+
 @pytest.mark.parametrize("target, message", [
     ([28, 28, 2], r"target_shape \[28, 28, 2\] holds 1,568 values, but the input \(28, 28\) has 784"),
     ([], "target_shape must be a list of 1 to 3 ints"),
     ([1, 28, 28, 1], "target_shape must be a list of 1 to 3 ints"),
-    ([784, 0], "target_shape must be a list of 1 to 3 ints"),
+    ([784, 0], r"target_shape \[784, 0\] holds 21,952 values, but the input \(28, 28\) has 784"),
+    ([784, -2], "target_shape must be a list of 1 to 3 ints"),
+    ([-1, -1], "at most one -1"),
+    ([0, 0, 0], r"copies a size \(0\) the input \(28, 28\) does not have"),
+    ([5, -1], r"cannot hold the 784 values"),
     ([784.0], "target_shape must be a list of 1 to 3 ints"),
     (784, "target_shape must be a list of 1 to 3 ints"),
 ])

@@ -105,14 +105,17 @@ class Model:
 
 
 @public
-def model(name: str, study=None) -> Model:
+def model(name: str, study=None, data=None) -> Model:
     """A preset (baseline, bn-after, bn-before, cnn-bn, ...) or a ``[models.NAME]`` of a study file, built with
-    the study's settings (the seed study's by default).
+    the study's settings (the seed study's by default) for ``data``'s images and classes (the study's dataset by
+    default; a name, a path or arrays, as ``normlab.data`` takes them).
 
     >>> normlab.model("bn-before")
     <normlab.Model 'bn-before': 9 layers, 270,946 params>
+    >>> normlab.model("bn-before", data="cifar10")
+    <normlab.Model 'bn-before': 9 layers, 950,794 params>
     """
     from normlab.api.running import study_config
     if not isinstance(name, str):
         raise ConfigError(f"name must be a preset or study model's name (text), got {shown(name)}")
-    return Model(study_config(study, presets=[name]).model(name))
+    return Model(study_config(study, {"data": data}, presets=[name]).model(name))

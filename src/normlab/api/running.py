@@ -7,13 +7,14 @@ called: the command line to type again, or the call with ``resume=True``.
 """
 
 import dataclasses
+import os
 import shlex
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from normlab import signals
-from normlab.api.command import COMMAND, again as _again, option_name, path_of, path_text, public
+from normlab.api.command import COMMAND, again as _again, flag as _flag, option_name, path_of, path_text, public
 from normlab.api.progress import Display
 from normlab.errors import ConfigError, shown
 from normlab.files import display
@@ -47,6 +48,7 @@ def study_config(study=None, options: dict | None = None, **fixed):
         base = load(path_text(study, "study")).base if study is not None else builtin("seed").base
     for field, value in (options or {}).items():
         if value is not None:
+            value = data_name(value) if field == "data" else value
             base = make_config(base, {field: value}, option_name(field))
     return dataclasses.replace(base, **{k: v for k, v in fixed.items() if v is not None})
 
@@ -65,16 +67,45 @@ def config(study=None, **options):
 
 
 @public
-def data(data_dir=None, download: bool = True, verify: bool = True):
-    """Fashion-MNIST, found (or downloaded) and checked by SHA-256: train 55,000 / validation 5,000 / test 10,000.
+def data(data=None, *, data_dir=None, download: bool = True, verify: bool = True, val_split: int | None = None):
+    """A dataset, found (or downloaded) and checked: a name (fashion-mnist, the default; mnist, cifar10, ...), the
+    path of an ``.npz`` file or an image folder, arrays ``(x_train, y_train, x_test, y_test)`` or a ``Dataset``.
 
     >>> fashion = normlab.data()
     >>> fashion.x_train.shape, fashion.x_val.shape, fashion.x_test.shape
     ((55000, 28, 28), (5000, 28, 28), (10000, 28, 28))
     """
-    from normlab.data import load
+    from normlab.data import registry
+    from normlab.experiments.config import check
     signals.safe_point("data")
-    return load(data_dir=path_of(data_dir, "data_dir"), download=download, verify=verify)
+    return registry.load(data_name(data), data_dir=path_of(data_dir, "data_dir"), download=download,
+                         verify=_flag(verify, "verify"), val_split=None if val_split is None else check("val_split", val_split))
+
+
+def data_name(value) -> str:
+    """How a study's settings name ``value``: a dataset name or path as given; arrays given in Python are checked
+    now and held in this process under a name of their digest (``data.registry.remember``)."""
+    from normlab.data import registry
+    from normlab.data.dataset import Dataset
+    if value is None:
+        return registry.DEFAULT
+    if isinstance(value, (str, os.PathLike)):
+        return path_text(value, "data")
+    if isinstance(value, (tuple, list)) and len(value) == 4:
+        from normlab.data.arrays import from_arrays
+        value = from_arrays(*value)
+    if isinstance(value, Dataset):
+        return registry.remember(value)
+    raise ConfigError(f"{option_name('data')} must be a dataset name, the path of an .npz file or image folder, "
+                      f"(x_train, y_train, x_test, y_test) or a normlab.Dataset, got {shown(value)}")
+
+
+def load_data(settings, data_dir, verify: bool):
+    """The data ``settings`` name, loaded and checked against the study's sizes (``config.check_fits``)."""
+    from normlab.experiments.config import check_fits
+    dataset = data(settings.data, data_dir=data_dir, verify=verify, val_split=settings.val_split)
+    check_fits(settings, dataset)
+    return dataset
 
 
 def _check_init_from(settings, resume: bool) -> None:
@@ -137,9 +168,9 @@ def _run_study(settings, out: Path, out_given: bool, call: str, resume: bool, da
             return f"no epoch had finished, so nothing was saved. Start again with: {start_with}"
 
         signals.set_note(note)
-        fashion = data(data_dir, verify=verify)
+        dataset = load_data(settings, data_dir, verify)
         with LiveTensorBoard() as tensorboard:
-            results = train_jobs(fashion, settings, out, resume, _tee(on_epoch, tensorboard), warn)
+            results = train_jobs(dataset, settings, out, resume, _tee(on_epoch, tensorboard), warn)
         with signals.held():
             signals.safe_point("report")
             write_results(results, out / "results.json")
@@ -325,7 +356,7 @@ def run(study, *, out=None, workers: int | None = None, data_dir=None, verify: b
         if pending:
             from normlab.report import write_all
             from normlab.report.tensorboard import LiveTensorBoard
-            fashion = data(data_dir, verify=verify)
+            dataset = load_data(loaded.base, data_dir, verify)
 
             def on_epoch(event):
                 if event.stage == "trained":
@@ -334,7 +365,7 @@ def run(study, *, out=None, workers: int | None = None, data_dir=None, verify: b
                               f"({event.seconds:.1f}s)")
 
             with LiveTensorBoard() as tensorboard:
-                failed = sweep.run(loaded, out, pending, fashion, pool.worker_count, _tee(on_epoch, tensorboard),
+                failed = sweep.run(loaded, out, pending, dataset, pool.worker_count, _tee(on_epoch, tensorboard),
                                    shown.say, write_all, *_ray_pool(engine, address))
             if failed:
                 raise ConfigError(f"{len(failed)} trial(s) failed: {', '.join(failed)}; their manifest.json in "
@@ -416,14 +447,14 @@ def diagnose(presets=None, *, seeds: int | None = None, every: int | None = None
                   f"measured every {diagnosis.every} steps -> {display(out)}")
         from normlab.diagnose.study import run_diagnosis
         from normlab.report.tensorboard import LiveTensorBoard
-        fashion = data(data_dir, verify=verify)
+        dataset = load_data(settings, data_dir, verify)
 
         def on_epoch(event):
             shown.say(f"  {event.job.preset} epoch {event.epoch}/{settings.epochs}: val_accuracy "
                       f"{_mean(event.metrics['val_accuracy'])} ({event.seconds:.1f}s with probes)")
 
         with LiveTensorBoard() as tensorboard:
-            diagnostics = run_diagnosis(settings, diagnosis, fashion, out, resume, _tee(on_epoch, tensorboard),
+            diagnostics = run_diagnosis(settings, diagnosis, dataset, out, resume, _tee(on_epoch, tensorboard),
                                         lambda where, seed, epoch, arrays: tensorboard.histograms(
                                             where.folder, where.preset, seed, epoch, arrays), shown.say)
         signals.set_note(f"the diagnosis had finished: {display(out)}")

@@ -24,7 +24,8 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=1,
                    help="run every system this many times, interleaved, and keep each one's fastest (noisy machines)")
     p.add_argument("--full-study", action="store_true", help="also time the 3x5x10 reproduce study (long)")
-    p.add_argument("--data-dir", type=Path, help="folder with the Fashion-MNIST IDX files (.gz or plain)")
+    p.add_argument("--data", help="a dataset name or the path of an .npz file or image folder (default: the study's)")
+    p.add_argument("--data-dir", type=Path, help="folder holding a built-in dataset's files (.gz or plain)")
     p.set_defaults(func=cmd_bench)
     return p
 
@@ -32,7 +33,7 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
 def config_from_args(args):
     from normlab.bench.runner import BenchConfig
     options = {k: getattr(args, k) for k in ("preset", "epochs", "peers", "subset", "seeds_vmapped",
-                                             "keras_jax_spe", "full_study", "study", "data_dir", "out", "procs",
+                                             "keras_jax_spe", "full_study", "study", "data", "data_dir", "out", "procs",
                                              "rounds")}
     return BenchConfig(**{k: v for k, v in options.items() if v is not None})
 

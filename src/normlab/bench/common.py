@@ -41,9 +41,10 @@ def read_model(args, preset: str | None = None) -> dict:
 
 
 def load_arrays(args):
-    """The study's split (uint8 images, int labels): train is the first ``--subset`` of the 55,000 if given."""
+    """The study's split (images, int labels): train is the first ``--subset`` of the training images if given."""
     from normlab.data import load
-    data = load(data_dir=args.data_dir, download=False)
+    config = read_model(args)["config"]
+    data = load(config["data"], data_dir=args.data_dir, download=False, val_split=config["val_split"])
     n = len(data.y_train) if args.subset is None else args.subset
     return data, data.x_train[:n], data.y_train[:n].astype(np.int64), data.x_val, data.y_val.astype(np.int64)
 

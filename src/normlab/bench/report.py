@@ -21,8 +21,8 @@ def _num(value, fmt: str) -> str:
 
 def bench_table(bench: dict) -> Table:
     config = bench["config"]
-    table = Table(title=f"{config['preset']}, {config['epochs']} epoch(s), batch 32, {config['subset'] or 55000:,} "
-                        "training images; epoch s = median steady epoch; × normlab = epoch s / normlab's")
+    table = Table(title=f"{config['preset']}, {config['epochs']} epoch(s), batch 32, {config['n_train']:,} "
+                        f"{config['data']} training images; epoch s = median steady epoch; × normlab = epoch s / normlab's")
     for column in COLUMNS:
         table.add_column(column, justify="left" if column in ("system", "setting") else "right")
     for name, r in bench["systems"].items():
@@ -102,7 +102,7 @@ def plot_bench(bench: dict, path: Path) -> Path | None:
         ax.legend(loc="upper right", fontsize="small")
     ax.set_xlim(right=max(times) * (4 if ax.get_xscale() == "log" else 1.45))
     ax.set(xlabel="steady epoch time, s (lower is better)",
-           title=f"{bench['config']['preset']}: one epoch of {bench['systems']['normlab'].get('n_train', 55000):,} "
-                 "images, batch 32")
+           title=f"{bench['config']['preset']}: one epoch of {bench['config']['n_train']:,} "
+                 f"{bench['config']['data']} images, batch 32")
     ax.grid(axis="x", alpha=0.3)
     return write_bytes(path, png_bytes(fig))

@@ -55,6 +55,7 @@ class BenchConfig:
     keras_jax_spe: tuple[int, ...] = (1, 32, 256)
     full_study: bool = False
     data_dir: Path | None = None
+    data: str | None = None  # a dataset name or path (``--data``); None: the study's
     study: str | None = None  # a study file (or built-in study) whose [models] and settings define the preset
 
     def __post_init__(self):
@@ -70,7 +71,10 @@ class BenchConfig:
         """The study ``preset`` belongs to (the seed study without ``study``), for that one preset."""
         from dataclasses import replace
         from normlab.experiments.study import builtin, load
+        from normlab.experiments.study import make_config
         base = (load(self.study) if self.study else builtin("seed")).base
+        if self.data is not None:
+            base = make_config(base, {"data": self.data}, "--data")
         return replace(base, presets=(preset,), subset=self.subset)
 
 
@@ -224,7 +228,9 @@ def run_bench(config: BenchConfig, note: Callable[[str], None] = print) -> dict:
         if result["status"] == "ok" and base:
             result["ratio_vs_normlab"] = result["epoch_s"] / base
 
-    bench = {"provenance": provenance(), "config": json.loads(json.dumps(asdict(config), default=str)),
+    bench = {"provenance": provenance(), "config": json.loads(json.dumps(asdict(config), default=str))
+             | {"data": config.study_config(config.preset).data,
+                "n_train": config.study_config(config.preset).splits()["train"]},
              "cpu_count": os.cpu_count(), "expected_params": expected_params, "systems": systems,
              "notes": ["epoch_s: median steady epoch (normlab: all epochs, compiled ahead of time; peers: 2..E)",
                        "normlab-vmap epoch_s and samples_per_s are per model (program time / seeds)",

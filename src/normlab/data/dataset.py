@@ -7,7 +7,7 @@ never from a constant. Images are uint8 (scaled by 1/255 inside the compiled ste
 """
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -49,6 +49,20 @@ class Dataset:
         return {"name": self.name, "source": self.source, "sha256": self.digest, "verified": self.verified,
                 "image_shape": list(self.shape.image), "classes": self.shape.classes,
                 "class_names": list(self.class_names), "dtype": str(self.x_train.dtype), "splits": self.splits}
+
+
+def with_validation(dataset: Dataset, count: int) -> Dataset:
+    """``dataset`` with its first ``count`` training images (its validation images first, as they came before the
+    training ones in the source) as validation: the study's convention, generalized."""
+    from normlab.errors import DataError
+    x = np.concatenate([dataset.x_val, dataset.x_train])
+    y = np.concatenate([dataset.y_val, dataset.y_train])
+    if not 0 < count < len(y):
+        raise DataError(f"val_split {count:,} must leave training images: {dataset.name} has {len(y):,} for "
+                        f"training and validation together")
+    arrays = (x[count:], y[count:], x[:count], y[:count], dataset.x_test, dataset.y_test)
+    return replace(dataset, x_train=arrays[0], y_train=arrays[1], x_val=arrays[2], y_val=arrays[3],
+                   digest=content_digest(*arrays))
 
 
 def content_digest(*arrays: np.ndarray) -> str:

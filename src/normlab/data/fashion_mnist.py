@@ -26,6 +26,7 @@ CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 N_VAL = 5000
 SHAPE = Shape((28, 28), len(CLASS_NAMES))
+SPLITS = {"train": 60000 - N_VAL, "validation": N_VAL, "test": 10000}
 BASE_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com"
 TIMEOUT_S = 60
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")

@@ -49,7 +49,7 @@ def statistics_twin(model: Model) -> Model:
     mean and biased variance: the batch statistics of every BN layer, read through the layers' own protocol.
     A PyTorch-convention BN normalizes the same way in training; only its running variance is unbiased."""
     spec = [{**s, "momentum": 0.0, "convention": "keras"} if s["kind"] == "batch_norm" else s for s in model.spec]
-    return build(model.name, spec)  # the model's own name: a longer one could pass the 100 characters a name may have
+    return build(model.name, spec, data=model.data)  # the model's own name: a longer one could pass the 100 characters a name may have
 
 
 def make_precise_statistics(model: Model, batches: int, batch_size: int):

@@ -24,8 +24,8 @@ def epoch_program(model, steps: int):
     train = dataclasses.replace(StudyConfig(), epochs=1).train_config()
     examples = steps * train.batch_size
     rng = np.random.default_rng(0)
-    images = jnp.asarray(rng.integers(0, 256, (examples, 28, 28), dtype=np.uint8))
-    labels = jnp.asarray(rng.integers(0, 10, examples, dtype=np.uint8))
+    images = jnp.asarray(rng.integers(0, 256, (examples, *model.data.image), dtype=np.uint8))
+    labels = jnp.asarray(rng.integers(0, model.data.classes, examples, dtype=np.uint8))
     state = jax.vmap(lambda seed: create(model, make_optimizer(train), seed))(jnp.zeros(1, jnp.uint32))
     return seeds_epoch(model, train, examples), (state, images, labels, jnp.float32(train.learning_rate))
 

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from normlab.errors import ConfigError, shown
+from normlab.data import registry as datasets
+from normlab.errors import ConfigError, NormlabError, shown
 from normlab.experiments.defaults import default
 from normlab.experiments.workers import default_workers
 from normlab.nn import spec as layer_specs
@@ -16,7 +17,9 @@ from normlab.nn.models import NAME, Model, build, check_batch, check_name, prese
 from normlab.train.loop import OPTIMIZERS, TrainConfig
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # training runs in float32: a larger value would become inf
-TRAIN_IMAGES = 55_000  # the training split; a batch or subset larger than it is a typo, not a study
+# More images than any training split normlab holds in memory; the data's own size is checked when it is loaded
+# (``check_fits``): a batch or subset larger than the training split is a typo, not a study.
+MAX_IMAGES = 1 << 26
 MAX_PATH = 4096  # Linux's PATH_MAX
 MAX_SEEDS = 1000  # an accelerator trains all seeds in one program: 1,000 MLPs are ~1 GB of float32 weights alone
 SEED_LIMIT = 2**32  # seeds become uint32 PRNG seeds
@@ -25,11 +28,12 @@ INTS = {  # inclusive ranges; the upper bounds keep memory and time bounded what
     "seeds": (1, MAX_SEEDS, ""),
     "first_seed": (0, SEED_LIMIT - 1, " (seeds are uint32)"),
     "epochs": (1, 100_000, ""),
-    "batch_size": (1, TRAIN_IMAGES, " (the training set's size)"),
-    "subset": (1, TRAIN_IMAGES, " (the training set's size)"),
+    "batch_size": (1, MAX_IMAGES, ""),
+    "subset": (1, MAX_IMAGES, ""),
+    "val_split": (1, MAX_IMAGES, ""),
     "seeds_per_program": (1, MAX_SEEDS, ""),  # more than ``seeds`` means all of them (``reproduce.jobs``)
     "workers": (1, 1024, ""),
-    "lr_batch": (1, TRAIN_IMAGES, " (the training set's size)"),
+    "lr_batch": (1, MAX_IMAGES, ""),
     "devices": (1, 64, " (each holds a copy of the training set)"),
 }
 _POSITIVE = (f"(0, {FLOAT32_MAX!r}]", lambda x: x > 0)
@@ -62,6 +66,11 @@ def check(name: str, value):
         return names
     if name == "models":
         return check_models(value)
+    if name == "data":
+        try:
+            return datasets.check(value)
+        except NormlabError as error:
+            raise ConfigError(str(error)) from None
     if name in ("shuffle", "bn_sync"):
         if type(value) is not bool:
             raise ConfigError(f"{name} must be true or false, got {shown(value)}")
@@ -123,7 +132,12 @@ class StudyConfig:
     batch_size: int = default("batch_size")
     bn_momentum: float = default("bn_momentum")
     bn_epsilon: float = default("bn_epsilon")
-    subset: int | None = None    # train on the first N of the 55,000 training images (quick looks, tests)
+    # The dataset: a name (``data.registry``: fashion-mnist, mnist, cifar10, ...) or the path of an .npz file or an
+    # image folder; its validation split is its own, else the first ``val_split`` training images (default: the
+    # dataset's, 5,000 for the study).
+    data: str = default("data")
+    val_split: int | None = None
+    subset: int | None = None    # train on the first N of the training images (quick looks, tests)
     optimizer: str = default("optimizer")  # sgd | momentum | adam
     optimizer_momentum: float = default("optimizer_momentum")
     seeds_per_program: int | None = None  # vmap width; None: measured default (1 on CPU, all on accelerators)
@@ -181,7 +195,26 @@ class StudyConfig:
         if preset not in known:
             raise unknown(preset, known)
         study_wide = {"batch_norm": {"momentum": self.bn_momentum, "epsilon": self.bn_epsilon}}
-        return build(preset, known[preset], study_wide)
+        return build(preset, known[preset], study_wide, data=self.shape)
+
+    @property
+    def shape(self):
+        """The data's image shape and class count (``data.Shape``), which every model of the study is built for."""
+        try:
+            return datasets.shape(self.data)
+        except NormlabError as error:
+            raise ConfigError(str(error)) from None
+
+    def splits(self) -> dict[str, int]:
+        """Images per split as this study trains and evaluates: ``subset`` of the training images, validation
+        and test as the data has them (``val_split`` moves images from training to validation)."""
+        sizes = dict(datasets.splits(self.data))
+        if self.val_split is not None:
+            sizes = {"train": sizes["train"] + sizes["validation"] - self.val_split, "validation": self.val_split,
+                     "test": sizes["test"]}
+        if self.subset is not None:
+            sizes["train"] = min(sizes["train"], self.subset)
+        return sizes
 
     def identity(self, preset: str, start: str | None = None) -> dict:
         """What a checkpoint of ``preset`` must match to be resumed: its model with every option, and every
@@ -191,18 +224,38 @@ class StudyConfig:
         del fields["presets"], fields["epochs"], fields["workers"], fields["models"]
         if self.devices == 1:  # as checkpoints written before data parallel training say it
             del fields["devices"], fields["bn_sync"]
+        if self.data == datasets.DEFAULT and self.val_split is None:  # as checkpoints before other data say it
+            del fields["data"], fields["val_split"]
         return {"preset": preset, "model": list(self.model(preset).spec), **fields}
 
     def as_dict(self) -> dict:
-        return {**dataclasses.asdict(self), "presets": list(self.presets), "validation": "first 5,000 training images"}
+        """The settings as JSON, with what a worker process needs to know of the data without reading it."""
+        sizes = self.splits()
+        return {**dataclasses.asdict(self), "presets": list(self.presets),
+                "validation": f"first {sizes['validation']:,} training images",
+                "data_shape": [list(self.shape.image), self.shape.classes], "data_splits": sizes}
 
     @classmethod
     def from_dict(cls, fields: dict) -> "StudyConfig":
         """The inverse of ``as_dict`` (how a worker process receives its study)."""
         if not isinstance(fields, dict):
             raise ConfigError(f"a study configuration must be a dict of fields, got {shown(fields)}")
+        if isinstance(fields.get("data"), str) and "data_shape" in fields and "data_splits" in fields:
+            datasets.note(fields["data"], fields["data_shape"], fields["data_splits"])
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in fields.items() if k in names})
+
+
+def check_fits(config: StudyConfig, dataset) -> None:
+    """The study's sizes against the data it loaded (a ``data.Dataset``): one line before any training."""
+    n = len(dataset.y_train)
+    for name in ("subset", "batch_size"):
+        value = getattr(config, name)
+        if value is not None and value > n:
+            raise ConfigError(f"{name} {value:,} is more than the {n:,} training images of {dataset.name}")
+    if dataset.shape != config.shape:
+        raise ConfigError(f"{dataset.name} changed since the study was checked: its images are now "
+                          f"{dataset.shape.image} in {dataset.shape.classes} classes; start again")
 
 
 OPTIONAL = {f.name for f in dataclasses.fields(StudyConfig) if type(None) in typing.get_args(f.type)}

@@ -84,7 +84,9 @@ def check_memory(configs: list[StudyConfig], processes: int) -> None:
     for config in configs:
         width = program_width(config)
         count += len(config.presets) * -(-config.seeds // width)
-        needs += [(memory.training_bytes(config.model(preset), config.train_config(), width, config.subset), preset,
+        sizes = config.splits()
+        needs += [(memory.training_bytes(config.model(preset), config.train_config(), width, sizes["train"],
+                                         sizes["validation"] + sizes["test"]), preset,
                    config.batch_size, width) for preset in config.presets]
     need, preset, batch_size, width = max(needs)
     memory.check(need, min(processes, count, len(workers.usable_cores())),

@@ -21,7 +21,8 @@ from normlab.errors import ConfigError, shown
 from normlab.files import MAX_DEPTH, display, nested_deeper, one_line
 from normlab.interop.weights import MAX_FILE_BYTES, Weights, from_ordered, ordered
 from normlab.nn import spec as specs
-from normlab.nn.models import INPUT_SHAPE, apply, build
+from normlab.data.dataset import Shape
+from normlab.nn.models import MAX_SIDE, apply, build
 from normlab.nn.summary import describe
 
 KINDS = {"Flatten": "flatten", "Dense": "dense", "Conv2D": "conv2d", "MaxPooling2D": "max_pool2d",
@@ -123,16 +124,20 @@ def read_keras(path: Path) -> Weights:
     try:
         loaded = k.saving.load_model(path, compile=False, safe_mode=True)
         input_shape = tuple(loaded.input_shape[1:])  # an unbuilt Sequential model has none: AttributeError
+        classes = loaded.output_shape[-1]
     except Exception as error:  # Keras raises many types for a damaged or foreign file
         raise ConfigError(f"{source}: not a Keras model file Keras can load ({_reason(error)})") from None
-    if input_shape != INPUT_SHAPE:
-        raise ConfigError(f"{source}: its input is {shown(input_shape)}, normlab's images are {INPUT_SHAPE}")
+    if not (2 <= len(input_shape) <= 3 and all(type(n) is int and 0 < n <= MAX_SIDE for n in input_shape)
+            and type(classes) is int and 0 < classes <= MAX_SIDE):
+        raise ConfigError(f"{source}: its input {shown(input_shape)} is not an image of (height, width) or (height, "
+                          f"width, channels), or its output {shown(classes)} is not a class count")
     try:
-        model = build(loaded.name, [layer_table(layer) for layer in loaded.layers])
+        model = build(loaded.name, [layer_table(layer) for layer in loaded.layers],
+                      data=Shape(input_shape, classes))
     except ConfigError as error:
         raise ConfigError(f"{source}: {error}") from None
     weights = from_ordered(model, loaded.get_weights(), source)
-    probe = np.random.default_rng(0).random((PROBE_ROWS, *INPUT_SHAPE), dtype=np.float32)
+    probe = np.random.default_rng(0).random((PROBE_ROWS, *input_shape), dtype=np.float32)
     theirs = np.asarray(loaded(probe, training=False))
     logits, _ = apply(model, weights.params, weights.state, probe, False)
     ours = np.asarray(jax.nn.softmax(logits) if model.spec[-1].get("activation") == "softmax" else logits)

@@ -31,7 +31,8 @@ import numpy as np
 from normlab.atomic import write_atomically
 from normlab.errors import ConfigError
 from normlab.nn.fold import inference_affine
-from normlab.nn.models import INPUT_SHAPE, NUM_CLASSES, Model, abstract
+from normlab.nn.models import Model, abstract
+from normlab.nn.summary import concrete
 from normlab.nn.window import pair
 
 OPSET = 9
@@ -239,27 +240,27 @@ def _check_opset(opset) -> int:
 
 
 def to_onnx(model: Model, params, state, opset: int = OPSET):
-    """The model's inference pass as an ``onnx.ModelProto``: ``images`` (batch, 28, 28) in, ``probabilities``
-    (batch, 10) out, the weights as float32 initializers; a kind without a translation is a ConfigError."""
+    """The model's inference pass as an ``onnx.ModelProto``: ``images`` (batch, *its data's image shape) in,
+    ``probabilities`` (batch, classes) out, the weights as float32 initializers; a kind without a translation is a ConfigError."""
     onnx = _onnx()
     opset = _check_opset(opset)
     graph = Graph(onnx)
     _, _, shapes = abstract(model)
-    x, in_shape = INPUT, INPUT_SHAPE
+    x, in_shape = INPUT, model.data.image
     for (name, _), spec, out_shape in zip(model.layers, model.spec, shapes):
         translate = TRANSLATIONS.get(spec["kind"])
         if translate is None:
             raise ConfigError(f"ONNX export: layer {name} ({spec['kind']}) has no ONNX translation; "
                               f"supported kinds: {', '.join(TRANSLATIONS)}")
-        options = {key: value for key, value in spec.items() if key != "kind"}
+        options = concrete(spec, out_shape)
         x = translate(graph, Site(name, options, tuple(in_shape), params[name], state[name]), x)
         in_shape = out_shape
     for node in graph.nodes:  # the last layer's output, under its public name
         node.output[:] = [OUTPUT if name == x else name for name in node.output]
     float32 = onnx.TensorProto.FLOAT
     proto = onnx.helper.make_graph(
-        graph.nodes, model.name, [onnx.helper.make_tensor_value_info(INPUT, float32, [BATCH, *INPUT_SHAPE])],
-        [onnx.helper.make_tensor_value_info(OUTPUT, float32, [BATCH, NUM_CLASSES])], graph.initializers)
+        graph.nodes, model.name, [onnx.helper.make_tensor_value_info(INPUT, float32, [BATCH, *model.data.image])],
+        [onnx.helper.make_tensor_value_info(OUTPUT, float32, [BATCH, model.data.classes])], graph.initializers)
     opsets = [onnx.helper.make_opsetid("", opset)]
     return onnx.helper.make_model(proto, opset_imports=opsets, producer_name=PRODUCER,
                                   ir_version=onnx.helper.find_min_ir_version_for(opsets))

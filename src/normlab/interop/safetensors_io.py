@@ -28,7 +28,10 @@ def _leaves(weights: Weights) -> dict[str, np.ndarray]:
 
 
 def write_safetensors(weights: Weights, path: Path) -> None:
-    header = {"format": FORMAT, "model": json.dumps({"name": weights.model.name, "layers": list(weights.model.spec)})}
+    model = weights.model
+    header = {"format": FORMAT, "model": json.dumps({"name": model.name, "layers": list(model.spec),
+                                                     "input_shape": list(model.data.image),
+                                                     "classes": model.data.classes})}
     write_bytes(path, safetensors.numpy.save(_leaves(weights), metadata=header))
 
 
@@ -52,12 +55,14 @@ def read_safetensors(path: Path) -> Weights:
     try:
         spec = parse_json(metadata["model"], f"{source}: its model description")
         name, layers = spec["name"], spec["layers"]
+        # files written before other datasets hold no shape: they were all Fashion-MNIST's, the default's
+        data = (spec["input_shape"], spec["classes"]) if "input_shape" in spec or "classes" in spec else None
     except FileProblem as error:
         raise ConfigError(str(error)) from None
     except (KeyError, TypeError):
         raise ConfigError(f"{source}: its model description is damaged") from None
     try:
-        model = build(name, layers)
+        model = build(name, layers, data=data)
     except ConfigError as error:
         raise ConfigError(f"{source}: {error}") from None
     params, state, _ = abstract(model)

@@ -65,7 +65,7 @@ def _plan(model: Model) -> dict[int, tuple[int, bool]]:
 def _folded(model: Model, plan: dict) -> Model:
     absorbers = {target for target, _ in plan.values()}
     return models.build(model.name, [{**layer, "use_bias": True} if i in absorbers else layer
-                                     for i, layer in enumerate(model.spec) if i not in plan])
+                                     for i, layer in enumerate(model.spec) if i not in plan], data=model.data)
 
 
 def folded(model: Model) -> Model:

@@ -15,13 +15,13 @@ from typing import NamedTuple
 
 import jax
 
+from normlab.data.dataset import Shape
 from normlab.errors import ConfigError, did_you_mean, shown
 from normlab.layer import Layer
 from normlab.nn import spec as specs
 from normlab.nn.registry import BATCH_LIMITED
 
-INPUT_SHAPE = (28, 28)
-NUM_CLASSES = 10
+MAX_SIDE = 1 << 14  # an image's side, its channels or a class count: beyond any dataset normlab trains on
 MAX_PARAMS = 50_000_000  # 200 MB of float32 weights per seed, before the optimizer's copies: a typo, not a study
 NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")  # a model's name is a folder name (checkpoints, TensorBoard)
 
@@ -30,6 +30,7 @@ class Model(NamedTuple):
     name: str
     layers: tuple[tuple[str, Layer], ...]  # (layer name, layer)
     spec: tuple[dict, ...]  # every layer's kind and options, defaults filled in: what mirrors and checkpoints see
+    data: Shape  # the images it takes and the classes it scores, from the dataset it is built for
 
 
 @functools.cache
@@ -69,33 +70,53 @@ def _keras_names(layers: list[Layer]) -> tuple[tuple[str, Layer], ...]:
     return tuple(named)
 
 
-def build(name: str, layers, defaults: dict | None = None) -> Model:
-    """The model a spec describes, its shapes checked; ``defaults`` (kind -> options) as in ``spec.check_layer``.
+def build(name: str, layers, defaults: dict | None = None, *, data: Shape | None = None) -> Model:
+    """The model a spec describes for ``data``'s images and classes (None: the default dataset's), its shapes
+    checked; ``defaults`` (kind -> options) as in ``spec.check_layer``.
 
     The model emits logits: a softmax that ends it is folded into the loss (log-softmax, see ``losses``). Its name
     is checked like a study's model names: it may come from a model file, and it names folders and is printed.
     """
     check_name(name, "model")
-    key = json.dumps([name, layers, defaults], sort_keys=True, default=str)
+    data = _shape(data)
+    key = json.dumps([name, layers, defaults, data], sort_keys=True, default=str)
     return _build(key)
+
+
+def _shape(data) -> Shape:
+    """``data`` as a ``Shape`` of ints, however it arrived (a JSON list from a file or a worker's job)."""
+    if data is None:
+        from normlab.data.registry import DEFAULT, shape
+        return shape(DEFAULT)
+    image, classes = data
+    if not (isinstance(image, (list, tuple)) and 1 <= len(image) <= 3 and all(_side(n) for n in image)
+            and _side(classes)):
+        raise ConfigError(f"a model's input must be an image shape of 1 to 3 sizes and a class count, each an int in "
+                          f"1..{MAX_SIDE:,}, got {shown(image)} and {shown(classes)}")
+    return Shape(tuple(image), classes)
+
+
+def _side(n) -> bool:
+    return type(n) is int and 1 <= n <= MAX_SIDE
 
 
 @functools.lru_cache(maxsize=64)
 def _build(key: str) -> Model:
-    name, layers, defaults = json.loads(key)
+    name, layers, defaults, data = json.loads(key)
     where = f"model {name}"
     spec = specs.check(layers, where, defaults)
     engine = list(spec)
     if engine[-1].get("activation") == "softmax":
         engine[-1] = {**engine[-1], "activation": "linear"}
-    model = Model(name, _keras_names([specs.build_layer(s) for s in engine]), spec)
+    data = _shape(data)
+    model = Model(name, _keras_names([specs.build_layer(s) for s in engine]), spec, data)
     try:
         params, state, shapes = abstract(model)
     except ConfigError as error:
         raise ConfigError(f"{where}: {error}") from None
-    if shapes[-1] != (NUM_CLASSES,):
-        raise ConfigError(f"{where} outputs shape {shapes[-1]}, but the loss needs {NUM_CLASSES} class scores; "
-                          f"end it with {{kind = \"dense\", units = {NUM_CLASSES}, activation = \"softmax\"}}")
+    if shapes[-1] != (data.classes,):
+        raise ConfigError(f"{where} outputs shape {shapes[-1]}, but the loss needs {data.classes} class scores; "
+                          f"end it with {{kind = \"dense\", units = {data.classes}, activation = \"softmax\"}}")
     count = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves((params, state)))
     if count > MAX_PARAMS:
         raise ConfigError(f"{where} has {count:,} parameters, more than {MAX_PARAMS:,}")
@@ -104,7 +125,7 @@ def _build(key: str) -> Model:
 
 def _init(model: Model, key, shapes: list | None = None):
     keys = jax.random.split(key, len(model.layers))
-    params, state, shape = {}, {}, INPUT_SHAPE
+    params, state, shape = {}, {}, model.data.image
     for layer_key, (name, layer) in zip(keys, model.layers):
         try:
             params[name], state[name], shape = layer.init(layer_key, shape)
@@ -141,22 +162,23 @@ def check_batch(model: Model, batch_size: int) -> None:
     when the study is read, not hours into a sweep. Only models with such a layer (``BATCH_LIMITED``) are traced."""
     if not any(BATCH_LIMITED.get(spec["kind"], lambda spec: False)(spec) for spec in model.spec):
         return
-    _check_batch(json.dumps([model.name, model.spec], sort_keys=True, default=str), batch_size)
+    _check_batch(json.dumps([model.name, model.spec, model.data], sort_keys=True, default=str), batch_size)
 
 
 @functools.lru_cache(maxsize=256)
 def _check_batch(key: str, batch_size: int) -> None:
-    model = build(*json.loads(key))
+    name, spec, data = json.loads(key)
+    model = build(name, spec, data=data)
     params, state, _ = abstract(model)
-    x = jax.ShapeDtypeStruct((batch_size, *INPUT_SHAPE), jax.numpy.float32)
+    x = jax.ShapeDtypeStruct((batch_size, *model.data.image), jax.numpy.float32)
     try:
         jax.eval_shape(lambda p, s, x: apply(model, p, s, x, True), params, state, x)
     except ConfigError as error:
         raise ConfigError(f"model {model.name} at batch size {batch_size}: {error}") from None
 
 
-def preset(name: str, defaults: dict | None = None) -> Model:
-    """One of the study's presets."""
+def preset(name: str, defaults: dict | None = None, *, data: Shape | None = None) -> Model:
+    """One of the study's presets, for ``data``."""
     if name not in presets():
         raise unknown(name, presets())
-    return build(name, presets()[name], defaults)
+    return build(name, presets()[name], defaults, data=data)

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from normlab.nn.models import INPUT_SHAPE, Model, abstract
+from normlab.nn.models import Model, abstract
 
 
 class LayerRow(NamedTuple):
@@ -58,13 +58,19 @@ def variables(model: Model) -> list[Variable]:
     return found
 
 
+def concrete(spec: dict, out_shape) -> dict:
+    """A layer's options as another framework takes them: a reshape's 0s and -1 resolved (``nn.reshape``)."""
+    options = {k: v for k, v in spec.items() if k != "kind"}
+    return {**options, "target_shape": list(out_shape)} if spec["kind"] == "reshape" else options
+
+
 def describe(model: Model) -> dict:
     """The model as plain JSON for another framework: per layer its normlab kind, Keras class, options (Keras'
     names and values, defaults filled in) and shapes. What the bench's Keras and PyTorch mirrors are generated
     from; the kind tells apart layers one Keras class covers (``batch_norm``, ``batch_renorm``)."""
     _, _, shapes = abstract(model)
-    inputs = [INPUT_SHAPE, *shapes[:-1]]
-    return {"name": model.name, "input_shape": list(INPUT_SHAPE), "layers": [
-        {"kind": spec["kind"], "class": layer.kind, "options": {k: v for k, v in spec.items() if k != "kind"},
+    inputs = [model.data.image, *shapes[:-1]]
+    return {"name": model.name, "input_shape": list(model.data.image), "classes": model.data.classes, "layers": [
+        {"kind": spec["kind"], "class": layer.kind, "options": concrete(spec, out_shape),
          "in_shape": list(in_shape), "out_shape": list(out_shape)}
         for (_, layer), spec, in_shape, out_shape in zip(model.layers, model.spec, inputs, shapes)]}
