@@ -39,7 +39,7 @@ def test_zero_copies_the_input_size_and_minus_one_takes_the_rest_as_numpy_does(t
     ([1, 28, 28, 1], "target_shape must be a list of 1 to 3 ints"),
     ([784, 0], r"target_shape \[784, 0\] holds 21,952 values, but the input \(28, 28\) has 784"),
     ([784, -2], "target_shape must be a list of 1 to 3 ints"),
-    ([-1, -1], "at most one -1"),
+    ([-1, -1], r"-1 \(the rest, once\)"),
     ([0, 0, 0], r"copies a size \(0\) the input \(28, 28\) does not have"),
     ([5, -1], r"cannot hold the 784 values"),
     ([784.0], "target_shape must be a list of 1 to 3 ints"),
