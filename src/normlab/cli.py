@@ -91,7 +91,10 @@ def cmd_reproduce(args) -> None:
 
 
 def cmd_run(args) -> None:
-    api().run(args.study, out=args.out, workers=args.workers, data_dir=args.data_dir, verify=not args.no_verify,
+    if args.val_split is not None:
+        raise ConfigError("--val-split: a study file sets val_split in its [config]")
+    api().run(args.study, out=args.out, workers=args.workers, data=args.data, data_dir=args.data_dir,
+              verify=not args.no_verify,
               engine=args.engine, address=args.address)
 
 

@@ -56,20 +56,24 @@ def export(run_dir, *, preset: str | None = None, seed: int | None = None, forma
 
 
 @public
-def evaluate(target, *, preset: str | None = None, seed: int | None = None, data_dir=None,
+def evaluate(target, *, preset: str | None = None, seed: int | None = None, data=None, data_dir=None,
              verify: bool = True) -> list[dict]:
-    """Test loss and accuracy on the 10,000 test images of a ``.keras`` or ``.safetensors`` model file, or of a
-    run folder's models (each beside what its results.json recorded: the same to a few images, since an image whose
-    two top classes tie to float32 rounding may go either way in another program or on another CPU).
+    """Test loss and accuracy on the test images of a ``.keras`` or ``.safetensors`` model file (on ``data``, the
+    default dataset if not given), or of a run folder's models on the data they were trained on (each beside what
+    its results.json recorded: the same to a few images, since an image whose two top classes tie to float32
+    rounding may go either way in another program or on another CPU).
 
     >>> [abs(score["accuracy"] - score["recorded"]) < 0.001 for score in normlab.evaluate("runs/doc-train")]
     [True]
     """
-    from normlab.api.running import data
+    from normlab.api.running import load_data, study_config
     target = path_of(target, "target", required=True)
     if target.is_dir():
         from normlab.interop.trained import final_weights, finished_runs
         config, chosen = finished_runs(target, preset, seed)
+        if data is not None:
+            raise ConfigError(f"{option_name('data')}: a run folder's models are scored on the data they were "
+                              f"trained on ({config.data}); give a model file to score it on other data")
         models = [(f"{run.preset} seed {run.seed}", final_weights(target, config, run), run) for run in chosen]
     else:
         if preset is not None or seed is not None:
@@ -78,11 +82,16 @@ def evaluate(target, *, preset: str | None = None, seed: int | None = None, data
         from normlab.interop.model_files import read
         weights = read(target)
         models = [(f"{one_line(target)} ({weights.model.name})", weights, None)]
-    fashion = data(data_dir, verify=verify)
+        config = study_config(None, {"data": data})
+    dataset = load_data(config, path_of(data_dir, "data_dir"), verify)
     scores = []
     for label, weights, run in models:
+        if weights.model.data != dataset.shape:
+            raise ConfigError(f"{label} takes {weights.model.data.image} images in {weights.model.data.classes} "
+                              f"classes; {dataset.name}'s are {dataset.shape.image} in {dataset.shape.classes}: give "
+                              f"the model's own data with {option_name('data')}")
         signals.safe_point("evaluate")
-        loss, accuracy = test_scores(weights, fashion.x_test, fashion.y_test)
+        loss, accuracy = test_scores(weights, dataset.x_test, dataset.y_test)
         scores.append({"model": label, "loss": loss, "accuracy": accuracy,
                        "recorded": None if run is None or run.test is None else run.test["accuracy"]})
     return scores

@@ -72,8 +72,8 @@ def data(data=None, *, data_dir=None, download: bool = True, verify: bool = True
     path of an ``.npz`` file or an image folder, arrays ``(x_train, y_train, x_test, y_test)`` or a ``Dataset``.
 
     >>> fashion = normlab.data()
-    >>> fashion.x_train.shape, fashion.x_val.shape, fashion.x_test.shape
-    ((55000, 28, 28), (5000, 28, 28), (10000, 28, 28))
+    >>> fashion.splits, fashion.x_train.dtype, fashion.class_names[:3]
+    ({'train': 55000, 'validation': 5000, 'test': 10000}, dtype('uint8'), ('T-shirt/top', 'Trouser', 'Pullover'))
     """
     from normlab.data import registry
     from normlab.experiments.config import check
@@ -297,11 +297,12 @@ def _mean(values) -> str:
 
 
 @public
-def run(study, *, out=None, workers: int | None = None, data_dir=None, verify: bool = True,
+def run(study, *, out=None, workers: int | None = None, data=None, data_dir=None, verify: bool = True,
         progress: bool = True, engine: str = "local", address: str | None = None) -> "Sweep":
     """A study file (or a built-in study: seed, lr-sweep, batch-size, momentum, norms-vs-batch-size) and its sweep:
     every trial's jobs in one worker pool, each trial a run folder under ``out``/trials (default runs/NAME), then
-    report.html over all of them. Calling it again resumes: finished trials and epochs are kept.
+    report.html over all of them. Calling it again resumes: finished trials and epochs are kept. ``data`` (a
+    dataset name or path) replaces the study's ``[config]`` data, and is recorded with the study in ``out``.
 
     ``engine="ray"`` runs the jobs as Ray tasks instead: on a local Ray instance started (and shut down) for the
     sweep, or on the running cluster at ``address`` (``"auto"`` or the head's ``HOST:PORT``; ``out`` must then be
@@ -333,6 +334,10 @@ def run(study, *, out=None, workers: int | None = None, data_dir=None, verify: b
     if address is not None and not (isinstance(address, str) and 0 < len(address) <= 1000 and address.isprintable()):
         raise ConfigError(f"{option_name('address')} must be auto or a Ray head's HOST:PORT, got {address!r:.80}")
     loaded = studies.load(path_text(study, "study", required=True))
+    if data is not None:
+        name = data_name(data)
+        loaded = dataclasses.replace(loaded, base=studies.make_config(loaded.base, {"data": name}, option_name("data")),
+                                     source=f"{loaded.source.rstrip()}\n\n# {option_name('data')}: {name!r}\n")
     sweep.ask_for_devices(loaded)
     pool = loaded.base if workers is None else studies.make_config(loaded.base, {"workers": workers},
                                                                    option_name("workers"))

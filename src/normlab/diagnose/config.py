@@ -12,7 +12,8 @@ from normlab.layer import FLOAT32_MAX
 MAX_ETAS = 64
 # seeds: all of a preset's seeds are one program, and each holds its probes' copies of the model (a landscape is
 # one per step size) and the validation set's activations: 100 is ~10 GB at the defaults, not a typo's 1,000.
-LIMITS = {"seeds": 100, "every": 10_000_000, "unit": 1 << 20, "precise_batches": 55_000}
+# precise_batches: as many as the training set holds are used (``diagnose.run``), so the bound only stops typos.
+LIMITS = {"seeds": 100, "every": 10_000_000, "unit": 1 << 20, "precise_batches": 1 << 26}
 
 
 def _int(name: str, value) -> int:

@@ -67,6 +67,9 @@ def builtin_studies() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files("normlab.studies").iterdir() if p.name.endswith(".toml"))
 
 
+ONE_DATASET = ("data", "val_split")  # the sweep's worker pool holds one dataset's arrays for every trial
+
+
 def _unknown(kind: str, key: str, known, where: str) -> ConfigError:
     return ConfigError(f"{where}: unknown {kind} {shown(key)}; {did_you_mean(key, known)}known: {', '.join(known)}")
 
@@ -146,6 +149,10 @@ def _sweep(table: dict, source: str) -> Sweep:
         _known(key, f"{source} [sweep]")
     for key in random_raw:
         _known(key, where)
+    for key in (*grid_raw, *random_raw):
+        if key in ONE_DATASET:
+            raise ConfigError(f"{source}: [sweep] cannot vary {key}: a sweep's trials share one dataset and split; "
+                              f"set it in [config], and run one study per dataset")
     grid = {key: _values(key, values, f"{source}: sweep.{key}") for key, values in grid_raw.items()}
     combinations = math.prod(map(len, grid.values()))
     if combinations > MAX_TRIALS:

@@ -41,8 +41,11 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     import normlab
-    for score in normlab.evaluate(args.target, preset=args.preset, seed=args.seed, data_dir=args.data_dir,
-                                  verify=not args.no_verify):
+    from normlab.errors import ConfigError
+    if args.val_split is not None:
+        raise ConfigError("--val-split: evaluate scores the test images, which no validation split changes")
+    for score in normlab.evaluate(args.target, preset=args.preset, seed=args.seed, data=args.data,
+                                  data_dir=args.data_dir, verify=not args.no_verify):
         recorded = "" if score["recorded"] is None else f" (results.json: {score['recorded']:.4f})"
         print(f"{score['model']}: test loss {score['loss']:.4f}, accuracy {score['accuracy']:.4f}{recorded}",
               flush=True)

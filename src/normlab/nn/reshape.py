@@ -1,8 +1,8 @@
 """Keras' ``Reshape``, with ONNX's two wildcards: each example's values in a new shape.
 
 In ``target_shape`` a 0 copies the input's size at that position and one -1 takes what is left, so the CNN presets'
-``[0, 0, -1]`` makes (28, 28) grayscale images (28, 28, 1) and leaves (32, 32, 3) colour ones as they are: one
-model spec for every dataset. Mirrors and exports see the resolved shape (``resolve``).
+``[0, 0, -1]`` gives a grayscale (H, W) image its channel axis, (H, W, 1), and leaves a colour (H, W, 3) one as it
+is: one model spec for every dataset. Mirrors and exports see the resolved shape (``resolve``).
 """
 
 import math
