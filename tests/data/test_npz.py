@@ -144,7 +144,8 @@ def test_every_broken_file_is_one_line_naming_it(tmp_path, case):
 def test_a_member_expanding_past_the_cap_is_refused_from_the_directory(tmp_path):
     """A real deflate bomb (1 MB of zeros in ~1 KB): refused on its declared size, before any of it is read."""
     path = tmp_path / "bomb.npz"
-    np.savez_compressed(path, **GOOD | {"x_train": np.zeros((1 << 20, 1, 1), np.uint8), "y_train": np.zeros(1 << 20, int)})
+    np.savez_compressed(path, **GOOD | {"x_train": np.zeros((1 << 20, 1, 1), np.uint8),
+                                        "y_train": np.zeros(1 << 20, int)})
     assert path.stat().st_size < 100_000
     with pytest.raises(DataError, match="expand to .* more than the 500,000 read"):
         npz.read(path, max_bytes=500_000)

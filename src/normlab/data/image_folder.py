@@ -146,7 +146,7 @@ def _layout(folder: Path, test_split) -> dict[str, dict[str, list[Path]]]:
 
 def decode(path: Path) -> np.ndarray:
     """One image file as uint8 ``(H, W)`` or ``(H, W, 3)`` (module docstring), or a one-line DataError."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError  # here: every run imports normlab.data, few read images
     try:
         blob = read_bytes(path, MAX_FILE_BYTES)
     except FileProblem as error:

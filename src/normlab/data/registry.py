@@ -1,7 +1,9 @@
 """Every dataset ``--data`` can name, one line each, and how a ``--data`` value becomes a ``Dataset``.
 
-A name is looked up here; anything else is a path (an ``.npz`` file, a folder of images). ``shape`` answers
-without reading a pixel where it can (built-ins), so a model can be checked before its data are fetched.
+A name is looked up here; anything else is a path (an ``.npz`` file, a folder of images); from Python, a
+``Dataset`` or arrays too. Every source but a built-in ends in ``arrays.from_arrays``, so all are checked alike.
+``shape`` answers without reading a pixel where it can (built-ins), so a model can be checked before its data are
+fetched.
 """
 
 import os
