@@ -25,6 +25,7 @@ regular file, at most ``MAX_FILE_BYTES``) and its declared size checked before i
 
 import io
 import math
+import numbers
 import os
 import warnings
 from fractions import Fraction
@@ -105,7 +106,7 @@ def spread(counts: list[int]) -> list[tuple[int, int]]:
 
 def _split_last(classes: dict[str, list[Path]], test_split, folder: Path) -> tuple[dict, dict]:
     """Per class, the last ``ceil(test_split * n)`` files as test, the others as train."""
-    if isinstance(test_split, bool) or not isinstance(test_split, (int, float)) or not 0 < test_split < 1:
+    if isinstance(test_split, bool) or not isinstance(test_split, numbers.Real) or not 0 < test_split < 1:
         raise DataError(f"test_split must be a fraction between 0 and 1 (exclusive), got {shown(test_split)}")
     fraction = Fraction(repr(float(test_split)))  # 0.1 as 1/10, not 0.1000000000000000055...: 30 images give 3
     train, test = {}, {}
