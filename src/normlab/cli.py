@@ -49,16 +49,26 @@ def _common(args) -> dict:
 
 
 def cmd_data(args) -> None:
-    from normlab.data import candidate_dirs
-    for path, origin in candidate_dirs(args.data_dir):
-        print(f"looked in {path} ({origin})")
+    from normlab.data import BUILTIN, DEFAULT, candidate_dirs
+    args.data = args.data or DEFAULT
+    if args.data in BUILTIN:
+        for path, origin in candidate_dirs(args.data_dir):
+            print(f"looked in {path} ({origin})")
     start = time.perf_counter()
-    data = api().data(args.data_dir, download=not args.no_download, verify=not args.no_verify)
-    print(f"found Fashion-MNIST in {data.source}: 4 files, SHA-256 of the decompressed content "
-          f"{'NOT checked (--no-verify)' if args.no_verify else 'verified'} "
-          f"({time.perf_counter() - start:.1f} s)")
-    print(f"train {len(data.y_train):,} / validation {len(data.y_val):,} (first 5,000 training images) "
-          f"/ test {len(data.y_test):,}, 28x28 uint8")
+    data = api().data(args.data, data_dir=args.data_dir, download=not args.no_download, verify=not args.no_verify,
+                      val_split=args.val_split)
+    seconds = time.perf_counter() - start
+    if args.data == "fashion-mnist":
+        print(f"found Fashion-MNIST in {data.source}: 4 files, SHA-256 of the decompressed content "
+              f"{'NOT checked (--no-verify)' if args.no_verify else 'verified'} ({seconds:.1f} s)")
+    else:
+        print(f"read {one_line(data.name)} from {one_line(data.source)} ({seconds:.1f} s): content SHA-256 "
+              f"{data.digest[:16]}..., {'verified' if data.verified else 'not verified (no published checksum)'}")
+    held = f" (first {len(data.y_val):,} training images)" if args.data in BUILTIN else ""
+    names = ", ".join(data.class_names[:10]) + (f", ... ({len(data.class_names):,} in all)"
+                                                 if len(data.class_names) > 10 else "")
+    print(f"train {len(data.y_train):,} / validation {len(data.y_val):,}{held} / test {len(data.y_test):,}, "
+          f"{'x'.join(map(str, data.shape.image))} {data.x_train.dtype}, {data.shape.classes} classes: {names}")
 
 
 def cmd_summary(args) -> None:
@@ -210,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="seconds to wait for every process to join (default 300)")
         return p
 
-    p = with_data(sub.add_parser("data", help="find, fetch and verify Fashion-MNIST"))
+    p = with_data(sub.add_parser("data", help="find, fetch and verify Fashion-MNIST, or check your own data"))
     p.add_argument("--no-download", action="store_true", help="only look, never download")
     p.set_defaults(func=cmd_data)
     for name, func, text in (("summary", cmd_summary, "Keras-style model summary"),

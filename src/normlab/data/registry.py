@@ -1,7 +1,9 @@
 """Every dataset ``--data`` can name, one line each, and how a ``--data`` value becomes a ``Dataset``.
 
-A name is looked up here; anything else is a path (an ``.npz`` file, a folder of images). ``shape`` answers
-without reading a pixel where it can (built-ins), so a model can be checked before its data are fetched.
+A name is looked up here; anything else is a path (an ``.npz`` file, a folder of images); from Python, a
+``Dataset`` or arrays too. Every source but a built-in ends in ``arrays.from_arrays``, so all are checked alike.
+``shape`` answers without reading a pixel where it can (built-ins), so a model can be checked before its data are
+fetched.
 """
 
 import functools
@@ -9,9 +11,11 @@ import os
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from normlab.data import fashion_mnist
+from normlab.data import fashion_mnist, image_folder, npz
+from normlab.data.arrays import from_arrays
 from normlab.data.dataset import Dataset, Shape, with_validation
 from normlab.errors import DataError, did_you_mean, shown
+from normlab.files import one_line
 
 DEFAULT = "fashion-mnist"
 
@@ -95,12 +99,44 @@ def _path_described(data: str, *stamp) -> tuple[Shape, dict[str, int]]:
     return dataset.shape, dataset.splits
 
 
-def load(data: str = DEFAULT, data_dir: str | Path | None = None, download: bool = True,
-         verify: bool = True, val_split: int | None = None) -> Dataset:
-    """The dataset ``data`` names, found (or fetched), checked and split: validation is the source's own, else
-    its first ``val_split`` training images."""
-    data = check(data)
+def load(data=DEFAULT, data_dir: str | Path | None = None, download: bool = True, verify: bool = True,
+         val_split: int | None = None) -> Dataset:
+    """The dataset ``data`` names, found (or fetched), checked and split.
+
+    ``data``: a built-in's name; the path of an ``.npz`` file (``data.npz``) or an image folder
+    (``data.image_folder``); a ``Dataset`` (returned as it is); or arrays, ``(x_train, y_train, x_test, y_test)``
+    or ``keras.datasets``' ``((x_train, y_train), (x_test, y_test))`` (``data.arrays.from_arrays``). ``val_split``:
+    how many of the first training images a file, folder or arrays hold out for validation (default: a tenth, at
+    most 5,000); a built-in holds out its first 5,000 unless ``val_split`` says otherwise. ``data_dir`` is where a built-in's files are; ``download`` and
+    ``verify`` are about a built-in's published files too.
+    """
+    if isinstance(data, Dataset):
+        if val_split is not None:
+            raise DataError("val_split: a Dataset is split already")
+        return data
+    if isinstance(data, tuple):
+        arrays = data if len(data) == 4 else (*data[0], *data[1]) if _pairs(data) else None
+        if arrays is None:
+            raise DataError("data as arrays: give (x_train, y_train, x_test, y_test), or keras.datasets' "
+                            "((x_train, y_train), (x_test, y_test))")
+        return from_arrays(*arrays, val_split=val_split)
+    data = check(os.fspath(data) if isinstance(data, os.PathLike) else data)
     if data in BUILTIN or data in _HELD:
         dataset = _HELD[data] if data in _HELD else BUILTIN[data].load(data_dir, download=download, verify=verify)
         return dataset if val_split is None else with_validation(dataset, val_split)
-    raise DataError(f"{data}: reading datasets from files is not supported yet")
+    if data_dir is not None:
+        raise DataError(f"{one_line(data)} is read from itself; a data folder only says where a built-in dataset's "
+                        f"files are ({', '.join(BUILTIN)}): give one or the other")
+    path = Path(data).expanduser()
+    if path.suffix.lower() == ".npz":
+        return npz.load(path, name=data, val_split=val_split)
+    if path.is_dir():
+        return image_folder.load(path, name=data, val_split=val_split)
+    if not os.path.lexists(path):
+        raise DataError(f"{one_line(data)}: no such file or folder; give an .npz file, an image folder or a "
+                        f"dataset name ({', '.join(BUILTIN)})")
+    raise DataError(f"{one_line(data)}: not an .npz file or an image folder")
+
+
+def _pairs(data: tuple) -> bool:
+    return len(data) == 2 and all(isinstance(pair, tuple) and len(pair) == 2 for pair in data)
