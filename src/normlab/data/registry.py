@@ -21,7 +21,7 @@ class Builtin(NamedTuple):
 
 
 BUILTIN = {
-    "fashion-mnist": Builtin(fashion_mnist.load, fashion_mnist.SHAPE, "Zalando's 28x28 clothing, 10 classes"),
+    "fashion-mnist": Builtin(fashion_mnist.load, fashion_mnist.SPEC.shape, "Zalando's 28x28 clothing, 10 classes"),
 }
 
 
