@@ -10,7 +10,8 @@ from pathlib import Path
 
 from normlab.data import idx_dataset
 from normlab.data.dataset import Dataset
-from normlab.data.idx_dataset import ARG, ENV, IdxFile, IdxSpec  # noqa: F401 (callers name ARG and ENV)
+from normlab.data.folders import ARG, ENV  # noqa: F401 (callers name them)
+from normlab.data.idx_dataset import IdxFile, IdxSpec
 
 CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")

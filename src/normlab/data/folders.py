@@ -61,8 +61,12 @@ def search(dirs: list[tuple[Path, str]], lacks: Callable[[Path], str | None], wh
     return None
 
 
+def command(name: str) -> str:
+    """The command that downloads dataset ``name``: `normlab data` alone fetches the default one."""
+    return "normlab data" if name == "fashion-mnist" else f"normlab data {name}"
+
+
 def not_found(name: str, title: str, dirs: list[tuple[Path, str]], elsewhere_: str) -> DataError:
-    """The error for data found nowhere while downloads are off (`normlab data` alone fetches the default set)."""
-    command = "normlab data" if name == "fashion-mnist" else f"normlab data {name}"
+    """The error for data found nowhere while downloads are off."""
     looked = ", ".join(str(d) for d, _ in dirs)
-    return DataError(f"{title} not found in {looked}; run `{command}` to download it, or {elsewhere_}")
+    return DataError(f"{title} not found in {looked}; run `{command(name)}` to download it, or {elsewhere_}")

@@ -21,7 +21,6 @@ import numpy as np
 from normlab.data import folders, records
 from normlab.data.dataset import Dataset, Shape, content_digest
 from normlab.data.download import fetch
-from normlab.data.folders import ARG, ENV  # noqa: F401 (the spec modules' callers name them)
 from normlab.data.idx import REFETCH, archive_cap, read_idx, read_idx_file
 from normlab.errors import DataError
 from normlab.files import write_bytes

@@ -7,7 +7,7 @@ without reading a pixel where it can (built-ins), so a model can be checked befo
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from normlab.data import fashion_mnist
+from normlab.data import cifar, fashion_mnist, kmnist, mnist
 from normlab.data.dataset import Dataset, Shape
 from normlab.errors import DataError, did_you_mean, shown
 
@@ -22,6 +22,10 @@ class Builtin(NamedTuple):
 
 BUILTIN = {
     "fashion-mnist": Builtin(fashion_mnist.load, fashion_mnist.SPEC.shape, "Zalando's 28x28 clothing, 10 classes"),
+    "mnist": Builtin(mnist.load, mnist.SPEC.shape, "LeCun's 28x28 handwritten digits, 10 classes"),
+    "kmnist": Builtin(kmnist.load, kmnist.SPEC.shape, "Kuzushiji-MNIST: 28x28 cursive hiragana, 10 classes"),
+    "cifar10": Builtin(cifar.load_cifar10, cifar.CIFAR10.shape, "32x32 colour photos, 10 classes"),
+    "cifar100": Builtin(cifar.load_cifar100, cifar.CIFAR100.shape, "32x32 colour photos, 100 fine classes"),
 }
 
 
