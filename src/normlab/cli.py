@@ -49,10 +49,18 @@ def _common(args) -> dict:
 
 
 def cmd_data(args) -> None:
-    from normlab.data import BUILTIN, DEFAULT, candidate_dirs
-    args.data = args.data or DEFAULT
+    from normlab.data import BUILTIN, DEFAULT, folders
+    if args.list:
+        for name, builtin in BUILTIN.items():
+            print(f"{name:<14} {builtin.description}; train {builtin.spec.splits['train']:,} / validation "
+                  f"{builtin.spec.splits['validation']:,} / test {builtin.spec.splits['test']:,}")
+        return
+    if args.name is not None and args.data is not None and args.name != args.data:
+        raise ConfigError(f"give the dataset once: {args.name!r} or --data {args.data!r}")
+    args.data = args.name or args.data or DEFAULT
     if args.data in BUILTIN:
-        for path, origin in candidate_dirs(args.data_dir):
+        spec = BUILTIN[args.data].spec
+        for path, origin in folders.candidate_dirs(args.data, args.data_dir, getattr(spec, "debian", None)):
             print(f"looked in {path} ({origin})")
     start = time.perf_counter()
     data = api().data(args.data, data_dir=args.data_dir, download=not args.no_download, verify=not args.no_verify,
@@ -220,7 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
                            help="seconds to wait for every process to join (default 300)")
         return p
 
-    p = with_data(sub.add_parser("data", help="find, fetch and verify Fashion-MNIST, or check your own data"))
+    p = with_data(sub.add_parser("data", help="find, fetch and verify a dataset (Fashion-MNIST by default), or check "
+                                              "your own"))
+    p.add_argument("name", nargs="?", help="the dataset (as --data): a name, or the path of an .npz file or image folder")
+    p.add_argument("--list", action="store_true", help="the built-in datasets, with their sizes")
     p.add_argument("--no-download", action="store_true", help="only look, never download")
     p.set_defaults(func=cmd_data)
     for name, func, text in (("summary", cmd_summary, "Keras-style model summary"),

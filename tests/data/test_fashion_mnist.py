@@ -35,7 +35,7 @@ def sha(b: bytes) -> str:
 def write(folder, gz=True, names=None, raw=RAW):
     """Put the synthetic files in `folder` (NAME.gz or NAME), optionally only the files named."""
     folder.mkdir(parents=True, exist_ok=True)
-    for f, r in zip(fm.FILES, raw):
+    for f, r in zip(fm.SPEC.files, raw):
         if names is None or f.name in names:
             (folder / (f.name + ".gz" if gz else f.name)).write_bytes(gzip.compress(r) if gz else r)
     return folder
@@ -48,17 +48,16 @@ def env(tmp_path, monkeypatch):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("NORMLAB_DATA_URL", (tmp_path / "mirror").as_uri())
-    monkeypatch.setattr(fm, "DEBIAN_DIR", tmp_path / "debian")
-    monkeypatch.setattr(fm, "N_VAL", 2)
-    monkeypatch.setattr(fm, "FILES", tuple(
-        dataclasses.replace(f, shape=a.shape, sha256=sha(r), gz_sha256=sha(g))
-        for f, a, r, g in zip(fm.FILES, ARRAYS, RAW, GZ)))
+    monkeypatch.setattr(fm, "SPEC", dataclasses.replace(
+        fm.SPEC, debian=(tmp_path / "debian", "dataset-fashion-mnist"), n_val=2, files=tuple(
+            dataclasses.replace(f, shape=a.shape, sha256=sha(r), gz_sha256=sha(g))
+            for f, a, r, g in zip(fm.SPEC.files, ARRAYS, RAW, GZ))))
     return tmp_path
 
 
 def mirror(tmp_path):
     (tmp_path / "mirror").mkdir()
-    for f, g in zip(fm.FILES, GZ):
+    for f, g in zip(fm.SPEC.files, GZ):
         (tmp_path / "mirror" / f"{f.name}.gz").write_bytes(g)
 
 
@@ -83,7 +82,7 @@ def test_cache_before_debian(env):
 
 
 def test_mixed_gz_and_plain(env):
-    names = [f.name for f in fm.FILES]
+    names = [f.name for f in fm.SPEC.files]
     write(env / "d", gz=True, names=names[:2])
     write(env / "d", gz=False, names=names[2:])
     data = fm.load(env / "d")
@@ -93,7 +92,7 @@ def test_mixed_gz_and_plain(env):
 @pytest.mark.parametrize("use_env", [False, True])
 def test_explicit_incomplete_does_not_fall_through(env, monkeypatch, use_env):
     write(env / "debian")
-    write(env / "partial", names=[fm.FILES[0].name])
+    write(env / "partial", names=[fm.SPEC.files[0].name])
     if use_env:
         monkeypatch.setenv("NORMLAB_DATA_DIR", str(env / "partial"))
     with pytest.raises(DataError, match="lacks train-labels-idx1-ubyte, t10k-images"):
@@ -107,10 +106,10 @@ def test_not_found_without_download(env):
 
 def test_download(env):
     mirror(env)
-    write(fm.cache_dir(), names=[fm.FILES[1].name])  # an earlier partial run: only the rest is fetched
+    write(fm.cache_dir(), names=[fm.SPEC.files[1].name])  # an earlier partial run: only the rest is fetched
     data = fm.load()
     assert data.source == str(fm.cache_dir())
-    assert sorted(p.name for p in fm.cache_dir().iterdir()) == sorted(f"{f.name}.gz" for f in fm.FILES)
+    assert sorted(p.name for p in fm.cache_dir().iterdir()) == sorted(f"{f.name}.gz" for f in fm.SPEC.files)
     assert np.array_equal(data.x_val, ARRAYS[0][:2]) and np.array_equal(data.x_train, ARRAYS[0][2:])
     assert np.array_equal(data.y_val, ARRAYS[1][:2]) and np.array_equal(data.y_train, ARRAYS[1][2:])
 
@@ -118,8 +117,8 @@ def test_download(env):
 @pytest.mark.parametrize("field", ["gz_sha256", "sha256"])
 def test_download_rejects_wrong_hash(env, monkeypatch, field):
     mirror(env)
-    bad = dataclasses.replace(fm.FILES[0], **{field: "0" * 64})
-    monkeypatch.setattr(fm, "FILES", (bad,) + fm.FILES[1:])
+    bad = dataclasses.replace(fm.SPEC.files[0], **{field: "0" * 64})
+    monkeypatch.setattr(fm, "SPEC", dataclasses.replace(fm.SPEC, files=(bad,) + fm.SPEC.files[1:]))
     with pytest.raises(DataError, match="train-images-idx3-ubyte.gz: SHA-256 .* expected 000000000000"):
         fm.locate()
     assert not any(fm.cache_dir().iterdir())  # neither the bad file nor a temp file is kept

@@ -113,9 +113,9 @@ def model(name: str, study=None, data=None) -> Model:
     >>> normlab.model("bn-before")
     <normlab.Model 'bn-before': 9 layers, 270,946 params>
     >>> normlab.model("bn-before", data="cifar10")
-    <normlab.Model 'bn-before': 9 layers, 950,794 params>
+    <normlab.Model 'bn-before': 9 layers, 966,498 params>
     """
     from normlab.api.running import study_config
     if not isinstance(name, str):
         raise ConfigError(f"name must be a preset or study model's name (text), got {shown(name)}")
-    return Model(study_config(study, {"data": data}, presets=[name]).model(name))
+    return Model(study_config(study, {"presets": [name], "data": data}).model(name))

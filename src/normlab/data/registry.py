@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from normlab.data import fashion_mnist, image_folder, npz
+from normlab.data import cifar, fashion_mnist, idx_dataset, image_folder, kmnist, mnist, npz
 from normlab.data.arrays import from_arrays
 from normlab.data.dataset import Dataset, Shape, with_validation
 from normlab.errors import DataError, did_you_mean, shown
@@ -22,14 +22,16 @@ DEFAULT = "fashion-mnist"
 
 class Builtin(NamedTuple):
     load: Callable[..., Dataset]  # (data_dir, download, verify) -> Dataset
-    shape: Shape
-    splits: dict[str, int]  # images per split: train, validation, test
+    spec: "idx_dataset.IdxSpec | cifar.CifarSpec"  # its files, and so its shape and split sizes before any is read
     description: str
 
 
 BUILTIN = {
-    "fashion-mnist": Builtin(fashion_mnist.load, fashion_mnist.SHAPE, fashion_mnist.SPLITS,
-                             "Zalando's 28x28 grayscale clothing, 10 classes"),
+    "fashion-mnist": Builtin(fashion_mnist.load, fashion_mnist.SPEC, "Zalando's 28x28 grayscale clothing, 10 classes"),
+    "mnist": Builtin(mnist.load, mnist.SPEC, "LeCun's 28x28 grayscale handwritten digits, 10 classes"),
+    "kmnist": Builtin(kmnist.load, kmnist.SPEC, "Kuzushiji-MNIST: 28x28 grayscale cursive hiragana, 10 classes"),
+    "cifar10": Builtin(cifar.load_cifar10, cifar.CIFAR10, "32x32 colour photos, 10 classes"),
+    "cifar100": Builtin(cifar.load_cifar100, cifar.CIFAR100, "32x32 colour photos, 100 fine classes"),
 }
 # Datasets given as arrays in this process (``remember``), and what other processes were told of one (``note``).
 _HELD: dict[str, Dataset] = {}
@@ -76,7 +78,7 @@ def splits(data: str) -> dict[str, int]:
 
 def _described(data: str) -> tuple[Shape, dict[str, int]]:
     if data in BUILTIN:
-        return BUILTIN[data].shape, BUILTIN[data].splits
+        return BUILTIN[data].spec.shape, BUILTIN[data].spec.splits
     if data in _NOTED:
         return _NOTED[data]
     if data in _HELD:

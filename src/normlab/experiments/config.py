@@ -13,7 +13,7 @@ from normlab.errors import ConfigError, NormlabError, shown
 from normlab.experiments.defaults import default
 from normlab.experiments.workers import default_workers
 from normlab.nn import spec as layer_specs
-from normlab.nn.models import NAME, Model, build, check_batch, check_name, presets, unknown
+from normlab.nn.models import NAME, Model, build, check_batch, check_name, presets, unknown, with_classes
 from normlab.train.loop import OPTIMIZERS, TrainConfig
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # training runs in float32: a larger value would become inf
@@ -116,7 +116,7 @@ def check_models(table, source: str = "") -> dict[str, dict]:
             raise ConfigError(f"{where}: {name} is a built-in preset; give your model another name")
         if not isinstance(model, dict) or set(model) != {"layers"}:
             raise ConfigError(f"{where} must hold exactly one key, layers = [...], got {shown(model)}")
-        layer_specs.check(model["layers"], where)
+        layer_specs.check(with_classes(model["layers"], 2), where)  # any count: the data's is known when it is built
         checked[name] = {"layers": list(model["layers"])}
     return checked
 

@@ -96,6 +96,15 @@ def _shape(data) -> Shape:
     return Shape(tuple(image), classes)
 
 
+def with_classes(layers, classes: int):
+    """``layers`` with ``units = "classes"`` (a dense layer scoring every class) as the data's class count, so one
+    spec fits Fashion-MNIST's 10 classes and CIFAR-100's 100; the built model's spec holds the number."""
+    if not isinstance(layers, list):
+        return layers  # ``spec.check`` says what is wrong with it
+    return [{**layer, "units": classes} if isinstance(layer, dict) and layer.get("kind") == "dense"
+            and layer.get("units") == "classes" else layer for layer in layers]
+
+
 def _side(n) -> bool:
     return type(n) is int and 1 <= n <= MAX_SIDE
 
@@ -104,11 +113,11 @@ def _side(n) -> bool:
 def _build(key: str) -> Model:
     name, layers, defaults, data = json.loads(key)
     where = f"model {name}"
-    spec = specs.check(layers, where, defaults)
+    data = _shape(data)
+    spec = specs.check(with_classes(layers, data.classes), where, defaults)
     engine = list(spec)
     if engine[-1].get("activation") == "softmax":
         engine[-1] = {**engine[-1], "activation": "linear"}
-    data = _shape(data)
     model = Model(name, _keras_names([specs.build_layer(s) for s in engine]), spec, data)
     try:
         params, state, shapes = abstract(model)
@@ -116,7 +125,7 @@ def _build(key: str) -> Model:
         raise ConfigError(f"{where}: {error}") from None
     if shapes[-1] != (data.classes,):
         raise ConfigError(f"{where} outputs shape {shapes[-1]}, but the loss needs {data.classes} class scores; "
-                          f"end it with {{kind = \"dense\", units = {data.classes}, activation = \"softmax\"}}")
+                          f"end it with {{kind = \"dense\", units = \"classes\", activation = \"softmax\"}}")
     count = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves((params, state)))
     if count > MAX_PARAMS:
         raise ConfigError(f"{where} has {count:,} parameters, more than {MAX_PARAMS:,}")
