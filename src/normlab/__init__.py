@@ -17,7 +17,8 @@ __version__ = "0.1.0"
 # public name -> the module of normlab.api that defines it, in the order docs/api.md lists them
 _API = {"model": "model", "config": "running", "data": "running", "train": "running", "reproduce": "running",
         "run": "running", "diagnose": "running", "load": "results", "report": "running", "export": "files",
-        "evaluate": "files", "Model": "model", "Results": "results", "Sweep": "results", "Diagnosis": "results"}
+        "evaluate": "files", "Model": "model", "Dataset": "running", "Results": "results", "Sweep": "results",
+        "Diagnosis": "results"}
 __all__ = list(_API)
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from normlab import signals
 from normlab.api.command import COMMAND, again as _again, flag as _flag, option_name, path_of, path_text, public
 from normlab.api.progress import Display
+from normlab.data.dataset import Dataset  # normlab.Dataset: arrays checked and split, for data=
 from normlab.errors import ConfigError, shown
 from normlab.files import display
 
@@ -86,18 +87,16 @@ def data_name(value) -> str:
     """How a study's settings name ``value``: a dataset name or path as given; arrays given in Python are checked
     now and held in this process under a name of their digest (``data.registry.remember``)."""
     from normlab.data import registry
-    from normlab.data.dataset import Dataset
     if value is None:
         return registry.DEFAULT
     if isinstance(value, (str, os.PathLike)):
         return path_text(value, "data")
-    if isinstance(value, (tuple, list)) and len(value) == 4:
-        from normlab.data.arrays import from_arrays
-        value = from_arrays(*value)
+    if isinstance(value, tuple):
+        value = registry.load(value)
     if isinstance(value, Dataset):
         return registry.remember(value)
     raise ConfigError(f"{option_name('data')} must be a dataset name, the path of an .npz file or image folder, "
-                      f"(x_train, y_train, x_test, y_test) or a normlab.Dataset, got {shown(value)}")
+                      f"a tuple (x_train, y_train, x_test, y_test) or a normlab.Dataset, got {shown(value)}")
 
 
 def load_data(settings, data_dir, verify: bool):

@@ -25,7 +25,6 @@ import operator
 
 import numpy as np
 
-from normlab.data.dataset import Dataset, content_digest
 from normlab.errors import DataError, shown
 
 VAL_MAX = 5000        # the default validation set: a tenth of the training images, at most this many
@@ -147,9 +146,17 @@ def _split(x, y, val_split) -> tuple[np.ndarray, ...]:
 
 
 def from_arrays(x_train, y_train, x_test, y_test, x_val=None, y_val=None, *, class_names=None, name: str = "arrays",
-                source: str = "arrays", val_split: int | None = None) -> Dataset:
+                source: str = "arrays", val_split: int | None = None):
     """A checked, split ``Dataset`` of arrays (NumPy, lists, anything ``np.asarray`` takes); rules in the module
-    docstring. ``digest`` is ``content_digest`` of the six final arrays, as the built-ins compute it."""
+    docstring."""
+    from normlab.data.dataset import Dataset
+    return Dataset(x_train, y_train, x_test, y_test, x_val, y_val, class_names=class_names, val_split=val_split,
+                   name=name, source=source)
+
+
+def checked(x_train, y_train, x_test, y_test, x_val, y_val, class_names, val_split) -> tuple[tuple, tuple[str, ...]]:
+    """The six arrays (x_train, y_train, x_val, y_val, x_test, y_test) and the class names, as the rules in the
+    module docstring make them; ``Dataset`` is built from these."""
     if (x_val is None) != (y_val is None):
         raise DataError("give x_val and y_val together, or neither (validation is then taken from x_train)")
     if x_val is not None and val_split is not None:
@@ -196,4 +203,4 @@ def from_arrays(x_train, y_train, x_test, y_test, x_val=None, y_val=None, *, cla
     label_type = np.uint8 if len(names) <= 256 else np.int32
     final = (x, y.astype(label_type, copy=False), xv, yv.astype(label_type, copy=False), xs["x_test"],
              ys["y_test"].astype(label_type, copy=False))
-    return Dataset(*final, names, name, source, content_digest(*final), verified=False)
+    return final, names

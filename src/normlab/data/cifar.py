@@ -20,7 +20,7 @@ import numpy as np
 from normlab.data import folders
 from normlab.data.cifar_records import CHANNELS, NAMES_MAX, PIXELS, SIDE, SLACK, class_names, read_archive, \
     read_records
-from normlab.data.dataset import Dataset, Shape, content_digest
+from normlab.data.dataset import Dataset, Shape
 from normlab.data.download import fetch
 from normlab.data.idx import archive_cap
 from normlab.errors import DataError
@@ -152,9 +152,8 @@ def load(spec: CifarSpec, data_dir: str | Path | None = None, download: bool = T
     """Locate (or fetch), verify and split: validation is the first ``spec.n_val`` training images."""
     source = locate(spec, data_dir, download)
     x, y, x_test, y_test, names = _split(spec, _members(spec, source), str(source), spec.refetch, verify)
-    n = spec.n_val
-    arrays = (x[n:], y[n:], x[:n], y[:n], x_test, y_test)
-    return Dataset(*arrays, names, spec.name, str(source), content_digest(*arrays), verify)
+    return Dataset(x, y, x_test, y_test, val_split=spec.n_val, class_names=names, name=spec.name, source=str(source),
+                   verified=verify)
 
 
 def load_cifar10(data_dir: str | Path | None = None, download: bool = True, verify: bool = True) -> Dataset:

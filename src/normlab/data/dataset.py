@@ -7,7 +7,7 @@ never from a constant. Images are uint8 (scaled by 1/255 inside the compiled ste
 """
 
 import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -20,9 +20,15 @@ class Shape(NamedTuple):
     classes: int
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, init=False)
 class Dataset:
-    """The split a run uses; validation is the first ``len(y_val)`` training images unless the source has its own."""
+    """Images and labels, checked and split: ``normlab.Dataset(x_train, y_train, x_test, y_test)`` from NumPy arrays.
+
+    Validation is ``x_val``/``y_val`` if given, else the first ``val_split`` training images (default: a tenth, at
+    most 5,000: Fashion-MNIST's 60,000 give the study's 5,000). Every source (a built-in download, an ``.npz``, an
+    image folder, arrays) is made here, so all pass the same checks (``data.arrays``: types, shapes, finite pixels,
+    labels naming a class, a training image for every class) and get the same ``digest``.
+    """
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -31,10 +37,26 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     class_names: tuple[str, ...]
-    name: str                 # a registry name ("fashion-mnist") or what the user gave ("own.npz", "arrays")
-    source: str               # the folder, file or URL it was read from
-    digest: str | None = None  # SHA-256 of the content as read (decompressed), None where not computed
-    verified: bool = False     # the digest matched a published one
+    name: str      # a registry name ("fashion-mnist") or what the user gave ("own.npz", "arrays")
+    source: str    # the folder, file or URL it was read from
+    digest: str    # ``content_digest`` of the six arrays: equal exactly when the data are
+    verified: bool  # its files matched a published digest, or one recorded when a verified download was kept
+
+    def __init__(self, x_train, y_train, x_test, y_test, x_val=None, y_val=None, *, class_names=None,
+                 val_split: int | None = None, name: str = "arrays", source: str = "arrays", verified: bool = False,
+                 digest=None):
+        from normlab.data.arrays import checked
+        arrays, names = checked(x_train, y_train, x_test, y_test, x_val, y_val, class_names, val_split)
+        for field, value in zip(("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"), arrays):
+            object.__setattr__(self, field, value)
+        for field, value in (("class_names", names), ("name", name), ("source", source),
+                             ("digest", content_digest(*arrays)), ("verified", bool(verified))):
+            object.__setattr__(self, field, value)  # ``digest`` (from ``dataclasses.replace``) is computed anew
+
+    def __repr__(self) -> str:
+        return (f"<normlab.Dataset {self.name}: {'x'.join(map(str, self.shape.image))} {self.x_train.dtype}, "
+                f"{self.shape.classes} classes, train {len(self.y_train):,} / validation {len(self.y_val):,} / "
+                f"test {len(self.y_test):,}>")
 
     @property
     def shape(self) -> Shape:
@@ -54,15 +76,9 @@ class Dataset:
 def with_validation(dataset: Dataset, count: int) -> Dataset:
     """``dataset`` with its first ``count`` training images (its validation images first, as they came before the
     training ones in the source) as validation: the study's convention, generalized."""
-    from normlab.errors import DataError
-    x = np.concatenate([dataset.x_val, dataset.x_train])
-    y = np.concatenate([dataset.y_val, dataset.y_train])
-    if not 0 < count < len(y):
-        raise DataError(f"val_split {count:,} must leave training images: {dataset.name} has {len(y):,} for "
-                        f"training and validation together")
-    arrays = (x[count:], y[count:], x[:count], y[:count], dataset.x_test, dataset.y_test)
-    return replace(dataset, x_train=arrays[0], y_train=arrays[1], x_val=arrays[2], y_val=arrays[3],
-                   digest=content_digest(*arrays))
+    return Dataset(np.concatenate([dataset.x_val, dataset.x_train]), np.concatenate([dataset.y_val, dataset.y_train]),
+                   dataset.x_test, dataset.y_test, val_split=count, class_names=dataset.class_names,
+                   name=dataset.name, source=dataset.source, verified=dataset.verified)
 
 
 def content_digest(*arrays: np.ndarray) -> str:

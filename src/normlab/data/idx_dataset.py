@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from normlab.data import folders, records
-from normlab.data.dataset import Dataset, Shape, content_digest
+from normlab.data.dataset import Dataset, Shape
 from normlab.data.download import fetch
 from normlab.data.idx import REFETCH, archive_cap, read_idx, read_idx_file
 from normlab.errors import DataError
@@ -163,7 +163,6 @@ def load(spec: IdxSpec, data_dir: str | Path | None = None, download: bool = Tru
     folder = locate(spec, data_dir, download)
     want = _expected(spec, folder) if verify else {}
     x, y, x_test, y_test = (_read(spec, folder, f, want.get(f.name)) for f in spec.files)
-    n = spec.n_val
-    arrays = (x[n:], y[n:], x[:n], y[:n], x_test, y_test)
     verified = verify and all(f.name in want for f in spec.files)
-    return Dataset(*arrays, spec.class_names, spec.name, str(folder), content_digest(*arrays), verified)
+    return Dataset(x, y, x_test, y_test, val_split=spec.n_val, class_names=spec.class_names, name=spec.name,
+                   source=str(folder), verified=verified)
