@@ -154,9 +154,11 @@ def from_arrays(x_train, y_train, x_test, y_test, x_val=None, y_val=None, *, cla
                    name=name, source=source)
 
 
-def checked(x_train, y_train, x_test, y_test, x_val, y_val, class_names, val_split) -> tuple[tuple, tuple[str, ...]]:
+def checked(x_train, y_train, x_test, y_test, x_val, y_val, class_names, val_split,
+            every_class: bool = True) -> tuple[tuple, tuple[str, ...]]:
     """The six arrays (x_train, y_train, x_val, y_val, x_test, y_test) and the class names, as the rules in the
-    module docstring make them; ``Dataset`` is built from these."""
+    module docstring make them; ``Dataset`` is built from these. ``every_class=False`` (a built-in's published
+    split, which has them all, or a part of it someone chose) leaves a class without training images allowed."""
     if (x_val is None) != (y_val is None):
         raise DataError("give x_val and y_val together, or neither (validation is then taken from x_train)")
     if x_val is not None and val_split is not None:
@@ -196,7 +198,7 @@ def checked(x_train, y_train, x_test, y_test, x_val, y_val, class_names, val_spl
     else:
         xv, yv = xs["x_val"], ys["y_val"]
     counts = np.bincount(y, minlength=len(names))
-    if (counts == 0).any():
+    if every_class and (counts == 0).any():
         c = int(np.argmin(counts))
         held = f" (the first {len(yv):,} training images went to validation)" if x_val is None else ""
         raise DataError(f"class {c} {shown(names[c])} has no training image{held}; every class needs one")

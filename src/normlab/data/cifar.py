@@ -153,7 +153,7 @@ def load(spec: CifarSpec, data_dir: str | Path | None = None, download: bool = T
     source = locate(spec, data_dir, download)
     x, y, x_test, y_test, names = _split(spec, _members(spec, source), str(source), spec.refetch, verify)
     return Dataset(x, y, x_test, y_test, val_split=spec.n_val, class_names=names, name=spec.name, source=str(source),
-                   verified=verify)
+                   verified=verify, every_class=False)
 
 
 def load_cifar10(data_dir: str | Path | None = None, download: bool = True, verify: bool = True) -> Dataset:

@@ -44,9 +44,9 @@ class Dataset:
 
     def __init__(self, x_train, y_train, x_test, y_test, x_val=None, y_val=None, *, class_names=None,
                  val_split: int | None = None, name: str = "arrays", source: str = "arrays", verified: bool = False,
-                 digest=None):
+                 every_class: bool = True, digest=None):
         from normlab.data.arrays import checked
-        arrays, names = checked(x_train, y_train, x_test, y_test, x_val, y_val, class_names, val_split)
+        arrays, names = checked(x_train, y_train, x_test, y_test, x_val, y_val, class_names, val_split, every_class)
         for field, value in zip(("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"), arrays):
             object.__setattr__(self, field, value)
         for field, value in (("class_names", names), ("name", name), ("source", source),
@@ -78,7 +78,7 @@ def with_validation(dataset: Dataset, count: int) -> Dataset:
     training ones in the source) as validation: the study's convention, generalized."""
     return Dataset(np.concatenate([dataset.x_val, dataset.x_train]), np.concatenate([dataset.y_val, dataset.y_train]),
                    dataset.x_test, dataset.y_test, val_split=count, class_names=dataset.class_names,
-                   name=dataset.name, source=dataset.source, verified=dataset.verified)
+                   name=dataset.name, source=dataset.source, verified=dataset.verified, every_class=False)
 
 
 def content_digest(*arrays: np.ndarray) -> str:

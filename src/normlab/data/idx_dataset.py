@@ -165,4 +165,4 @@ def load(spec: IdxSpec, data_dir: str | Path | None = None, download: bool = Tru
     x, y, x_test, y_test = (_read(spec, folder, f, want.get(f.name)) for f in spec.files)
     verified = verify and all(f.name in want for f in spec.files)
     return Dataset(x, y, x_test, y_test, val_split=spec.n_val, class_names=spec.class_names, name=spec.name,
-                   source=str(folder), verified=verified)
+                   source=str(folder), verified=verified, every_class=False)

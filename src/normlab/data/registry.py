@@ -66,17 +66,20 @@ def check(data) -> str:
     return data
 
 
-def shape(data: str) -> Shape:
-    """The image shape and class count of ``data``; a path is read (and checked) to learn them."""
+def shape(data) -> Shape:
+    """The image shape and class count of ``data``; a path (or arrays) is read and checked to learn them."""
     return _described(data)[0]
 
 
-def splits(data: str) -> dict[str, int]:
+def splits(data) -> dict[str, int]:
     """Images per split of ``data``: train, validation, test."""
     return _described(data)[1]
 
 
-def _described(data: str) -> tuple[Shape, dict[str, int]]:
+def _described(data) -> tuple[Shape, dict[str, int]]:
+    if not isinstance(data, str):  # arrays or a Dataset, from Python
+        dataset = load(data)
+        return dataset.shape, dataset.splits
     if data in BUILTIN:
         return BUILTIN[data].spec.shape, BUILTIN[data].spec.splits
     if data in _NOTED:
