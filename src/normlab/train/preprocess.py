@@ -109,11 +109,13 @@ def augmented(x, drawn: dict):
     """A batch ``x`` (B, H, W[, C]) cropped then flipped as ``drawn`` (``draws``) says; what is not drawn, is not
     done."""
     if "crop4" in drawn:
-        height, width = x.shape[1:3]
-        padded = jnp.pad(x, ((0, 0), (PAD, PAD), (PAD, PAD)) + ((0, 0),) * (x.ndim - 3))
-        x = jax.vmap(lambda image, at: jax.lax.dynamic_slice(image, (*at, *(0,) * (image.ndim - 2)),
-                                                             (height, width, *image.shape[2:])))(padded,
-                                                                                                  drawn["crop4"])
+        size, rest = x.shape[1:3], x.shape[3:]
+        padded = jnp.pad(x, ((0, 0), (PAD, PAD), (PAD, PAD)) + ((0, 0),) * len(rest))
+
+        def window(image, at):
+            return jax.lax.dynamic_slice(image, (*at, *(0,) * len(rest)), (*size, *rest))
+
+        x = jax.vmap(window)(padded, drawn["crop4"])
     if "flip" in drawn:
         x = jnp.where(drawn["flip"].reshape(-1, *(1,) * (x.ndim - 1)), x[:, :, ::-1], x)
     return x
