@@ -48,6 +48,8 @@ PLAUSIBLE = {  # values in and at the edges of each field's range, so that many 
     | st.sampled_from([*presets(), "m"]),
     "optimizer": st.sampled_from(sorted(OPTIMIZERS)),
     "shuffle": st.booleans(), "bn_sync": st.booleans(),
+    "normalize": st.sampled_from(["none", "per_channel", "per-channel"]),
+    "augment": st.lists(st.sampled_from(["crop4", "flip", "crop"]), max_size=3),
     "init_from": st.sampled_from(["model.keras", "runs/x/export/bn-after-seed0.safetensors", ""]),
 }
 

@@ -20,6 +20,7 @@ from normlab.experiments.config import StudyConfig  # noqa: E402
 from normlab.nn.models import build  # noqa: E402
 from normlab.train.loop import make_optimizer, seeds_epoch  # noqa: E402
 from normlab.train.parallel import AXIS, DataParallel, replicated  # noqa: E402
+from normlab.train.preprocess import preprocessing  # noqa: E402
 from normlab.train.state import create  # noqa: E402
 from normlab.train.step import make_loss  # noqa: E402
 
@@ -96,6 +97,15 @@ def main() -> None:
     out["epoch"] = {"weights": difference(got.params, want.params), "moving": difference(got.model_state,
                                                                                          want.model_state),
                     **metric_differences(metrics, want_metrics)}
+    # normalized and augmented: each step's draws are the whole batch's, split with its rows
+    augmented = StudyConfig(epochs=1, normalize="per_channel", augment=["crop4", "flip"]).train_config()
+    stats = preprocessing(np.asarray(images), "per_channel")
+    alone, alone_metrics = seeds_epoch(model, augmented, 300, stats=stats)(*arguments)
+    split, split_metrics = seeds_epoch(model, augmented, 300, parallel=parallel, stats=stats)(
+        *replicated(arguments, parallel.mesh()))
+    out["augmented-epoch"] = {"weights": difference(split.params, alone.params),
+                              "moving": difference(split.model_state, alone.model_state),
+                              **metric_differences(split_metrics, alone_metrics)}
     for name in gemm.usable(("mkl", "openblas")):  # the BLAS GEMM's custom calls inside shard_map
         got, metrics = seeds_epoch(model, train, 300, parallel=parallel)(*replicated(arguments, parallel.mesh()))
         out[f"epoch-{name}"] = {"weights": difference(got.params, want.params),

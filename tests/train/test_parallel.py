@@ -3,7 +3,8 @@
 ``--bn-sync`` on 4 x 8 rows must give one device's loss, gradients and moving statistics at 32 rows; ``--bn-local``
 one device's with ghost batch norm of virtual batch 8 (itself checked against NumPy float64 in the norm tests);
 each with every row real and with a padded last batch whose last device holds padding only; and fit's whole epoch
-program (2 vmapped seeds, 10 steps, a partial last batch) the single-device program's weights.
+program (2 vmapped seeds, 10 steps, a partial last batch, also normalized and augmented) the single-device
+program's weights.
 """
 
 import json
@@ -36,6 +37,13 @@ def test_one_step_matches_one_device(differences, check):
 def test_an_epoch_of_fit_matches_one_device(differences):
     epoch = dict(differences["epoch"])
     assert epoch.pop("accuracy_images") <= TRAINING_FLIPS  # predictions rounding may tip (``agreement``)
+    assert epoch == pytest.approx({"weights": 0, "moving": 0, "loss": 0}, abs=TOLERANCE)
+
+
+def test_an_augmented_epoch_matches_one_device(differences):
+    """Normalized, cropped and flipped in the step: the draws are made for the whole batch, then split."""
+    epoch = dict(differences["augmented-epoch"])
+    assert epoch.pop("accuracy_images") <= TRAINING_FLIPS
     assert epoch == pytest.approx({"weights": 0, "moving": 0, "loss": 0}, abs=TOLERANCE)
 
 

@@ -436,6 +436,8 @@ def diagnose(presets=None, *, seeds: int | None = None, every: int | None = None
         raise ConfigError("diagnose measures training from each seed's own initial weights: remove init_from")
     if settings.devices > 1:
         raise ConfigError(f"diagnose measures training on one device: remove devices = {settings.devices}")
+    if settings.normalize != "none" or settings.augment:
+        raise ConfigError("diagnose measures training on the images as stored: remove normalize and augment")
     for preset in diagnosis.presets:
         check_unit(settings.model(preset), diagnosis.unit)
     data_dir = path_of(data_dir, "data_dir")

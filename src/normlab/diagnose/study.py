@@ -36,7 +36,9 @@ class Where:
 
 def config_record(study: StudyConfig, diagnosis: DiagnoseConfig) -> dict:
     """``diagnostics.json``'s ``config``: the training settings, what was measured and on which images."""
-    train = {k: v for k, v in study.as_dict().items() if k not in ("presets", "seeds", "workers", "seeds_per_program")}
+    # normalize and augment: always off in a diagnosis (``api.diagnose``), and absent from those written before them
+    left_out = ("presets", "seeds", "workers", "seeds_per_program", "normalize", "augment")
+    train = {k: v for k, v in study.as_dict().items() if k not in left_out}
     return {**train, **diagnosis.as_dict(),
             "probe": f"validation images 0..{WATCHED_IMAGES - 1}, BN in training mode (statistics of those "
                      f"{WATCHED_IMAGES:,})",

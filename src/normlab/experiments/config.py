@@ -15,6 +15,7 @@ from normlab.experiments.workers import default_workers
 from normlab.nn import spec as layer_specs
 from normlab.nn.models import NAME, Model, build, check_batch, check_name, presets, unknown, with_classes
 from normlab.train.loop import OPTIMIZERS, TrainConfig
+from normlab.train.preprocess import AUGMENTATIONS, NORMALIZATIONS
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # training runs in float32: a larger value would become inf
 # More images than any training split normlab holds in memory; the data's own size is checked when it is loaded
@@ -80,6 +81,17 @@ def check(name: str, value):
             raise ConfigError(f"init_from must be unset or the path of a .keras or .safetensors model file, "
                               f"got {shown(value)}")
         return value
+    if name == "normalize":
+        if not isinstance(value, str) or value not in NORMALIZATIONS:
+            raise ConfigError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, got {shown(value)}")
+        return value
+    if name == "augment":  # kept in the order they are applied: the same augmentation is one configuration
+        names = tuple(value) if isinstance(value, (tuple, list)) else None
+        if (names is None or not all(isinstance(n, str) and n in AUGMENTATIONS for n in names)
+                or len(set(names)) < len(names)):
+            raise ConfigError(f"augment must be a list of distinct names of {', '.join(AUGMENTATIONS)} (or []), "
+                              f"got {shown(value)}")
+        return tuple(n for n in AUGMENTATIONS if n in names)
     if name == "optimizer":
         if not isinstance(value, str) or value not in OPTIMIZERS:
             raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {shown(value)}")
@@ -151,6 +163,10 @@ class StudyConfig:
     init_from: str | None = None
     devices: int = 1      # > 1: data parallel, each batch split over that many devices (``train.parallel``)
     bn_sync: bool = True  # ... batch norm's statistics over the whole batch (SyncBatchNorm), else per device
+    # The model's input (``train.preprocess``): "per_channel" normalizes each channel by the training images'
+    # mean and std; augment, on training batches only: "crop4" (random crop of the image padded by 4), "flip".
+    normalize: str = "none"
+    augment: tuple[str, ...] = ()
 
     def __post_init__(self):
         for f in dataclasses.fields(self):  # normalized in place, so equal configs compare and serialize equal
@@ -186,7 +202,7 @@ class StudyConfig:
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(self.step_size, self.batch_size, self.epochs, self.optimizer, self.optimizer_momentum,
-                           self.shuffle, self.devices, self.bn_sync)
+                           self.shuffle, self.devices, self.bn_sync, self.normalize, self.augment)
 
     def model(self, preset: str) -> Model:
         """The preset or study model of that name; a batch_norm without its own momentum or epsilon gets the
@@ -226,12 +242,16 @@ class StudyConfig:
             del fields["devices"], fields["bn_sync"]
         if self.data == datasets.DEFAULT and self.val_split is None:  # as checkpoints before other data say it
             del fields["data"], fields["val_split"]
+        if self.normalize == "none":  # as checkpoints written before normalization and augmentation say it
+            del fields["normalize"]
+        if not self.augment:
+            del fields["augment"]
         return {"preset": preset, "model": list(self.model(preset).spec), **fields}
 
     def as_dict(self) -> dict:
         """The settings as JSON, with what a worker process needs to know of the data without reading it."""
         sizes = self.splits()
-        return {**dataclasses.asdict(self), "presets": list(self.presets),
+        return {**dataclasses.asdict(self), "presets": list(self.presets), "augment": list(self.augment),
                 "validation": f"first {sizes['validation']:,} training images",
                 "data_shape": [list(self.shape.image), self.shape.classes], "data_splits": sizes}
 

@@ -5,6 +5,8 @@
 * 55,000 / 32 leaves a last batch of 24. It is padded to 32 and masked: BN statistics, loss and gradient count
   its 24 real rows only — Keras' semantics — with the same compiled step as every other batch.
 * Seeds are a ``vmap`` axis: N seeds of one preset are one program, each seed's numbers the same as alone.
+* Normalization and augmentation happen in the step too (``train.preprocess``); each step's random crops and flips
+  are drawn with the epoch's shuffle, from the seed's key, the epoch and the step.
 """
 
 import dataclasses
@@ -24,6 +26,7 @@ from normlab.errors import CheckpointError
 from normlab.nn.models import Model
 from normlab.train import checkpoint
 from normlab.train.parallel import AXIS, DataParallel, device_rows, one_copy, replicated
+from normlab.train.preprocess import epoch_draws, preprocessing
 from normlab.train.state import TrainState, create
 from normlab.train.step import EVAL_CHUNK, chunked, make_chunk_sums, make_train_step
 
@@ -39,6 +42,8 @@ class TrainConfig:
     shuffle: bool = True            # False: every epoch visits the batches in order (``fit(shuffle=False)``)
     devices: int = 1                # > 1: each batch split over that many devices (``train.parallel``)
     bn_sync: bool = True            # ... with batch norm's statistics over the whole batch, else per device
+    normalize: str = "none"         # none | per_channel (``train.preprocess``)
+    augment: tuple[str, ...] = ()   # of crop4, flip: training batches only
 
     @property
     def parallel(self) -> DataParallel | None:
@@ -73,20 +78,24 @@ def shuffled_batches(rng, epoch_index, num_examples: int, batch_size: int, shuff
 
 
 def make_epoch(model: Model, optimizer, num_examples: int, batch_size: int, shuffle: bool = True, sgd_rate=None,
-               axis_name=None):
-    """``epoch(ts, images_u8, labels, epoch_index) -> (ts, {"loss", "accuracy"})`` for one seed (``sgd_rate`` and
-    ``axis_name``: as in ``make_train_step``; with ``axis_name`` each device trains on its share of each batch)."""
+               axis_name=None, stats: dict | None = None, augment: tuple[str, ...] = ()):
+    """``epoch(ts, images, labels, epoch_index) -> (ts, {"loss", "accuracy"})`` for one seed (``sgd_rate``,
+    ``axis_name`` and ``stats``: as in ``make_train_step``; with ``axis_name`` each device trains on its share of
+    each batch). ``augment``: every step's draws (``preprocess.epoch_draws``) are made for the whole batch, then
+    split with its rows, so a device split changes none of them."""
     mask = batch_mask(num_examples, batch_size)
-    step = make_train_step(model, optimizer, sgd_rate, axis_name)
+    step = make_train_step(model, optimizer, sgd_rate, axis_name, stats)
 
-    def epoch(ts: TrainState, images_u8, labels, epoch_index):
+    def epoch(ts: TrainState, images, labels, epoch_index):
         batches = shuffled_batches(ts.rng, epoch_index, num_examples, batch_size, shuffle), jnp.asarray(mask)
+        if augment:
+            batches += (epoch_draws(ts.rng, epoch_index, len(mask), batch_size, augment),)
         if axis_name is not None:
             batches = device_rows(batches, axis_name)
 
         def body(ts, batch):
-            rows, batch_mask = batch
-            return step(ts, images_u8[rows], labels[rows], batch_mask)
+            rows, batch_mask, *drawn = batch
+            return step(ts, images[rows], labels[rows], batch_mask, *drawn)
 
         ts, (loss_sums, correct_sums) = jax.lax.scan(body, ts, batches)
         return ts, {"loss": jnp.sum(loss_sums) / num_examples, "accuracy": jnp.sum(correct_sums) / num_examples}
@@ -95,10 +104,12 @@ def make_epoch(model: Model, optimizer, num_examples: int, batch_size: int, shuf
 
 
 def seeds_epoch(model: Model, config: TrainConfig, num_examples: int, donate: bool = False,
-                parallel: DataParallel | None = None):
-    """``epoch(ts, images_u8, labels, epoch_index, learning_rate)``, jitted, for the seeds of ``ts`` (vmapped): the
+                parallel: DataParallel | None = None, stats: dict | None = None):
+    """``epoch(ts, images, labels, epoch_index, learning_rate)``, jitted, for the seeds of ``ts`` (vmapped): the
     training program ``fit`` runs (``donate``: ``ts``'s buffers are reused for the result, as ``fit`` does), on
-    ``parallel``'s devices, each batch split over them, its arguments replicated there.
+    ``parallel``'s devices, each batch split over them, its arguments replicated there; the images normalized
+    with ``stats`` (``preprocess.preprocessing`` of the training images, as ``config.normalize`` asks) and
+    augmented as ``config.augment`` asks.
 
     The learning rate is an argument, not a constant in the program: a sweep's learning rates are then one program,
     compiled once (loaded from the compile cache after the first) rather than once each. Plain SGD on a BLAS GEMM
@@ -107,6 +118,8 @@ def seeds_epoch(model: Model, config: TrainConfig, num_examples: int, donate: bo
     from normlab.engine import gemm
     # a stepped kernel's "gradient" is the kernel itself: summed over devices it would be N kernels
     folds = config.optimizer == "sgd" and gemm.chosen() != "xla" and parallel is None
+    if config.normalize != "none" and (stats is None or stats["mean"] is None):
+        raise ValueError(f"normalize {config.normalize!r} needs the training images' statistics (stats)")
     axis_name = None if parallel is None else AXIS
     if parallel is not None:
         model = parallel.model(model)
@@ -114,7 +127,8 @@ def seeds_epoch(model: Model, config: TrainConfig, num_examples: int, donate: bo
     def epoch_at(ts, images_u8, labels, epoch_index, learning_rate):
         optimizer = make_optimizer(dataclasses.replace(config, learning_rate=learning_rate))
         return make_epoch(model, optimizer, num_examples, config.batch_size, config.shuffle,
-                          learning_rate if folds else None, axis_name)(ts, images_u8, labels, epoch_index)
+                          learning_rate if folds else None, axis_name, stats,
+                          config.augment)(ts, images_u8, labels, epoch_index)
 
     program = jax.vmap(epoch_at, in_axes=(0, None, None, None, None))
     if parallel is not None:
@@ -228,12 +242,13 @@ def fit(model: Model, data, seeds: list[int], config: TrainConfig,
                                     stage="restored"))
 
     learning_rate = jnp.float32(config.learning_rate)
-    epoch_fn = seeds_epoch(model, config, len(data.y_train), donate=True, parallel=parallel)
+    stats = preprocessing(data.x_train, config.normalize)
+    epoch_fn = seeds_epoch(model, config, len(data.y_train), donate=True, parallel=parallel, stats=stats)
     if parallel is not None:  # the training set and the state on every device, once
         ts, x_train, y_train = replicated((ts, x_train, y_train), mesh)
     size = min(EVAL_CHUNK, max(len(y_val), len(y_test)))  # one chunk shape: validation and test share a program
     val_chunks, test_chunks = chunked(x_val, y_val, size), chunked(x_test, y_test, size)
-    chunk_fn = jax.jit(jax.vmap(make_chunk_sums(model), in_axes=(0, 0, None, None, None)))
+    chunk_fn = jax.jit(jax.vmap(make_chunk_sums(model, stats), in_axes=(0, 0, None, None, None)))
     signals.safe_point("compile")
     start = time.perf_counter()
     train_epoch = epoch_fn.lower(ts, x_train, y_train, jnp.int32(0), learning_rate).compile()

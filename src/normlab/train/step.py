@@ -1,27 +1,18 @@
 """One SGD step and one evaluation pass, as pure functions of arrays.
 
 Images stay uint8 until here and become float32 pixels inside the compiled step: 4x less memory resident and
-per gather than float32.
+per gather than float32. How (scaled, normalized, augmented) is ``train.preprocess``.
 """
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from normlab.engine.gemm import Stepped
 from normlab.nn.losses import correct, sparse_categorical_crossentropy
 from normlab.nn.models import Model, apply
+from normlab.train.preprocess import augmented, pixels, scale_pixels  # noqa: F401 (scale_pixels: diagnose's)
 from normlab.train.state import TrainState
-
-
-# Keras' pixels, the float32 nearest to u / 255. XLA turns a division by 255 into a product with float32(1/255),
-# which is one ulp off for 126 of the 256 values: enough for a ReLU near its kink to switch a step earlier.
-PIXELS = (np.arange(256) / 255.0).astype(np.float32)
-
-
-def scale_pixels(images_u8):
-    return jnp.asarray(PIXELS)[images_u8]
 
 
 def make_loss(model: Model, axis_name=None):
@@ -43,19 +34,21 @@ def make_loss(model: Model, axis_name=None):
     return loss
 
 
-def make_train_step(model: Model, optimizer: optax.GradientTransformation, sgd_rate=None, axis_name=None):
-    """``step(ts, images_u8, labels, mask) -> (ts, (loss_sum, correct_sum))``, one step of ``optimizer`` on
-    ``make_loss`` (``axis_name`` as there).
+def make_train_step(model: Model, optimizer: optax.GradientTransformation, sgd_rate=None, axis_name=None,
+                    stats: dict | None = None):
+    """``step(ts, images, labels, mask, drawn=None) -> (ts, (loss_sum, correct_sum))``, one step of ``optimizer``
+    on ``make_loss`` (``axis_name`` as there), on the images as ``preprocess.pixels`` makes them with ``stats``
+    and, given ``drawn`` (``preprocess.draws``), augmented.
 
     ``sgd_rate``: the optimizer is plain SGD at this (traced) rate, and the layers' ``stepped`` params take their
     step inside their own weight-gradient product (``engine.gemm.Stepped``); the rest as ``optax.sgd`` would.
     """
     grad_fn = jax.value_and_grad(make_loss(model, axis_name), has_aux=True)
 
-    def step(ts: TrainState, images_u8, labels, mask):
+    def step(ts: TrainState, images, labels, mask, drawn=None):
         params = ts.params if sgd_rate is None else _stepped(model, ts.params, -sgd_rate)
-        (_, (model_state, loss_sum, correct_sum)), grads = grad_fn(params, ts.model_state, scale_pixels(images_u8),
-                                                                   labels, mask)
+        x = augmented(pixels(images, stats), drawn or {})
+        (_, (model_state, loss_sum, correct_sum)), grads = grad_fn(params, ts.model_state, x, labels, mask)
         if sgd_rate is None:
             updates, opt_state = optimizer.update(grads, ts.opt_state, ts.params)
             params = optax.apply_updates(ts.params, updates)
@@ -75,12 +68,12 @@ def _stepped(model: Model, params, step):
 EVAL_CHUNK = 1000  # rows per inference pass: a CNN's im2col on 10,000 images at once takes gigabytes
 
 
-def make_chunk_sums(model: Model):
-    """``sums(params, model_state, images_u8, labels, real) -> (loss sum, correct sum)`` over one chunk's real rows
-    (``real``: 1 for a row, 0 for padding) in inference mode."""
+def make_chunk_sums(model: Model, stats: dict | None = None):
+    """``sums(params, model_state, images, labels, real) -> (loss sum, correct sum)`` over one chunk's real rows
+    (``real``: 1 for a row, 0 for padding) in inference mode, on ``preprocess.pixels(images, stats)``."""
 
-    def sums(params, model_state, images_u8, labels, real):
-        logits, _ = apply(model, params, model_state, scale_pixels(images_u8), False)
+    def sums(params, model_state, images, labels, real):
+        logits, _ = apply(model, params, model_state, pixels(images, stats), False)
         return (jnp.sum(sparse_categorical_crossentropy(logits, labels) * real),
                 jnp.sum(correct(logits, labels) * real))
 
@@ -97,10 +90,11 @@ def chunked(images_u8, labels, size: int):
     return images.reshape(chunks, size, *images_u8.shape[1:]), jnp.pad(labels, (0, pad)).reshape(chunks, size), real
 
 
-def make_evaluate(model: Model, chunk: int = EVAL_CHUNK):
+def make_evaluate(model: Model, chunk: int = EVAL_CHUNK, stats: dict | None = None):
     """``evaluate(params, model_state, images_u8, labels) -> (mean loss, accuracy)`` in inference mode, over
-    ``chunk`` rows at a time (``lax.map``), so memory is bounded by the chunk, not the data set."""
-    sums = make_chunk_sums(model)
+    ``chunk`` rows at a time (``lax.map``), so memory is bounded by the chunk, not the data set (``stats``: as
+    ``make_chunk_sums``)."""
+    sums = make_chunk_sums(model, stats)
 
     def evaluate(params, model_state, images_u8, labels):
         loss_sums, correct_sums = jax.lax.map(lambda batch: sums(params, model_state, *batch),
