@@ -1,7 +1,9 @@
 """`normlab export`, `evaluate`, `train --init-from` and `summary --folded` on a real run: a model that leaves
-normlab scores in plain Keras and in onnxruntime what normlab recorded, and comes back unchanged."""
+normlab scores in plain Keras and in onnxruntime, on the test images as stored (uint8), what normlab recorded, and
+comes back unchanged."""
 
 import json
+import shutil
 
 import jax
 import numpy as np
@@ -10,7 +12,8 @@ import pytest
 from agreement import assert_accuracy_agrees, assert_same_predictions
 from normlab.cli import main
 from normlab.interop.keras_io import load_keras
-from normlab.interop.model_files import initial
+from normlab.interop.model_files import initial, read
+from normlab.interop.safetensors_io import read_safetensors
 from normlab.interop.trained import final_weights, one_run
 from normlab.nn.models import apply
 from normlab.train.step import scale_pixels
@@ -38,20 +41,34 @@ def ours(run_dir, real_data):
     return np.asarray(jax.nn.softmax(logits))
 
 
+def assert_scores_the_recorded_accuracy(run_dir, real_data, ours, predict) -> None:
+    """``predict`` (an exported model) on the raw uint8 test images predicts normlab's classes but on near ties
+    (``agreement``), so its accuracy is the recorded one up to them; on pixels already / 255 (scaled twice) it is
+    far from it: the scaling is inside the model."""
+    recorded = recorded_accuracy(run_dir)
+    assert_accuracy_agrees(recorded, ours, real_data.y_test)
+    theirs = predict(real_data.x_test)
+    assert_same_predictions(ours, theirs)
+    assert_accuracy_agrees(float(np.mean(theirs.argmax(axis=1) == real_data.y_test)), ours, real_data.y_test)
+    twice = np.mean(predict(real_data.x_test.astype(np.float32) / 255).argmax(axis=1) == real_data.y_test)
+    assert abs(twice - recorded) > 0.2, (twice, recorded)
+
+
 @pytest.mark.parametrize("fold", [False, True])
-def test_a_keras_export_scores_the_recorded_test_accuracy_in_plain_keras(run_dir, real_data, ours, fold):
-    """Keras predicts normlab's classes but on near ties (``agreement``), and normlab's are what the run recorded."""
+def test_a_keras_export_scores_the_recorded_test_accuracy_on_raw_pixels_in_plain_keras(run_dir, real_data, ours,
+                                                                                       fold):
+    """``predict(x_test_uint8)``, as a Keras user calls it, with no /255 of the caller's."""
     out = run_dir.parent / f"model-{fold}.keras"
     assert main(["export", str(run_dir), "--out", str(out), *(["--fold-bn"] if fold else [])]) == 0
     model = load_keras().saving.load_model(out)
-    kinds = {type(layer).__name__ for layer in model.layers}
-    assert ("BatchNormalization" in kinds) != fold
-    assert_same_predictions(ours, model.predict(real_data.x_test.astype(np.float32) / 255, batch_size=1000,
-                                                verbose=0))
-    assert_accuracy_agrees(recorded_accuracy(run_dir), ours, real_data.y_test)
+    assert_scores_the_recorded_accuracy(run_dir, real_data, ours,
+                                        lambda x: model.predict(x, batch_size=1000, verbose=0))
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds[0] == "Rescaling" and ("BatchNormalization" in kinds) != fold
 
 
-def test_an_onnx_export_predicts_like_normlab_at_batch_1_and_1000(run_dir, real_data):
+def test_an_onnx_export_scores_the_recorded_test_accuracy_on_raw_pixels_at_batch_1_and_1000(run_dir, real_data,
+                                                                                            ours):
     ort = pytest.importorskip("onnxruntime")
     out = run_dir.parent / "model.onnx"
     assert main(["export", str(run_dir), "--format", "onnx", "--out", str(out)]) == 0
@@ -60,9 +77,33 @@ def test_an_onnx_export_predicts_like_normlab_at_batch_1_and_1000(run_dir, real_
     for rows in (1, 1000):
         images = real_data.x_test[:rows]
         logits, _ = apply(weights.model, weights.params, weights.state, scale_pixels(images), False)
-        theirs = session.run(None, {"images": images.astype(np.float32) / 255})[0]
+        theirs = session.run(None, {"images": images.astype(np.float32)})[0]
         assert theirs.shape == (rows, 10)
         assert np.abs(theirs - np.asarray(jax.nn.softmax(logits))).max() <= 1e-5
+    assert_scores_the_recorded_accuracy(run_dir, real_data, ours, lambda x: np.concatenate(
+        [session.run(None, {"images": x[i:i + 1000].astype(np.float32)})[0] for i in range(0, len(x), 1000)]))
+
+
+def test_an_export_carries_the_preprocessing_its_results_json_records(run_dir, tmp_path):
+    """A normalized run's mean and std (``train.preprocess``) reach the .keras, ONNX and safetensors files."""
+    run = tmp_path / "normalized"
+    shutil.copytree(run_dir, run, ignore=shutil.ignore_patterns("export"))
+    recorded = {"scale": 1 / 255, "mean": [0.2860], "std": [0.3530]}
+    results = json.loads((run / "results.json").read_text())
+    (run / "results.json").write_text(json.dumps(results | {"preprocessing": recorded}))
+    for suffix in (".keras", ".onnx", ".safetensors"):
+        assert main(["export", str(run), "--out", str(tmp_path / f"m{suffix}")]) == 0
+    keras_model = load_keras().saving.load_model(tmp_path / "m.keras")
+    assert [type(layer).__name__ for layer in keras_model.layers[:2]] == ["Rescaling", "Normalization"]
+    _, found = read(tmp_path / "m.keras")
+    np.testing.assert_allclose([found["scale"], *found["mean"], *found["std"]], [1 / 255, 0.2860, 0.3530], rtol=1e-7)
+    assert read_safetensors(tmp_path / "m.safetensors")[1] == recorded
+    onnx = pytest.importorskip("onnx")
+    graph = onnx.load(tmp_path / "m.onnx").graph
+    assert [node.op_type for node in graph.node[:3]] == ["Mul", "Sub", "Div"]
+    constants = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
+    assert [constants[node.input[1]].tolist() for node in graph.node[:3]] == [
+        np.float32(1 / 255), [np.float32(0.2860)], [np.float32(0.3530)]]
 
 
 def test_export_then_init_from_then_evaluate_is_the_same_model(run_dir, real_data, ours, capsys):

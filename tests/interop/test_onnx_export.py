@@ -1,5 +1,6 @@
 """ONNX export: every preset, and a model with every kind and option that changes the graph, run by onnxruntime
-and compared with normlab's own inference (softmax of its logits), with non-trivial norm weights and statistics;
+and compared with normlab's own inference (softmax of its logits), with non-trivial norm weights and statistics
+(on the model's own input: ``preprocessing.NONE``); the preprocessing nodes on raw pixels, against NumPy float64;
 then the graph's declared interface, the file, and the one-line errors.
 
 Kept fast for 2 shared cores: weights are drawn with NumPy (``models.init`` ran its initializers op by op, 28 s
@@ -21,6 +22,8 @@ import onnxruntime  # noqa: E402
 from normlab.errors import ConfigError  # noqa: E402
 from normlab.interop import onnx_export  # noqa: E402
 from normlab.interop.onnx_export import to_onnx, write_onnx  # noqa: E402
+from normlab.interop.preprocessing import NONE  # noqa: E402
+from normlab.data.dataset import Shape  # noqa: E402
 from normlab.nn import models  # noqa: E402
 from normlab.nn.activations import FUNCTIONS  # noqa: E402
 from normlab.nn.registry import KINDS  # noqa: E402
@@ -110,7 +113,7 @@ def test_every_preset_matches_normlab_at_batch_1_and_1000(name):
     x = images(1000)
     expected = normlab_probabilities(model, params, state, x)
     assert expected.max(axis=1).mean() < 0.99  # not saturated: the probabilities say something about the logits
-    proto = to_onnx(model, params, state)
+    proto = to_onnx(model, params, state, preprocessing=NONE)
     onnx.checker.check_model(proto, full_check=True)
     ort = session(proto)
     assert_close(run(ort, x[:1]), expected[:1])
@@ -130,12 +133,44 @@ def every_kind():
 @pytest.mark.parametrize("opset", [onnx_export.OPSET, onnx_export.MAX_OPSET])
 def test_every_kind_matches_normlab_on_one_session_at_two_batch_sizes(every_kind, opset):
     model, params, state, x, expected = every_kind
-    proto = to_onnx(model, params, state, opset)
+    proto = to_onnx(model, params, state, opset, NONE)
     onnx.checker.check_model(proto, full_check=True)
     assert [entry.version for entry in proto.opset_import] == [opset]
     ort = session(proto)
     assert_close(run(ort, x[:1]), expected[:1])
     assert_close(run(ort, x), expected)
+
+
+@pytest.mark.parametrize("image, preprocessing", [
+    ((28, 28), {"scale": 1 / 255, "mean": None, "std": None}),  # the default: a uint8 run without normalization
+    ((28, 28), {"scale": 1 / 255, "mean": [0.2860], "std": [0.3530]}),
+    ((6, 5, 3), {"scale": 1 / 255, "mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26]}),
+    ((6, 5, 3), {"scale": 1.0, "mean": [-2.0, 0.0, 3.0], "std": [0.5, 1.0, 4.0]}),
+])
+def test_the_graph_takes_raw_pixels_and_preprocesses_them_per_channel(image, preprocessing):
+    """onnxruntime on the pixels as stored (uint8, cast to float32) gives normlab's probabilities on the pixels
+    preprocessed in float64; pixels already / 255 give something else."""
+    layers = [{"kind": "conv2d", "filters": 3, "kernel_size": 2}] if len(image) == 3 else []
+    model = models.build("raw", [*layers, {"kind": "flatten"}, {"kind": "dense", "units": 10, "activation": "softmax"}],
+                         data=Shape(image, 10))
+    params, state = weights(model)
+    raw = np.random.default_rng(2).integers(0, 256, (50, *image)).astype(np.uint8)
+    x = raw * preprocessing["scale"]
+    if preprocessing["mean"] is not None:
+        x = (x - np.asarray(preprocessing["mean"])) / np.asarray(preprocessing["std"])
+    expected = normlab_probabilities(model, params, state, x.astype(np.float32))
+    proto = to_onnx(model, params, state, **({} if preprocessing["mean"] is None else {"preprocessing": preprocessing}))
+    onnx.checker.check_model(proto, full_check=True)
+    ort = session(proto)
+    assert_close(run(ort, raw.astype(np.float32)), expected)
+    assert np.abs(run(ort, raw.astype(np.float32) / 255) - expected).max() > 0.01
+
+
+def test_a_preprocessing_that_does_not_fit_the_image_is_refused():
+    model = models.preset("baseline")
+    params, state = weights(model)
+    with pytest.raises(ConfigError, match=r"ONNX export: the preprocessing's mean and std must be lists of 1 finite"):
+        to_onnx(model, params, state, preprocessing={"scale": 1.0, "mean": [0.5, 0.5, 0.5], "std": [1.0] * 3})
 
 
 def test_the_interface_is_images_in_probabilities_out_with_a_dynamic_batch(every_kind):
@@ -150,6 +185,9 @@ def test_the_interface_is_images_in_probabilities_out_with_a_dynamic_batch(every
     floats = [t for t in proto.graph.initializer if t.data_type == onnx.TensorProto.FLOAT]
     assert {t.name for t in floats} >= {"dense/kernel", "dense/bias", "conv2d/kernel", "rms_normalization/scale"}
     assert onnx.numpy_helper.to_array(next(t for t in floats if t.name == "dense/kernel")).shape == (40, 24)
+    first = proto.graph.node[0]  # the raw pixels, scaled by float32(1 / 255): the default preprocessing
+    assert first.op_type == "Mul" and first.input[0] == "images"
+    assert onnx.numpy_helper.to_array(next(t for t in floats if t.name == first.input[1])) == np.float32(1 / 255)
 
 
 def test_write_onnx_writes_the_model_and_no_temp_file(every_kind, tmp_path):

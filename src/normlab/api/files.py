@@ -25,20 +25,25 @@ def export(run_dir, *, preset: str | None = None, seed: int | None = None, forma
            fold_bn: bool = False, out=None) -> Path:
     """A finished run's trained model (its last epoch's checkpoint) as a Keras 3 ``.keras``, an ``.onnx`` or a
     ``.safetensors`` file (default RUN_DIR/export/PRESET-seedS[-folded].SUFFIX); ``fold_bn`` folds batch norms
-    into the neighbouring Dense/Conv2D (same predictions, fewer layers). Returns the file's path. An existing file is
-    replaced only if normlab exported it, and in a run folder only in its export/ folder (``interop.export_target``).
+    into the neighbouring Dense/Conv2D (same predictions, fewer layers). The Keras and ONNX models take raw pixels
+    (uint8 images, cast to float32 for ONNX): they scale and normalize them as the run did, which its results.json
+    records (``interop.preprocessing``); a safetensors file records it in its header. Returns the file's path. An
+    existing file is replaced only if normlab exported it, and in a run folder only in its export/ folder
+    (``interop.export_target``).
 
     >>> normlab.export("runs/doc-train", format="safetensors")
     PosixPath('runs/doc-train/export/bn-after-seed0.safetensors')
     """
     from normlab.interop import export_target
     from normlab.interop.model_files import write
+    from normlab.interop.preprocessing import of_run
     from normlab.interop.trained import final_weights, one_run
     from normlab.interop.weights import Weights
     from normlab.nn.fold import fold
     out, run_dir = path_of(out, "out"), path_of(run_dir, "run_dir", required=True)
     fmt = _format(format, out)
     config, run = one_run(run_dir, preset, seed)
+    preprocessing = of_run(run_dir)
     name = f"{run.preset}-seed{run.seed}{'-folded' if fold_bn else ''}{SUFFIXES[fmt]}"
     if out is None:
         out = run_dir / "export" / name
@@ -50,7 +55,7 @@ def export(run_dir, *, preset: str | None = None, seed: int | None = None, forma
         weights = Weights(*fold(*weights))
     out.parent.mkdir(parents=True, exist_ok=True)
     signals.safe_point("export")
-    write(weights, fmt, out)
+    write(weights, fmt, out, preprocessing)
     signals.set_note(f"the export was complete: {display(out)}")
     return out
 
@@ -69,18 +74,20 @@ def evaluate(target, *, preset: str | None = None, seed: int | None = None, data
     from normlab.api.running import load_data, study_config
     target = path_of(target, "target", required=True)
     if target.is_dir():
+        from normlab.interop.preprocessing import of_run
         from normlab.interop.trained import final_weights, finished_runs
         config, chosen = finished_runs(target, preset, seed)
         if data is not None:
             raise ConfigError(f"{option_name('data')}: a run folder's models are scored on the data they were "
                               f"trained on ({config.data}); give a model file to score it on other data")
+        preprocessing = of_run(target)
         models = [(f"{run.preset} seed {run.seed}", final_weights(target, config, run), run) for run in chosen]
     else:
         if preset is not None or seed is not None:
             raise ConfigError(f"{option_name('preset')} and {option_name('seed')} pick models in a run folder; "
                               "a model file holds one")
         from normlab.interop.model_files import read
-        weights = read(target)
+        weights, preprocessing = read(target)
         models = [(f"{one_line(target)} ({weights.model.name})", weights, None)]
         config = study_config(None, {"data": data})
     dataset = load_data(config, path_of(data_dir, "data_dir"), verify)
@@ -91,17 +98,21 @@ def evaluate(target, *, preset: str | None = None, seed: int | None = None, data
                               f"classes; {dataset.name}'s are {dataset.shape.image} in {dataset.shape.classes}: give "
                               f"the model's own data with {option_name('data')}")
         signals.safe_point("evaluate")
-        loss, accuracy = test_scores(weights, dataset.x_test, dataset.y_test)
+        loss, accuracy = test_scores(weights, dataset.x_test, dataset.y_test, preprocessing, label)
         scores.append({"model": label, "loss": loss, "accuracy": accuracy,
                        "recorded": None if run is None or run.test is None else run.test["accuracy"]})
     return scores
 
 
-def test_scores(weights, images_u8, labels) -> tuple[float, float]:
-    """Mean loss and accuracy as training's evaluation computes them (``train.step.make_evaluate``)."""
+def test_scores(weights, images_u8, labels, preprocessing: dict, label: str) -> tuple[float, float]:
+    """Mean loss and accuracy as training's evaluation computes them (``train.step.make_evaluate``), on the images
+    preprocessed as ``preprocessing`` says (a Keras file's Rescaling is not its model's: ``interop.keras_io``)."""
     import jax
     import numpy as np
+    from normlab.interop.preprocessing import relative
     from normlab.train.step import make_evaluate
-    loss, accuracy = jax.jit(make_evaluate(weights.model))(weights.params, weights.state, images_u8,
-                                                          np.asarray(labels, np.int32))
+    # what is left to do after the step's own scaling (uint8 pixels / 255): a normalization, or nothing
+    stats = relative(preprocessing, 1 / 255 if images_u8.dtype == np.uint8 else 1.0)
+    loss, accuracy = jax.jit(make_evaluate(weights.model, stats=stats))(weights.params, weights.state, images_u8,
+                                                                        np.asarray(labels, np.int32))
     return float(loss), float(accuracy)

@@ -1,10 +1,14 @@
 """``.keras`` files, written and read with Keras 3 on the JAX backend (no TensorFlow).
 
 Out: the model's Keras mirror (``interop.mirror``, the one that the bench and the parity tests train) with normlab's
-weights set in Keras' order. In: each Keras layer's class and config become a normlab layer table (the option
-names are Keras' already), the model is built like any study's, the weights placed in Keras' order, and then
-normlab's predictions on a probe batch must match Keras' own: a setting normlab does not read (a regularizer is
-harmless, a dilation is not) shows up there and is refused, instead of silently computing something else.
+weights set in Keras' order, after a ``Rescaling`` (and a ``Normalization``, if the run normalized) that compute
+its preprocessing (``interop.preprocessing``): the file takes raw pixels, ``predict(x_test_uint8)`` as a Keras user
+calls it. In: leading ``Rescaling`` and ``Normalization`` layers are read back as that preprocessing (none: pixels
+/ 255, what files took before); each other Keras layer's class and config become a normlab layer table (the
+option names are Keras' already), the model is built like any study's, the weights placed in Keras' order, and
+then normlab's predictions on a probe batch of raw pixels, preprocessed, must match Keras' own on them: a setting
+normlab does not read (a regularizer is harmless, a dilation is not) shows up there and is refused, instead of
+silently computing something else.
 """
 
 import os
@@ -17,6 +21,7 @@ import numpy as np
 
 from normlab.atomic import replacing_by_name
 from normlab.interop.mirror import Unsupported, keras_model
+from normlab.interop.preprocessing import UINT8, applied, channels, checked
 from normlab.errors import ConfigError, shown
 from normlab.files import MAX_DEPTH, display, nested_deeper, one_line
 from normlab.interop.weights import MAX_FILE_BYTES, Weights, from_ordered, ordered
@@ -33,6 +38,8 @@ PROBE_ROWS = 16
 PROBE_TOLERANCE = 1e-4  # probabilities; both sides compute in float32 with XLA
 REASON_CHARS = 1000  # of Keras' error: its safe-mode refusal (363 characters) whole, a dump of a whole config cut
 MARKER = b"normlab model file (normlab export)"  # the zip comment of a .keras file normlab wrote
+PREPROCESSING = ("Rescaling", "Normalization")  # leading layers of these classes are the file's preprocessing
+HEADS = (["Rescaling"], ["Normalization"], ["Rescaling", "Normalization"])  # how they may come
 
 
 def load_keras():
@@ -46,12 +53,27 @@ def load_keras():
     return keras
 
 
-def write_keras(weights: Weights, path: Path) -> None:
+def _head(k, preprocessing: dict, image: tuple) -> tuple:
+    """Keras layers computing ``preprocessing``: a Rescaling, then a Normalization per channel (one mean for a
+    grayscale image), whose variance is the float32 std squared, so that Keras' float32 sqrt gives the std back."""
+    head = (k.layers.Rescaling(preprocessing["scale"]),)
+    if preprocessing["mean"] is None:
+        return head
+    variance = [float(np.float32(std)) ** 2 for std in preprocessing["std"]]
+    per_channel = len(image) == 3
+    return head + (k.layers.Normalization(axis=-1 if per_channel else None,
+                                          mean=preprocessing["mean"] if per_channel else preprocessing["mean"][0],
+                                          variance=variance if per_channel else variance[0]),)
+
+
+def write_keras(weights: Weights, path: Path, preprocessing: dict = UINT8) -> None:
     """Keras writes the zip itself, into a private folder beside ``path`` (``atomic.replacing_by_name``); its
     comment, which every zip reader skips, marks it as normlab's (``export_target``)."""
     k = load_keras()
+    image = weights.model.data.image
+    preprocessing = checked(preprocessing, ".keras export", channels(image))
     try:
-        model = keras_model(k, describe(weights.model))
+        model = keras_model(k, describe(weights.model), _head(k, preprocessing, image))
     except Unsupported as error:
         raise ConfigError(f"model {weights.model.name} cannot be a .keras file: {error}") from None
     model.set_weights([array for _, array in ordered(weights)])
@@ -114,7 +136,47 @@ def _reason(error: Exception) -> str:
     return f"{type(error).__name__}: {text}"
 
 
-def read_keras(path: Path) -> Weights:
+def _single(value, what: str, source: str) -> float:
+    value = np.asarray(value)
+    if value.ndim or value.dtype.kind not in "iuf":
+        raise ConfigError(f"{source}: its Rescaling's {what} must be one number, got {shown(value.tolist())}")
+    return float(value)
+
+
+def _per_channel(value, count: int, source: str) -> np.ndarray:
+    """A Normalization's mean or variance (broadcast to its input) as one value per channel."""
+    value = np.asarray(value, np.float64)
+    if not (value.ndim and all(n == 1 for n in value.shape[:-1]) and value.shape[-1] in (1, count)):
+        raise ConfigError(f"{source}: its Normalization is not per channel (its mean has shape {value.shape})")
+    return np.broadcast_to(value.reshape(-1), (count,))
+
+
+def _preprocessing(head: list, image: tuple, source: str) -> dict:
+    """What the file's leading Rescaling and Normalization compute, (x scale + offset - mean) / sqrt(variance), with
+    the std Keras divides by (its float32 sqrt)."""
+    if not head:
+        return dict(UINT8)
+    names = [type(layer).__name__ for layer in head]
+    if names not in HEADS:
+        raise ConfigError(f"{source}: its first layers are {' then '.join(names)}; normlab reads a Rescaling, a "
+                          f"Normalization, or a Rescaling then a Normalization as preprocessing")
+    count = channels(image)
+    scale, offset, mean, variance = 1.0, 0.0, np.zeros(count), np.ones(count)
+    for layer in head:
+        if type(layer).__name__ == "Rescaling":
+            scale, offset = _single(layer.scale, "scale", source), _single(layer.offset, "offset", source)
+        elif layer.invert:
+            raise ConfigError(f"{source}: its Normalization inverts (invert=True): not a preprocessing")
+        else:
+            mean, variance = (_per_channel(v, count, source) for v in (layer.mean, layer.variance))
+    if names == ["Rescaling"] and offset == 0:
+        return checked({"scale": scale}, source, count)
+    return checked({"scale": scale, "mean": (mean - offset).tolist(),
+                    "std": np.sqrt(np.maximum(variance, 0).astype(np.float32)).tolist()}, source, count)
+
+
+def read_keras(path: Path) -> tuple[Weights, dict]:
+    """The file's model and weights, and the preprocessing its input takes."""
     source = one_line(path)
     if not Path(path).is_file():
         raise ConfigError(f"{source}: no such file (or not a regular file)")
@@ -131,18 +193,22 @@ def read_keras(path: Path) -> Weights:
             and type(classes) is int and 0 < classes <= MAX_SIDE):
         raise ConfigError(f"{source}: its input {shown(input_shape)} is not an image of (height, width) or (height, "
                           f"width, channels), or its output {shown(classes)} is not a class count")
+    body, head = list(loaded.layers), []
+    while body and type(body[0]).__name__ in PREPROCESSING:
+        head.append(body.pop(0))
+    preprocessing = _preprocessing(head, input_shape, source)
     try:
-        model = build(loaded.name, [layer_table(layer) for layer in loaded.layers],
-                      data=Shape(input_shape, classes))
+        model = build(loaded.name, [layer_table(layer) for layer in body], data=Shape(input_shape, classes))
     except ConfigError as error:
         raise ConfigError(f"{source}: {error}") from None
-    weights = from_ordered(model, loaded.get_weights(), source)
-    probe = np.random.default_rng(0).random((PROBE_ROWS, *input_shape), dtype=np.float32)
-    theirs = np.asarray(loaded(probe, training=False))
+    weights = from_ordered(model, [array for layer in body for array in layer.get_weights()], source)
+    pixels = np.random.default_rng(0).integers(0, 256, (PROBE_ROWS, *input_shape)).astype(np.float32)
+    probe = applied(pixels, preprocessing)
+    theirs = np.asarray(loaded(pixels if head else probe, training=False))
     logits, _ = apply(model, weights.params, weights.state, probe, False)
     ours = np.asarray(jax.nn.softmax(logits) if model.spec[-1].get("activation") == "softmax" else logits)
     if not np.allclose(ours, theirs, atol=PROBE_TOLERANCE, rtol=0):
         raise ConfigError(f"{source}: normlab's {model.name} computes something else than the file's Keras model "
                           f"(a layer setting normlab does not read); max difference {np.abs(ours - theirs).max():.3g}")
-    return weights
+    return weights, preprocessing
 

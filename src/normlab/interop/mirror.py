@@ -61,12 +61,13 @@ def keras_layers(description: dict) -> list[tuple[str, dict]]:
             for layer in description["layers"]]
 
 
-def keras_model(keras, description: dict):
-    """A ``keras.Sequential`` of the same layers; it ends in the softmax normlab folds into its loss."""
+def keras_model(keras, description: dict, head: tuple = ()):
+    """A ``keras.Sequential`` of the same layers, after the Keras layers ``head`` (an export's preprocessing); it
+    ends in the softmax normlab folds into its loss."""
     layers = keras_layers(description)
     if missing := [name for name, _ in layers if not hasattr(keras.layers, name)]:
         raise Unsupported(f"Keras has no layer class {missing[0]} (a normlab layer)")
-    return keras.Sequential([keras.Input(tuple(description["input_shape"])),
+    return keras.Sequential([keras.Input(tuple(description["input_shape"])), *head,
                              *(getattr(keras.layers, name)(**options) for name, options in layers)],
                             name=description["name"])
 

@@ -1,8 +1,10 @@
 r"""A normlab model as an ONNX graph of its inference forward pass, built op by op from its spec and weights.
 
 One small translation per layer kind (``TRANSLATIONS``), as ``interop.mirror`` has per framework. The graph takes
-``images`` (batch, 28, 28) float32, pixels / 255 as Keras takes them, and gives ``probabilities`` (batch, 10):
-the spec's last activation (softmax), which normlab's engine folds into its loss. The batch is dynamic.
+``images`` (batch, *the data's image shape) float32: the raw pixel values (uint8 images cast to float32), which its
+first nodes preprocess as training did (``interop.preprocessing``: ``Mul`` by the scale, then ``Sub`` the mean and
+``Div`` by the std per channel, if normalized). It gives ``probabilities`` (batch, classes): the spec's last
+activation (softmax), which normlab's engine folds into its loss. The batch is dynamic.
 
 Tensors stay NHWC, as in normlab, so ``Flatten`` keeps its order; ``Conv`` and ``MaxPool`` (NCHW in ONNX) see
 theirs through a pair of ``Transpose`` nodes, which onnxruntime's optimizer cancels between neighbours.
@@ -30,6 +32,7 @@ import numpy as np
 
 from normlab.atomic import write_atomically
 from normlab.errors import ConfigError
+from normlab.interop.preprocessing import UINT8, channels, checked
 from normlab.nn.fold import inference_affine
 from normlab.nn.models import Model, abstract
 from normlab.nn.summary import concrete
@@ -239,14 +242,25 @@ def _check_opset(opset) -> int:
     return opset
 
 
-def to_onnx(model: Model, params, state, opset: int = OPSET):
-    """The model's inference pass as an ``onnx.ModelProto``: ``images`` (batch, *its data's image shape) in,
-    ``probabilities`` (batch, classes) out, the weights as float32 initializers; a kind without a translation is a ConfigError."""
+def _preprocess(graph: Graph, preprocessing: dict, x: str) -> str:
+    """``Div`` by the std, not ``Mul`` by its inverse: (x s - m) / d rounded as normlab's step rounds it."""
+    x = graph.op("preprocessing", "Mul", x, graph.const("preprocessing/scale", preprocessing["scale"]))
+    if preprocessing["mean"] is None:
+        return x
+    x = graph.op("preprocessing", "Sub", x, graph.const("preprocessing/mean", preprocessing["mean"]))
+    return graph.op("preprocessing", "Div", x, graph.const("preprocessing/std", preprocessing["std"]))
+
+
+def to_onnx(model: Model, params, state, opset: int = OPSET, preprocessing: dict = UINT8):
+    """The model's inference pass as an ``onnx.ModelProto``: ``images`` (batch, *its data's image shape), raw
+    pixels that ``preprocessing`` (``interop.preprocessing``) turns into the model's input, in; ``probabilities``
+    (batch, classes) out; the weights as float32 initializers. A kind without a translation is a ConfigError."""
     onnx = _onnx()
     opset = _check_opset(opset)
+    preprocessing = checked(preprocessing, "ONNX export", channels(model.data.image))
     graph = Graph(onnx)
     _, _, shapes = abstract(model)
-    x, in_shape = INPUT, model.data.image
+    x, in_shape = _preprocess(graph, preprocessing, INPUT), model.data.image
     for (name, _), spec, out_shape in zip(model.layers, model.spec, shapes):
         translate = TRANSLATIONS.get(spec["kind"])
         if translate is None:
@@ -266,6 +280,6 @@ def to_onnx(model: Model, params, state, opset: int = OPSET):
                                   ir_version=onnx.helper.find_min_ir_version_for(opsets))
 
 
-def write_onnx(model: Model, params, state, path, opset: int = OPSET) -> None:
+def write_onnx(model: Model, params, state, path, opset: int = OPSET, preprocessing: dict = UINT8) -> None:
     """``to_onnx`` written to ``path`` all at once: a crash leaves the old file or the new one, never a torn one."""
-    write_atomically(Path(path), to_onnx(model, params, state, opset).SerializeToString())
+    write_atomically(Path(path), to_onnx(model, params, state, opset, preprocessing).SerializeToString())

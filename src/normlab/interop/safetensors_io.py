@@ -1,5 +1,7 @@
 """normlab's own model file: every array of params and state as ``LAYER/VARIABLE`` in safetensors (plain arrays,
-nothing executable), and the model spec as JSON in the header, so the file alone says what to build.
+nothing executable), and the model spec and its preprocessing (``interop.preprocessing``) as JSON in the header,
+so the file alone says what to build and what input it takes; a file without a preprocessing predates it (pixels
+/ 255).
 
 A file comes from anywhere: it is read with a size cap, its spec checked as a study's model is, and every array
 must be exactly the one that model has (name, shape, dtype). A PRNG key (covariate noise) is its raw key data.
@@ -14,6 +16,7 @@ import safetensors.numpy
 
 from normlab.errors import ConfigError
 from normlab.files import FileProblem, one_line, parse_json, read_bytes, write_bytes
+from normlab.interop.preprocessing import UINT8, channels, checked
 from normlab.interop.weights import MAX_FILE_BYTES, Weights
 from normlab.nn.models import abstract, build
 from normlab.train.checkpoint import is_key
@@ -27,15 +30,18 @@ def _leaves(weights: Weights) -> dict[str, np.ndarray]:
             for name, v in values.items()}
 
 
-def write_safetensors(weights: Weights, path: Path) -> None:
+def write_safetensors(weights: Weights, path: Path, preprocessing: dict = UINT8) -> None:
     model = weights.model
+    preprocessing = checked(preprocessing, "safetensors export", channels(model.data.image))
     header = {"format": FORMAT, "model": json.dumps({"name": model.name, "layers": list(model.spec),
                                                      "input_shape": list(model.data.image),
-                                                     "classes": model.data.classes})}
+                                                     "classes": model.data.classes}),
+              "preprocessing": json.dumps(preprocessing)}
     write_bytes(path, safetensors.numpy.save(_leaves(weights), metadata=header))
 
 
-def read_safetensors(path: Path) -> Weights:
+def read_safetensors(path: Path) -> tuple[Weights, dict]:
+    """The file's model and weights, and the preprocessing its input takes."""
     source = one_line(path)
     try:
         blob = read_bytes(path, MAX_FILE_BYTES)
@@ -57,6 +63,8 @@ def read_safetensors(path: Path) -> Weights:
         name, layers = spec["name"], spec["layers"]
         # files written before other datasets hold no shape: they were all Fashion-MNIST's, the default's
         data = (spec["input_shape"], spec["classes"]) if "input_shape" in spec or "classes" in spec else None
+        preprocessing = (parse_json(metadata["preprocessing"], f"{source}: its preprocessing")
+                         if "preprocessing" in metadata else UINT8)
     except FileProblem as error:
         raise ConfigError(str(error)) from None
     except (KeyError, TypeError):
@@ -65,11 +73,12 @@ def read_safetensors(path: Path) -> Weights:
         model = build(name, layers, data=data)
     except ConfigError as error:
         raise ConfigError(f"{source}: {error}") from None
+    preprocessing = checked(preprocessing, source, channels(model.data.image))
     params, state, _ = abstract(model)
     wanted = {f"{layer}/{name}" for tree in (params, state) for layer, values in tree.items() for name in values}
     if extra := sorted(set(arrays) - wanted):
         raise ConfigError(f"{source}: holds {extra[0]}, which its model does not have")
-    return Weights(model, _tree(params, arrays, source), _tree(state, arrays, source))
+    return Weights(model, _tree(params, arrays, source), _tree(state, arrays, source)), preprocessing
 
 
 def _tree(like: dict, arrays: dict, source: str) -> dict:
