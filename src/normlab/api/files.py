@@ -98,13 +98,13 @@ def evaluate(target, *, preset: str | None = None, seed: int | None = None, data
                               f"classes; {dataset.name}'s are {dataset.shape.image} in {dataset.shape.classes}: give "
                               f"the model's own data with {option_name('data')}")
         signals.safe_point("evaluate")
-        loss, accuracy = test_scores(weights, dataset.x_test, dataset.y_test, preprocessing, label)
+        loss, accuracy = test_scores(weights, dataset.x_test, dataset.y_test, preprocessing)
         scores.append({"model": label, "loss": loss, "accuracy": accuracy,
                        "recorded": None if run is None or run.test is None else run.test["accuracy"]})
     return scores
 
 
-def test_scores(weights, images_u8, labels, preprocessing: dict, label: str) -> tuple[float, float]:
+def test_scores(weights, images, labels, preprocessing: dict) -> tuple[float, float]:
     """Mean loss and accuracy as training's evaluation computes them (``train.step.make_evaluate``), on the images
     preprocessed as ``preprocessing`` says (a Keras file's Rescaling is not its model's: ``interop.keras_io``)."""
     import jax
@@ -112,7 +112,7 @@ def test_scores(weights, images_u8, labels, preprocessing: dict, label: str) -> 
     from normlab.interop.preprocessing import relative
     from normlab.train.step import make_evaluate
     # what is left to do after the step's own scaling (uint8 pixels / 255): a normalization, or nothing
-    stats = relative(preprocessing, 1 / 255 if images_u8.dtype == np.uint8 else 1.0)
-    loss, accuracy = jax.jit(make_evaluate(weights.model, stats=stats))(weights.params, weights.state, images_u8,
+    stats = relative(preprocessing, 1 / 255 if images.dtype == np.uint8 else 1.0)
+    loss, accuracy = jax.jit(make_evaluate(weights.model, stats=stats))(weights.params, weights.state, images,
                                                                         np.asarray(labels, np.int32))
     return float(loss), float(accuracy)
