@@ -23,7 +23,7 @@ OPTIONS = {"epochs": "--epochs", "learning_rate": "--lr", "batch_size": "--batch
            "lr_batch": "--lr-batch", "init_from": "--init-from", "devices": "--devices",
            "bn_sync": "--bn-sync",  # --bn-sync and --bn-local store args.bn_sync
            "shuffle": "--no-shuffle",  # stored as args.no_shuffle = False: the field's value
-           "data": "--data", "val_split": "--val-split"}
+           "data": "--data", "val_split": "--val-split", "normalize": "--normalize", "augment": "--augment"}
 
 
 DIAGNOSE_OPTIONS = {"presets": "--presets", "seeds": "--seeds", "every": "--every", "etas": "--etas",
@@ -202,6 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
                        f"layer that sets none (default {default('bn_momentum')})")
         p.add_argument("--bn-eps", type=float, help=f"BN epsilon, > 0, likewise (default {default('bn_epsilon')})")
         p.add_argument("--subset", type=int, help="train on the first N training images only")
+        p.add_argument("--normalize", help="none (default) or per_channel: each channel's mean and std over the "
+                                           "training images, applied to every split (and inside exports)")
+        p.add_argument("--augment", type=_names, help="comma-separated, from crop4 (random crop after 4 pixels of "
+                                                      "padding) and flip (random horizontal flip), redrawn every step")
         p.add_argument("--out", type=Path, help="run directory: checkpoints, results.json, report")
         p.add_argument("--resume", action="store_true", help="continue from the newest intact checkpoint in --out")
         return p
