@@ -175,3 +175,16 @@ def test_real_split_is_first_5000(real):
     labels = read_idx_file(next(Path(real.source).glob("train-labels-idx1-ubyte*")))[0]
     assert np.array_equal(real.x_val, images[:5000]) and np.array_equal(real.x_train, images[5000:])
     assert np.array_equal(real.y_val, labels[:5000]) and np.array_equal(real.y_train, labels[5000:])
+
+
+def test_val_split_moves_the_first_training_images_to_validation(real):
+    """``val_split`` on a built-in: the study's convention (the first N of the 60,000 training images) with another
+    N, read against the files themselves; the 5,000 of the study again gives the built-in's arrays and digest."""
+    from normlab.data import registry
+    images = read_idx_file(next(Path(real.source).glob("train-images-idx3-ubyte*")))[0]
+    moved = registry.load("fashion-mnist", val_split=12_000)
+    assert np.array_equal(moved.x_val, images[:12_000]) and np.array_equal(moved.x_train, images[12_000:])
+    assert moved.splits == {"train": 48_000, "validation": 12_000, "test": 10_000}
+    assert registry.load("fashion-mnist", val_split=5_000).digest == real.digest != moved.digest
+    with pytest.raises(DataError, match="too few to hold out 60,000"):
+        registry.load("fashion-mnist", val_split=60_000)
