@@ -232,16 +232,18 @@ class StudyConfig:
             sizes["train"] = min(sizes["train"], self.subset)
         return sizes
 
-    def identity(self, preset: str, start: str | None = None) -> dict:
+    def identity(self, preset: str, start: str | None = None, data_digest: str | None = None) -> dict:
         """What a checkpoint of ``preset`` must match to be resumed: its model with every option, and every
         setting but the epoch count and workers. ``init_from`` is ``start``, the digest of the weights the run
-        starts from (None: each seed's drawn ones), not the file's path (``experiments.reproduce.start``)."""
-        fields = {**dataclasses.asdict(self), "init_from": start}
+        starts from (None: each seed's drawn ones), not the file's path (``experiments.reproduce.start``); other
+        data than the study's is ``data_digest`` too (``Dataset.digest``), so a file changed under its name since
+        is not trained on as if it were the same."""
+        fields = {**dataclasses.asdict(self), "init_from": start, "data_sha256": data_digest}
         del fields["presets"], fields["epochs"], fields["workers"], fields["models"]
         if self.devices == 1:  # as checkpoints written before data parallel training say it
             del fields["devices"], fields["bn_sync"]
         if self.data == datasets.DEFAULT and self.val_split is None:  # as checkpoints before other data say it
-            del fields["data"], fields["val_split"]
+            del fields["data"], fields["val_split"], fields["data_sha256"]
         if self.normalize == "none":  # as checkpoints written before normalization and augmentation say it
             del fields["normalize"]
         if not self.augment:

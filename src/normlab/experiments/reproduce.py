@@ -162,7 +162,8 @@ def train_job(job: dict, arrays: dict[str, np.ndarray], send: Callable[[dict], N
     initial, weights, resuming = start(config, model, resume)
     checkpointing = None
     if job["checkpoints"] is not None:
-        checkpointing = Checkpointing(Path(job["checkpoints"]), config.identity(job["preset"], weights), resume,
+        checkpointing = Checkpointing(Path(job["checkpoints"]), config.identity(job["preset"], weights, job["data"]),
+                                      resume,
                                       warn=lambda text: send({"warn": text}), **resuming)
 
     def on_epoch(event: EpochEvent) -> None:
@@ -208,7 +209,8 @@ def run_jobs(todo: list[Job], data, processes: int, on_done: Callable[[int, Seed
                                        done["resumed_from"]))
 
     wire = [{"preset": job.preset, "seeds": job.seeds, "config": job.config.as_dict(), "resume": job.resume,
-             "checkpoints": None if job.checkpoints is None else str(job.checkpoints)} for job in todo]
+             "checkpoints": None if job.checkpoints is None else str(job.checkpoints), "data": data.digest}
+            for job in todo]
     pool("normlab.experiments.reproduce:train_job", wire, {name: getattr(data, name) for name in ARRAYS}, processes,
          on_message, logs)
 

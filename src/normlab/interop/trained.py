@@ -76,7 +76,7 @@ def final_weights(run_dir: Path, config: StudyConfig, run: Run) -> Weights:
             continue
         try:
             found = checkpoint.latest(directory, config.identity(run.preset), _max_bytes(model, config),
-                                      warn=skipped.append, unchecked=("init_from",))  # the run's own start
+                                      warn=skipped.append, unchecked=("init_from", "data_sha256"))  # the run's own
         except CheckpointError as error:
             raise ConfigError(str(error)) from None
         if found is None or run.seed not in found[1]["seeds"]:
