@@ -7,7 +7,6 @@ import os
 import shutil
 import struct
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -71,8 +70,10 @@ def synthetic_data(n_train=600, n_val=200, n_test=200, seed=0):
         images = np.clip(templates[labels] + rng.normal(0, 60, (n, 28, 28)), 0, 255).astype(np.uint8)
         return images, labels
 
-    (x_train, y_train), (x_val, y_val), (x_test, y_test) = draw(n_train), draw(n_val), draw(n_test)
-    return SimpleNamespace(x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, x_test=x_test, y_test=y_test)
+    from normlab.data.dataset import Dataset, content_digest
+    arrays = (*draw(n_train), *draw(n_val), *draw(n_test))
+    return Dataset(*arrays, tuple(f"template {i}" for i in range(10)), "synthetic", "tests/conftest.py",
+                   content_digest(*arrays))
 
 
 @pytest.fixture(scope="session")
