@@ -49,6 +49,7 @@ def trained(tmp_path_factory, real_data):
     return out, stdout
 
 
+@pytest.mark.full_data
 def test_results_json_records_the_arrays_the_run_used(trained, real_data):
     out, _ = trained
     record = json.loads((out / "results.json").read_text())
@@ -65,6 +66,7 @@ def test_results_json_records_the_arrays_the_run_used(trained, real_data):
     assert load_results(out / "results.json") == record
 
 
+@pytest.mark.full_data
 def test_a_subset_runs_report_says_so_and_has_no_keras_comparison(trained):
     out, _ = trained
     report = (out / "report.md").read_text()
@@ -75,6 +77,7 @@ def test_a_subset_runs_report_says_so_and_has_no_keras_comparison(trained):
     assert KERAS_HEADING not in report and "Keras @1" not in report and "82.30" not in report
 
 
+@pytest.mark.full_data
 def test_the_terminal_says_what_the_run_trained_on(trained):
     out, stdout = trained
     sha = json.loads((out / "results.json").read_text())["data"]["sha256"]
@@ -82,6 +85,7 @@ def test_the_terminal_says_what_the_run_trained_on(trained):
             "validation, 10,000 test; preprocessing: pixels / 255 (uint8 images)") in stdout.splitlines()
 
 
+@pytest.mark.full_data
 def test_normlab_report_shows_the_data_in_its_header(trained, tmp_path):
     out, _ = trained
     code, _, err = normlab("report", out, "--out", tmp_path / "page.html")

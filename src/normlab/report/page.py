@@ -24,8 +24,8 @@ def img(png: bytes, alt: str) -> str:
 
 def details(title: str, record: dict) -> str:
     """A file's config, data and provenance, folded, under where it came from, its commit and its time."""
-    record = {key: record.get(key) for key in ("config", "data", "preprocessing", "provenance")
-              if key in record or key in ("config", "provenance")}
+    shown = {"config": record.get("config")} | {key: record[key] for key in ("data", "preprocessing") if key in record}
+    record = shown | {"provenance": record.get("provenance")}
     origin = record["provenance"] or {}
     summary = f"{title} — commit {origin.get('git_commit', '?')}, {origin.get('timestamp', '?')}"
     return (f"<details><summary>{html.escape(summary)}</summary>"

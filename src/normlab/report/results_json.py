@@ -148,9 +148,9 @@ def _problem(run) -> str | None:
     return None
 
 
-def _name(v, most: int = MAX_TEXT) -> bool:
-    """Text a report can show: not empty, at most ``most`` characters (control characters are shown escaped)."""
-    return _text(v) and 0 < len(v) <= most
+def _name(v) -> bool:
+    """Text a report can show: not empty, at most MAX_TEXT characters (control characters are shown escaped)."""
+    return _text(v) and 0 < len(v) <= MAX_TEXT
 
 
 def _splits_problem(data: dict) -> str | None:
