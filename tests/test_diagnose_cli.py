@@ -8,6 +8,7 @@ import pytest
 
 from clitools import tree
 from normlab.cli import main
+from normlab.data import content_digest, load
 
 TINY_STUDY = """
 [models.tiny]
@@ -56,7 +57,8 @@ def diagnosed(tmp_path_factory, synthetic_dir):
 def test_diagnose_writes_the_issues_schema_per_seed_and_step(diagnosed):
     _, out = diagnosed
     found = json.loads((out / "diagnostics.json").read_text())
-    assert set(found) == {"schema", "provenance", "config", "presets"} and set(found["presets"]) == {"tiny", "tiny-bn"}
+    assert set(found) == {"schema", "provenance", "config", "data", "preprocessing", "presets"}
+    assert set(found["presets"]) == {"tiny", "tiny-bn"}
     assert found["config"]["every"] == 5 and found["config"]["etas"] == [0.01, 0.1]
     steps_per_epoch = 13  # 200 images in batches of 16
     for name, entry in found["presets"].items():
@@ -80,6 +82,19 @@ def test_diagnose_writes_the_issues_schema_per_seed_and_step(diagnosed):
     assert {p.name for p in (out / "figures").iterdir()} >= {"accuracy.png", "landscape.png", "ics.png"}
     assert "Why BN helps here" in (out / "report.html").read_text()
     assert sorted(p.name for p in (out / "tensorboard" / "tiny-bn").iterdir()) == ["seed0", "seed1"]
+
+
+def test_diagnose_records_the_data_it_trained_on(diagnosed, synthetic_dir):
+    """As results.json: the 200 training images of the study's subset, and the digest of exactly those arrays."""
+    _, out = diagnosed
+    found = json.loads((out / "diagnostics.json").read_text())
+    data = load(data_dir=synthetic_dir, download=False, verify=False)
+    used = (data.x_train[:200], data.y_train[:200], data.x_val, data.y_val, data.x_test, data.y_test)
+    assert found["data"]["sha256"] == content_digest(*used)
+    assert (found["data"]["name"], found["data"]["verified"], found["data"]["subset"]) == ("fashion-mnist", False, 200)
+    assert found["data"]["splits"] == {"train": 200, "validation": 5000, "test": 10000}
+    assert found["preprocessing"] == {"scale": 1 / 255}
+    assert "200 training (a subset), 5,000 validation, 10,000 test" in (out / "report.html").read_text()
 
 
 def test_resume_keeps_finished_presets_and_a_rerun_needs_it(diagnosed, synthetic_dir, tmp_path, capsys):

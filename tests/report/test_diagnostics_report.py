@@ -214,6 +214,8 @@ def bn(d: dict) -> dict:
     (corrupt(lambda d: bn(d).update(seeds=[])), "needs 'seeds'"),
     (corrupt(lambda d: bn(d)["beta_smoothness"][0].__setitem__(0, 1e39)), "'beta_smoothness'"),
     (corrupt(lambda d: d["presets"].update({"": bn(d)})), "without a name"),
+    (corrupt(lambda d: d.update(preprocessing={"scale": 1 / 255})), "a 'preprocessing' but no 'data'"),
+    (corrupt(lambda d: d.update(data={"name": "x\n" * 5000}, preprocessing={"scale": 1.0})), "a 'data' with a 'name'"),
 ])
 def test_bad_diagnostics_is_a_one_line_config_error(tmp_path, content, message):
     folder = run_dir(tmp_path / "run")

@@ -15,7 +15,7 @@ import pytest
 from normlab.report import write_all
 from normlab.report.hparams import write_hparams
 from normlab.report.html import find_results, load_results, report_command, write_html
-from normlab.report.literal import markdown, path_component
+from normlab.report.literal import markdown, path_component, terminal
 from normlab.report.plots import learning_curves_figure, sweep_png
 from normlab.report.results_json import Run
 
@@ -197,3 +197,11 @@ def test_a_planted_trial_id_cannot_steer_hparams_out_of_its_folder(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep"]
     assert sorted(p.name for p in (tmp_path / "sweep").iterdir()) == ["hp", "summary.html", "summary.md", "trials"]
 
+
+
+@pytest.mark.parametrize("text", NASTY)
+def test_terminal_text_is_one_printable_line_that_shows_every_character(text):
+    shown = terminal(text)
+    assert shown.isprintable()
+    assert shown == text.replace("\n", "\\n").replace("\r", "\\r").replace("\ud800", "?")  # the rest as it is
+    assert terminal("a\x1b[31mb\x07") == "a\\x1b[31mb\\x07"

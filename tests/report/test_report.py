@@ -5,6 +5,7 @@ import csv
 import numpy as np
 import pytest
 
+from normlab.experiments.config import StudyConfig
 from normlab.report import write_all
 from normlab.report.stats import group_runs
 from normlab.report.summary import reported_epochs, terminal_table
@@ -35,7 +36,7 @@ def make_results(runs: list[dict]) -> dict:
     return {
         "provenance": {"git_commit": "abc1234", "versions": {"jax": "0.4.30", "numpy": "2.0"},
                        "device": "cpu", "timestamp": "2024-01-01T00:00:00Z"},
-        "config": {"epochs": EPOCHS},
+        "config": StudyConfig(epochs=EPOCHS).as_dict(),  # the study's settings: report.md compares it with Keras
         "runs": runs,
     }
 

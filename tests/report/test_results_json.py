@@ -37,6 +37,10 @@ def run(preset="baseline", seed=0, epochs=2, **changes) -> dict:
 def valid() -> dict:
     return {"provenance": {"git_commit": "abc", "timestamp": "t"}, "config": {"epochs": 2},
             "study": {"name": "s", "trial": "0001"},
+            "data": {"name": "own.npz", "source": "/d/own.npz", "sha256": "0" * 64, "verified": False,
+                     "image_shape": [4, 4, 3], "classes": 2, "class_names": ["a", "b"], "dtype": "float32",
+                     "splits": {"train": 8, "validation": 2, "test": 2}, "subset": 8},
+            "preprocessing": {"scale": 1.0, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
             "runs": [run(), run(seed=1), run("bn-after"),
                      run("bn-after", 1, epochs=1, status="diverged", diverged_epoch=2, test=None)]}
 

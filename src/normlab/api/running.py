@@ -220,6 +220,7 @@ def train(preset: str, *, seed: int | None = None, out=None, resume: bool = Fals
     run = record["runs"][0]
     test = "—" if run["test"] is None else f"loss {run['test']['loss']:.4f}, accuracy {run['test']['accuracy']:.4f}"
     shown.say(f"compile {run['time']['compile_s']:.1f}s, train {run['time']['train_s']:.1f}s; test {test}")
+    _say_data(shown, [record])
     from normlab.api.results import Results
     return Results(record, out)
 
@@ -284,8 +285,18 @@ def reproduce(presets=None, *, seeds: int | None = None, out=None, resume: bool 
                 shown.console.print(table)
             else:
                 shown.say("every run diverged: no accuracy to summarize (see the warnings above and report.md)")
+        _say_data(shown, [record])
         shown.say(f"wrote {display(out)}/results.json, history.csv, report.md, learning_curves.png, tensorboard/")
     return results
+
+
+def _say_data(shown: Display, records: list[dict]) -> None:
+    """What the runs trained on, one line per distinct data (``report.dataset.data_lines``), control characters of
+    names and paths escaped."""
+    from normlab.report.dataset import data_lines
+    from normlab.report.literal import terminal
+    for line in data_lines(records):
+        shown.say(terminal(line))
 
 
 def _mean(values) -> str:
@@ -384,6 +395,7 @@ def run(study, *, out=None, workers: int | None = None, data=None, data_dir=None
     if shown.enabled and not shown.notebook:
         from normlab.report.table import to_rich
         shown.console.print(to_rich(result.tables()[0]))
+        _say_data(shown, [trial.record for trial in result.trials.values()])
     shown.say(f"report: {display(page)} (and {display(page.with_suffix('.md'))}); TensorBoard HParams: "
               f"tensorboard --logdir {display(out / 'tensorboard-hparams')}")
     return result

@@ -18,7 +18,8 @@ from normlab.diagnose.run import WATCHED_IMAGES, GRADIENT_IMAGES, Options, diagn
 from normlab.errors import ConfigError
 from normlab.experiments.config import StudyConfig
 from normlab.experiments.provenance import provenance
-from normlab.experiments.reproduce import subset
+from normlab.experiments.reproduce import data_record, subset
+from normlab.train.preprocess import preprocessing
 from normlab.files import MiB, FileProblem, read_json, write_bytes, write_text
 from normlab.report.diagnostics_json import MAX_BYTES as MAX_DIAGNOSTICS_BYTES, preset_problem
 from normlab.report.literal import path_component
@@ -105,7 +106,8 @@ def _kept(out: Path, study: StudyConfig, diagnosis: DiagnoseConfig, warn: Callab
 
 def run_diagnosis(study: StudyConfig, diagnosis: DiagnoseConfig, data, out: Path, resume: bool,
                   on_epoch=None, on_histograms=None, say: Callable[[str], None] = print) -> dict:
-    """Diagnose every preset, write ``out/diagnostics.json``, ``out/figures/*.png`` and ``out/report.html``."""
+    """Diagnose every preset on ``data`` (a ``Dataset``), write ``out/diagnostics.json`` (with the data as
+    results.json records them), ``out/figures/*.png`` and ``out/report.html``."""
     from normlab.report.diagnostics import figures, write_page
     from normlab.report.diagnostics_json import SCHEMA
     options = Options(Probes(diagnosis.every, diagnosis.etas, diagnosis.unit), diagnosis.precise_batches)
@@ -131,6 +133,7 @@ def run_diagnosis(study: StudyConfig, diagnosis: DiagnoseConfig, data, out: Path
     signals.safe_point("report")
     with signals.held():
         diagnostics = {"schema": SCHEMA, "provenance": provenance(), "config": config_record(study, diagnosis),
+                       "data": data_record(data, study.subset), "preprocessing": preprocessing(data.x_train[:study.subset], "none"),
                        "presets": entries}
         write_text(out / "diagnostics.json", json.dumps(diagnostics, indent=1, allow_nan=False))
         (out / "figures").mkdir(exist_ok=True)

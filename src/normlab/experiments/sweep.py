@@ -123,7 +123,7 @@ def run(study: Study, out: Path, pending: list[tuple[str, dict]], data, processe
             return
         trial.results[index] = outcome
         if len(trial.results) == len(trial.indices):
-            _finish(study, trial, todo, write_reports)
+            _finish(study, trial, todo, data, write_reports)
             say(f"trial {trial.folder.name} done")
 
     try:
@@ -139,9 +139,9 @@ def run(study: Study, out: Path, pending: list[tuple[str, dict]], data, processe
     return [trial.folder.name for trial in started if trial.status == "failed"]
 
 
-def _finish(study: Study, trial: _Trial, todo: list, write_reports) -> None:
+def _finish(study: Study, trial: _Trial, todo: list, data, write_reports) -> None:
     """Results, report and manifest: all of them or, after a crash, a trial to rerun."""
-    results = assemble([todo[i] for i in trial.indices], [trial.results[i] for i in trial.indices])
+    results = assemble([todo[i] for i in trial.indices], [trial.results[i] for i in trial.indices], data)
     for run in results["runs"]:
         run["setting"] = {"preset": run["preset"], **setting(trial.overrides)}
     results["study"] = {"name": study.name, "trial": trial.folder.name}

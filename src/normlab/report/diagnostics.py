@@ -20,7 +20,8 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from normlab.files import write_text
 from normlab.report.diagnostics_json import MEASUREMENTS, NAME
-from normlab.report.literal import matplotlib as literal
+from normlab.report.dataset import one_line as data_line
+from normlab.report.literal import matplotlib as literal, printable
 from normlab.report.page import details, document, img
 from normlab.report.plots import _legend, _style, png_bytes
 from normlab.report.stats import summarize
@@ -357,7 +358,10 @@ def section_html(diagnostics: dict, img: Callable[[bytes, str], str], pngs: dict
 
 
 def write_page(diagnostics: dict, path: Path, pngs: dict[str, bytes] | None = None) -> Path:
-    """`normlab diagnose`'s own page: the measured section, then the run's config and provenance; atomic."""
+    """`normlab diagnose`'s own page: the data it trained on (a diagnosis from before they were recorded says
+    nothing), the measured section, then the run's config and provenance; atomic."""
+    data = (f"<ul><li>{html.escape(printable(data_line(diagnostics)))}</li></ul>"
+            if diagnostics.get("data") is not None else "")
     return write_text(path, document("normlab diagnose", [
-        "<h1>normlab diagnose</h1>", section_html(diagnostics, img, pngs), "<h2>Configuration and provenance</h2>",
-        details(NAME, diagnostics)]))
+        f"<h1>normlab diagnose</h1>{data}", section_html(diagnostics, img, pngs),
+        "<h2>Configuration and provenance</h2>", details(NAME, diagnostics)]))

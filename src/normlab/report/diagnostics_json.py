@@ -9,7 +9,7 @@ from pathlib import Path
 
 from normlab.errors import ConfigError, shown
 from normlab.files import MiB, one_line
-from normlab.report.results_json import _integer, _number, _optional, _text, find_files, read_json
+from normlab.report.results_json import _integer, _number, _optional, _text, data_problem, find_files, read_json
 
 SCHEMA = "normlab.diagnostics/1"
 NAME = "diagnostics.json"
@@ -90,6 +90,8 @@ def _problem(diagnostics) -> str | None:
                 "'probe' (text) and 'precise_batches' (a count)")
     if not _optional(diagnostics.get("provenance"), dict):
         return "has a 'provenance' that is not an object"
+    if problem := data_problem(diagnostics):  # as results.json's; a diagnosis from before them has neither
+        return problem
     if not (isinstance(presets, dict) and 0 < len(presets) <= MAX_PRESETS):
         return f"needs 'presets': an object of 1 to {MAX_PRESETS} presets"
     for name, preset in presets.items():

@@ -2,7 +2,8 @@
 
 Everything is inline — figures as base64 PNG data: URIs, CSS in a <style> tag, no scripts, fonts or links — so
 the page reads the same offline, as a CI artifact or an e-mail attachment. Runs are grouped by *setting*: the
-preset plus the values a sweep varied ("bn-after lr=0.01"). Diverged runs are counted but left out of every
+preset plus the values a sweep varied ("bn-after lr=0.01"); the head says what data each results file trained on
+(``dataset.data_lines``), once per distinct data. Diverged runs are counted but left out of every
 statistic; summary.py builds the tables, stats.py their numbers. Both files carry a mark ("generator" meta tag,
 "# normlab report" first line) so that `report_command` overwrites its own earlier output and nothing else.
 A diagnostics.json of `normlab diagnose` in the folders adds what it measured (`diagnostics`) in place of the
@@ -18,9 +19,10 @@ from matplotlib.figure import Figure
 from normlab.errors import ConfigError
 from normlab.files import MiB, FileProblem, display, one_line, read_bytes, write_text
 from normlab.nn.models import presets
+from normlab.report.dataset import data_lines
 from normlab.report.diagnostics import findings, section_html
 from normlab.report.diagnostics_json import NAME as DIAGNOSTICS, find_diagnostics, load_diagnostics
-from normlab.report.literal import markdown
+from normlab.report.literal import markdown, printable
 from normlab.report.page import HTML_HEAD, details, document, img
 from normlab.report.plots import learning_curves_png, png_bytes, sweep_figure
 from normlab.report.results_json import find_files, find_results, load_results
@@ -143,7 +145,8 @@ def write_html(results_list: list[dict], out: Path, titles: list[str] | None = N
     groups = group_settings(results_list)
     control_of, esc = controls(groups, control), html.escape
     titles = titles or [f"results {i + 1}" for i in range(len(results_list))]
-    parts = [f"<h1>normlab report</h1><p>{esc(_overview(groups, len(results_list), control_of))}</p>"]
+    parts = [f"<h1>normlab report</h1><p>{esc(_overview(groups, len(results_list), control_of))}</p>",
+             f"<ul>{''.join(f'<li>{esc(printable(line))}</li>' for line in data_lines(results_list))}</ul>"]
     parts += [to_html(table) for table in _tables(groups, control_of)]
     if notes := _diverged_notes(groups):
         parts += [f"<ul>{''.join(f'<li>{esc(note)}</li>' for note in notes)}</ul>"]
@@ -166,7 +169,8 @@ def write_markdown_summary(results_list: list[dict], out: Path, control: str | N
     """The page's tables in Markdown, for a README or a pull request."""
     groups = group_settings(results_list)
     control_of = controls(groups, control)
-    lines = [MARKDOWN_TITLE, "", markdown(_overview(groups, len(results_list), control_of)), ""]
+    lines = [MARKDOWN_TITLE, "", markdown(_overview(groups, len(results_list), control_of)), "",
+             *(f"- {markdown(line)}" for line in data_lines(results_list)), ""]
     for table in [*_tables(groups, control_of), *([findings(diagnostics)] if diagnostics else [])]:
         lines += [*to_markdown(table), ""]
     lines += [f"- {markdown(note)}" for note in _diverged_notes(groups)]

@@ -3,7 +3,7 @@
 Preset names, swept values and trial ids come from user files. Each medium gives some characters a meaning —
 ``|`` ends a Markdown cell, ``$…$`` is mathtext, ``/`` and ``..`` walk the file system — so each gets one function
 here that takes the meaning away and keeps the text readable. (HTML needs nothing beyond ``html.escape``; one-line
-messages use ``files.one_line``.)
+messages use ``files.one_line``, which also shows a path's undecodable bytes.)
 """
 
 import hashlib
@@ -24,6 +24,13 @@ def printable(text) -> str:
     """``text`` on one line for any encoder: control characters (newline, ESC, C1) as spaces, lone surrogates (a
     JSON "\\ud800", a non-UTF-8 file name) as "?"; no font, protobuf or UTF-8 file takes those."""
     return "".join(c if c.isprintable() else " " for c in str(text).encode("utf-8", errors="replace").decode())
+
+
+def terminal(text) -> str:
+    """``text`` for a terminal line, shown literally: control characters as their escapes ("\\x1b", "\\n"), so
+    none reaches the terminal to act on and the reader sees what was there (a path's bytes: ``files.one_line``)."""
+    text = str(text).encode("utf-8", errors="replace").decode()  # a lone surrogate as "?", as ``printable``
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 def markdown(text) -> str:

@@ -23,8 +23,9 @@ def img(png: bytes, alt: str) -> str:
 
 
 def details(title: str, record: dict) -> str:
-    """A file's config and provenance, folded, under where it came from, its commit and its time."""
-    record = {"config": record.get("config"), "provenance": record.get("provenance")}
+    """A file's config, data and provenance, folded, under where it came from, its commit and its time."""
+    shown = {"config": record.get("config")} | {key: record[key] for key in ("data", "preprocessing") if key in record}
+    record = shown | {"provenance": record.get("provenance")}
     origin = record["provenance"] or {}
     summary = f"{title} — commit {origin.get('git_commit', '?')}, {origin.get('timestamp', '?')}"
     return (f"<details><summary>{html.escape(summary)}</summary>"

@@ -5,6 +5,13 @@ defaults stand for keys that older files lack. Writing is ours and atomic. Readi
 at, so ``load_results`` checks every field the report later uses and turns anything else into one ConfigError
 line: after it, no writer meets a value it cannot handle. Numbers must be finite and within float32's range
 (training is float32, so nothing real is larger, and means over seeds cannot overflow); accuracies lie in [0, 1].
+
+The data a study trained on are two top-level keys (``data_problem`` checks them; ``report.dataset`` reads them):
+``data``, the dataset's ``provenance()`` as the runs used it (``splits`` and ``sha256`` those of the arrays
+trained and evaluated on, ``subset`` the training images kept, or null), and ``preprocessing``, what became of a
+pixel before the first layer: ``{"scale": 1/255}`` for uint8 images, ``{"scale": 1.0}`` for float32 ones (taken as
+given); per-channel normalization adds ``mean`` and ``std``, one number per channel, applied after the scale.
+A file from before them has neither: its runs were the study's Fashion-MNIST (``report.dataset.legacy``).
 """
 
 import json
@@ -25,6 +32,13 @@ OK, DIVERGED = "ok", "diverged"  # a run's status: DIVERGED when training met a 
 MAX_BYTES = 64 * MiB
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# Bounds of the data record: a name or path of Linux's PATH_MAX, more classes than any dataset has (ImageNet-21k:
+# 21,841), image ranks 1 (a vector) to 3 (height, width, channels), and more channels than any image has.
+MAX_TEXT, MAX_CLASSES, MAX_CHANNELS = 4096, 100_000, 64
+_SHA256 = re.compile("[0-9a-f]{64}")
+_DTYPE = re.compile("[a-z][a-z0-9]{0,15}")
+SPLITS = ("train", "validation", "test")
+PREPROCESSING_KEYS = ("scale", "mean", "std")
 
 
 @dataclass(frozen=True)
@@ -134,13 +148,96 @@ def _problem(run) -> str | None:
     return None
 
 
+def _name(v) -> bool:
+    """Text a report can show: not empty, at most MAX_TEXT characters (control characters are shown escaped)."""
+    return _text(v) and 0 < len(v) <= MAX_TEXT
+
+
+def _splits_problem(data: dict) -> str | None:
+    splits, subset = data.get("splits"), data.get("subset")
+    if not (isinstance(splits, dict) and set(splits) == set(SPLITS)
+            and all(_integer(n, 0, 2**53) for n in splits.values())):
+        return f"'splits' that are not image counts {', '.join(SPLITS)}"
+    if not (subset is None or _integer(subset, 1, 2**53)) or (subset is not None and splits["train"] > subset):
+        return "a 'subset' that is neither null nor the count of training images kept (at least 'splits' train)"
+    return None
+
+
+def _channels(data: dict) -> int:
+    """Channels of the data's images: the last axis of (H, W, C), else 1 ((H, W) and vectors are one channel)."""
+    return data["image_shape"][-1] if len(data["image_shape"]) == 3 else 1
+
+
+def _preprocessing_problem(preprocessing, channels: int) -> str | None:
+    if not isinstance(preprocessing, dict) or not set(preprocessing) <= set(PREPROCESSING_KEYS):
+        return f"has a 'preprocessing' that is not an object of {', '.join(PREPROCESSING_KEYS)}"
+    if not (_number(preprocessing.get("scale")) and preprocessing["scale"] > 0):
+        return "has a 'preprocessing' without a positive 'scale'"
+    if (preprocessing.get("mean") is None) != (preprocessing.get("std") is None):
+        return "has a 'preprocessing' with only one of 'mean' and 'std'"
+    for key, low in (("mean", -FLOAT32_MAX), ("std", 0)):
+        values = preprocessing.get(key)
+        if values is not None and not (isinstance(values, list) and len(values) == channels and all(_number(v, low) for v in values)
+                and (key == "mean" or all(v > 0 for v in values))):
+            return f"has a 'preprocessing' '{key}' that is not {channels} finite number(s), one per channel"
+    return None
+
+
+def data_problem(record: dict) -> str | None:
+    """What is wrong with the ``data`` and ``preprocessing`` of ``record`` (a results.json, a diagnostics.json), or
+    None; a record without either is from before them. Keys of ``data`` not named here are left alone (a newer
+    ``Dataset.provenance()`` may add some): the report shows only what is checked."""
+    data, preprocessing = record.get("data"), record.get("preprocessing")
+    if data is None and preprocessing is None:
+        return None
+    if not isinstance(data, dict):
+        return "has a 'preprocessing' but no 'data' object" if data is None else "has a 'data' that is not an object"
+    problem = None
+    if not (_name(data.get("name")) and _text(data.get("source")) and len(data["source"]) <= MAX_TEXT):
+        problem = f"a 'name' and a 'source' that are not text of 1 to {MAX_TEXT:,} characters"
+    elif not (isinstance(data.get("sha256"), str) and _SHA256.fullmatch(data["sha256"])):
+        problem = "a 'sha256' that is not 64 lowercase hexadecimal digits"
+    elif not isinstance(data.get("verified"), bool):
+        problem = "a 'verified' that is not true or false"
+    elif not (isinstance(data.get("image_shape"), list) and 1 <= len(data["image_shape"]) <= 3
+              and all(_integer(n, 1, 2**31) for n in data["image_shape"])
+              and (len(data["image_shape"]) < 3 or data["image_shape"][-1] <= MAX_CHANNELS)):
+        problem = f"an 'image_shape' that is not 1 to 3 sizes (at most {MAX_CHANNELS} channels)"
+    elif not (_integer(data.get("classes"), 1, MAX_CLASSES) and isinstance(data.get("class_names"), list)
+              and len(data["class_names"]) == data["classes"] and all(map(_name, data["class_names"]))):
+        problem = f"'classes' (1 to {MAX_CLASSES:,}) without as many 'class_names' (text)"
+    elif not (isinstance(data.get("dtype"), str) and _DTYPE.fullmatch(data["dtype"])):
+        problem = "a 'dtype' that is not a NumPy type name"
+    else:
+        problem = _splits_problem(data)
+    if problem:
+        return f"has a 'data' with {problem}"
+    if preprocessing is None:
+        return "has a 'data' but no 'preprocessing'"
+    return _preprocessing_problem(preprocessing, _channels(data))
+
+
+def _legacy_problem(results: dict) -> str | None:
+    """A file from before ``data``: its config's ``data``, ``subset`` and ``val_split``, from which the report
+    tells what it trained on (``report.dataset.legacy``), must be a name and counts, or absent."""
+    config = results.get("config")
+    if results.get("data") is not None or not isinstance(config, dict):
+        return None
+    for key in ("subset", "val_split"):
+        if not (config.get(key) is None or _integer(config[key], 1, 2**53)):
+            return f"has no 'data' and a config '{key}' that is not a count of images"
+    if not (config.get("data") is None or _name(config["data"])):
+        return f"has no 'data' and a config 'data' that is not a dataset name of 1 to {MAX_TEXT:,} characters"
+    return None
+
+
 def _study_problem(results: dict) -> str | None:
     study = results.get("study") or {}
     if not isinstance(study, dict) or not _text(study.get("trial", "run")):
         return "has a 'study' that is not an object with a text 'trial'"
     if not _optional(results.get("provenance"), dict):
         return "has a 'provenance' that is not an object"
-    return None
+    return data_problem(results) or _legacy_problem(results)
 
 
 def read_json(path: Path, max_bytes: int):
