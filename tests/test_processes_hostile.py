@@ -216,3 +216,17 @@ def test_strangers_at_the_rendezvous_do_not_stop_the_run(run, tmp_path):
     histories = [json.loads((tmp_path / f"out-{index}" / "results.json").read_text())["runs"][0]["history"]
                  for index in (0, 1)]
     assert histories[0] == histories[1] and len(histories[0]["loss"]) == 1
+
+
+def test_a_process_far_slower_to_compile_still_trains_with_the_others(run, tmp_path):
+    """Gloo sets up its context at the first collective and waits 30 s for the other processes: one that took 40 s
+    longer to compile (a busy machine; here a fault delay after compiling) made process 0's first step fail with a
+    traceback. Every process now waits for the others to have compiled (``processes.all_compiled``)."""
+    first = run(0, options=("--epochs", "1"))
+    second = run(1, options=("--epochs", "1"), env={"NORMLAB_FAULT_DELAY_AT": "compiled:40"})
+    for process in (first, second):
+        code, err = ended(process)
+        assert code == 0, err
+    histories = [json.loads((tmp_path / f"out-{index}" / "results.json").read_text())["runs"][0]["history"]
+                 for index in (0, 1)]
+    assert histories[0] == histories[1]

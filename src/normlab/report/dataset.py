@@ -68,7 +68,7 @@ def describe(results: dict) -> dict[str, str]:
     train = f"{splits['train']:,} training" + (" (a subset)" if data["subset"] is not None else "")
     scale = preprocessing["scale"]
     pixels = ("pixels / 255" if _is_pixels(scale) else "as given" if scale == 1 else f"pixels × {scale:g}")
-    if "mean" in preprocessing:
+    if preprocessing.get("mean") is not None:
         pixels = (f"({pixels} − mean) / std per channel, mean {_numbers(preprocessing['mean'])}, "
                   f"std {_numbers(preprocessing['std'])}")
     return {"data": what,

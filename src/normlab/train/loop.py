@@ -27,6 +27,7 @@ from normlab.nn.models import Model
 from normlab.train import checkpoint
 from normlab.train.parallel import AXIS, DataParallel, device_rows, one_copy, replicated
 from normlab.train.preprocess import epoch_draws, preprocessing
+from normlab.train.processes import all_compiled
 from normlab.train.state import TrainState, create
 from normlab.train.step import EVAL_CHUNK, chunked, make_chunk_sums, make_train_step
 
@@ -254,6 +255,8 @@ def fit(model: Model, data, seeds: list[int], config: TrainConfig,
     train_epoch = epoch_fn.lower(ts, x_train, y_train, jnp.int32(0), learning_rate).compile()
     chunk_sums = chunk_fn.lower(*one_copy((ts.params, ts.model_state)), *(a[0] for a in val_chunks)).compile()
     compile_s = time.perf_counter() - start
+    signals.safe_point("compiled")
+    all_compiled()  # several processes: none starts the first collective before every one can take part
 
     def evaluate(params, model_state, chunks):
         """Mean loss and accuracy per seed over every chunk's real rows."""

@@ -38,6 +38,7 @@ exit handler would wait at a shutdown barrier for peers that are gone.
 import atexit
 import hashlib
 import hmac
+import itertools
 import json
 import os
 import secrets
@@ -68,6 +69,7 @@ GRACE_S = 2  # how long a peer's stop waits for the main thread to end the proce
 RELEASE_S = GRACE_S + 3  # how long process 0, stopping, waits for the others to go first
 
 _together: "_Together | None" = None  # this process's liveness channel once it has joined
+_barriers = itertools.count()  # every process passes the same barriers in the same order
 
 
 def joined() -> bool:
@@ -75,8 +77,23 @@ def joined() -> bool:
     return _together is not None
 
 
+def all_compiled() -> None:
+    """A joined process waits here, after compiling and before its first collective, until every other one has
+    compiled too (as long as ``--join-timeout``). Gloo sets up its context at the first collective and gives the
+    others 30 s: on a busy machine one process compiled for longer, and the first step of the others failed."""
+    if _together is None:
+        return
+    from jax._src import distributed
+    distributed.global_state.client.wait_at_barrier(f"normlab-compiled-{next(_barriers)}",
+                                                    timeout_in_ms=1000 * _together.timeout_s)
+
+
 class PeerStopped(NormlabError):
     """Another process of the run stopped before the run was done."""
+
+
+class TogetherFailed(NormlabError):
+    """Training across the processes failed in JAX (a collective or the coordination service timed out)."""
 
 
 @dataclass(frozen=True)
@@ -111,7 +128,7 @@ class Processes:
             raise ConfigError(f"--devices {devices} must be a multiple of --processes {self.count}: each process "
                               f"contributes as many devices")
         peers = self._rendezvous(run_key(settings, self), folder_identity(out))
-        _together = _Together(self.index, peers)  # from now on a peer's stop ends this process, even within JAX's join
+        _together = _Together(self.index, peers, self.timeout_s)  # from now on a peer's stop ends this process
         import jax
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.config.update("jax_num_cpu_devices", devices // self.count)
@@ -332,8 +349,8 @@ class _Caller:
 class _Together:
     """The liveness channel of a joined process: a daemon thread that ends it when a peer stops (see the module)."""
 
-    def __init__(self, index: int, peers: dict[int, socket.socket]):
-        self.index, self.peers = index, peers
+    def __init__(self, index: int, peers: dict[int, socket.socket], timeout_s: int):
+        self.index, self.peers, self.timeout_s = index, peers, timeout_s
         self.finished = False  # this process's command completed: a peer's stop no longer matters
         self.done: set[int] = set()  # peers that said DONE
         self.lost = threading.Event()
@@ -405,8 +422,13 @@ class _Together:
         if not self.claim.acquire(blocking=False):
             threading.Event().wait()
         self.ending.set()
-        if signals.interruption(error) is None and not isinstance(error, NormlabError) and self.lost.wait(GRACE_S):
-            error = PeerStopped(self.peer_stopped())
+        if signals.interruption(error) is None and not isinstance(error, NormlabError):
+            if self.lost.wait(GRACE_S):
+                error = PeerStopped(self.peer_stopped())
+            elif type(error).__name__ == "JaxRuntimeError":  # not a bug of ours: XLA's collectives across hosts
+                first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                error = TogetherFailed(f"process {self.index}: training across the processes failed in JAX "
+                                       f"({one_line(first)[:200]}); {signals.note()}")
         self.release()
         return error
 
