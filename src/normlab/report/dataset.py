@@ -9,13 +9,13 @@ were verified was not recorded. Texts here are plain: each medium shows them lit
 
 from collections import Counter
 
-from normlab.data.fashion_mnist import CLASS_NAMES
+from normlab.data.fashion_mnist import SPEC as STUDY
 from normlab.data.registry import BUILTIN
 from normlab.report.results_json import runs
 from normlab.report.summary import REFERENCE_VAL_ACCURACY
 
-STUDY_DATA = "fashion-mnist"
-STUDY_SPLITS = {"train": 55_000, "validation": 5_000, "test": 10_000}
+STUDY_DATA = STUDY.name
+STUDY_SPLITS = STUDY.splits  # 55,000 / 5,000 / 10,000
 PIXELS = 1 / 255  # the study's preprocessing, Keras' x / 255.0 of uint8 images
 # The published Keras run's settings, by the key results.json's config gives them: what every results.json has
 # recorded since the first.
@@ -33,7 +33,8 @@ def legacy(config: dict) -> dict:
     train = max(0, STUDY_SPLITS["train"] + STUDY_SPLITS["validation"] - validation)
     subset = config.get("subset")
     return {"name": config.get("data") or STUDY_DATA, "source": None, "sha256": None, "verified": None,
-            "image_shape": [28, 28], "classes": len(CLASS_NAMES), "class_names": list(CLASS_NAMES), "dtype": "uint8",
+            "image_shape": list(STUDY.shape.image), "classes": STUDY.shape.classes,
+            "class_names": list(STUDY.class_names), "dtype": "uint8",
             "splits": {"train": train if subset is None else min(train, subset), "validation": validation,
                        "test": STUDY_SPLITS["test"]}, "subset": subset}
 
