@@ -99,3 +99,14 @@ def test_sizes_and_names_that_do_not_fit_the_data_are_one_line_errors(tmp_path, 
                            "--out", tmp_path / "run", cwd=tmp_path)
     one_line_error(code, err, *fragments)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_built_in_dataset_shapes_the_model_before_any_of_it_is_read(tmp_path):
+    """CIFAR-10's shape is its registry line's: no download (an empty cache, no network) to show the models."""
+    empty = {"XDG_CACHE_HOME": str(tmp_path), "NORMLAB_DATA_DIR": ""}
+    code, out, err = normlab("summary", "cnn-bn", "--data", "cifar10", env=empty)
+    assert code == 0 and "(None, 32, 32, 3)" in out and "(None, 32, 32, 16)" in out, err
+    code, out, err = normlab("summary", "bn-after", "--data", "cifar10", env=empty)
+    assert code == 0 and "(None, 3072)" in out and "921,900" in out, err  # Dense 3,072 x 300 + 300
+    code, out, err = normlab("summary", "bn-after", "--data", "cifar100", env=empty)
+    assert code == 0 and "10,100" in out, err  # the last Dense scores CIFAR-100's 100 classes: 100 x 100 + 100

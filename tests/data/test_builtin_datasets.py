@@ -3,16 +3,15 @@ publisher's format (gzip IDX, few images); every failed download is one line and
 
 import dataclasses
 import gzip
-import hashlib
 import os
 import signal
 import socket
-import struct
 import threading
 
 import numpy as np
 import pytest
 
+from datafiles import idx_bytes, sha
 from normlab import signals
 from normlab.data import fashion_mnist, kmnist, mnist, registry
 from normlab.data.download import fetch
@@ -26,17 +25,8 @@ ARRAYS = [RNG.integers(0, 256, (N_TRAIN, 28, 28)), RNG.integers(0, 10, N_TRAIN),
           RNG.integers(0, 256, (N_TEST, 28, 28)), RNG.integers(0, 10, N_TEST)]
 
 
-def idx_bytes(a: np.ndarray) -> bytes:
-    """An independent writer: two zero bytes, type 0x08, ndim, big-endian uint32 dims, the bytes."""
-    return struct.pack(f">2xBB{a.ndim}I", 0x08, a.ndim, *a.shape) + a.astype(np.uint8).tobytes()
-
-
 RAW = [idx_bytes(a) for a in ARRAYS]
 GZ = [gzip.compress(r, mtime=0) for r in RAW]
-
-
-def sha(b: bytes) -> str:
-    return hashlib.sha256(b).hexdigest()
 
 
 def small(monkeypatch, name: str, http_server, gz=GZ, published=None):

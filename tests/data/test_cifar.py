@@ -2,13 +2,13 @@
 against malformed archives, and CIFAR-10/100 downloaded from a loopback server (few records each)."""
 
 import dataclasses
-import hashlib
 import io
 import tarfile
 
 import numpy as np
 import pytest
 
+from datafiles import sha
 from normlab.data import cifar, registry
 from normlab.data.cifar_records import read_archive, read_records
 from normlab.errors import DataError
@@ -39,10 +39,6 @@ def batch(n: int, classes: tuple[int, ...]):
     images = RNG.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
     labels = [tuple(int(RNG.integers(0, c)) for c in classes) for _ in range(n)]
     return images, labels, pack(images, labels)
-
-
-def sha(b: bytes) -> str:
-    return hashlib.sha256(b).hexdigest()
 
 
 def test_records_decode_pixel_by_pixel():

@@ -1,14 +1,13 @@
 """Fashion-MNIST lookup order, download, verification and split, on small synthetic files; real data last."""
 
-from pathlib import Path
 import dataclasses
 import gzip
-import hashlib
-import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from datafiles import idx_bytes, sha
 from normlab.data import fashion_mnist as fm
 from normlab.data.idx import read_idx_file
 from normlab.errors import DataError
@@ -19,17 +18,8 @@ ARRAYS = [RNG.integers(0, 256, (N_TRAIN, 28, 28)), RNG.integers(0, 10, N_TRAIN),
           RNG.integers(0, 256, (N_TEST, 28, 28)), RNG.integers(0, 10, N_TEST)]
 
 
-def idx_bytes(a: np.ndarray) -> bytes:
-    """An independent writer: magic, type 0x08, ndim, big-endian uint32 dims, payload."""
-    return struct.pack(f">2xBB{a.ndim}I", 0x08, a.ndim, *a.shape) + a.astype(np.uint8).tobytes()
-
-
 RAW = [idx_bytes(a) for a in ARRAYS]
 GZ = [gzip.compress(r, mtime=0) for r in RAW]
-
-
-def sha(b: bytes) -> str:
-    return hashlib.sha256(b).hexdigest()
 
 
 def write(folder, gz=True, names=None, raw=RAW):

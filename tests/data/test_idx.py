@@ -3,7 +3,6 @@
 import gzip
 import hashlib
 import os
-import struct
 import tempfile
 import zlib
 
@@ -12,13 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from datafiles import idx_bytes
 from normlab.data.idx import read_idx, read_idx_file
 from normlab.errors import DataError
-
-
-def idx_bytes(a: np.ndarray, type_byte: int = 0x08) -> bytes:
-    """An independent writer: magic, type, ndim, big-endian uint32 dims, payload."""
-    return struct.pack(f">2xBB{a.ndim}I", type_byte, a.ndim, *a.shape) + a.astype(np.uint8).tobytes()
 
 
 FUZZ = settings(max_examples=int(os.environ.get("NORMLAB_FUZZ_EXAMPLES", "1000")), deadline=2000, derandomize=True)
