@@ -85,7 +85,7 @@ def test_unreadable_or_wrong_kind_of_path(data_dir, tmp_path):
     (["reproduce", "--lr", "-1"], "--lr: learning_rate must be a number in (0, "),
     (["reproduce", "--lr", "inf"], "--lr: learning_rate must be a number in (0, "),
     (["reproduce", "--lr", "nan"], "--lr: learning_rate must be a number in (0, "),
-    (["reproduce", "--batch-size", "0"], "--batch-size: batch_size must be an int in 1..55000"),
+    (["reproduce", "--batch-size", "0"], "--batch-size: batch_size must be an int in 1..67108864"),
     (["reproduce", "--epochs", "0"], "--epochs: epochs must be an int in 1..100000"),
     (["reproduce", "--optimizer", "adamw"], "--optimizer: optimizer must be one of sgd, momentum, adam"),
     (["reproduce", "--study", "nope.toml"], "study file nope.toml: cannot open"),

@@ -78,7 +78,7 @@ def test_the_presets_and_built_in_studies_fit_a_4_gb_machine(monkeypatch):
 
 def test_processes_at_once_share_the_machine_but_not_a_process_limit(monkeypatch):
     study = parse('[config]\npresets = ["cnn-bn"]\n', "cnn.toml")
-    need = memory.training_bytes(study.base.model("cnn-bn"), study.base.train_config(), 1, None)
+    need = memory.training_bytes(study.base.model("cnn-bn"), study.base.train_config(), 1, 55_000, 15_000)
     monkeypatch.setattr(memory, "headroom", lambda: [(need * 3 // 2, "RLIMIT_AS", True, False)])
     sweep.check_trials_fit(study, 2)  # 2 processes of 1 need each: each within its own limit
     monkeypatch.setattr(memory, "headroom", lambda: [(need * 3 // 2, "the memory available", False, False)])

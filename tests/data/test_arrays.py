@@ -1,4 +1,4 @@
-"""``from_arrays``, the one door of every source: the split, types and digest against arrays and a SHA-256 written
+"""``Dataset``, the one door of every source: the split, types and digest against arrays and a SHA-256 written
 here, the built-in Fashion-MNIST reproduced exactly, and every bad array refused in one line naming it."""
 
 import hashlib
@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from normlab.data import registry
-from normlab.data.arrays import default_val_split, from_arrays
+from normlab.data.arrays import default_val_split
+from normlab.data.dataset import Dataset
 from normlab.errors import DataError
 
 RNG = np.random.default_rng(0)
@@ -26,7 +27,7 @@ def digest(*arrays) -> str:
 
 
 def test_the_first_val_split_training_images_are_validation_and_the_digest_is_of_the_six_arrays():
-    d = from_arrays(X, Y, X_TEST, Y_TEST, val_split=7, class_names=["a", "b", "c"], name="mine", source="here")
+    d = Dataset(X, Y, X_TEST, Y_TEST, val_split=7, class_names=["a", "b", "c"], name="mine", source="here")
     want = (X[7:], Y[7:].astype(np.uint8), X[:7], Y[:7].astype(np.uint8), X_TEST, Y_TEST.astype(np.uint8))
     got = (d.x_train, d.y_train, d.x_val, d.y_val, d.x_test, d.y_test)
     for g, w in zip(got, want):
@@ -41,25 +42,25 @@ def test_the_first_val_split_training_images_are_validation_and_the_digest_is_of
 def test_the_default_validation_is_a_tenth_at_least_one_at_most_5000(n, k):
     assert default_val_split(n) == k
     x, y = np.zeros((n, 1, 1), np.uint8), np.arange(n) % 2
-    assert len(from_arrays(x, y, x[:1], y[:1]).y_val) == k
+    assert len(Dataset(x, y, x[:1], y[:1]).y_val) == k
 
 
 def test_types_become_uint8_or_float32_and_labels_uint8():
     floats = X.astype(np.float64) / 255
-    d = from_arrays(floats, Y.astype(np.int64)[:, None], X_TEST.astype(np.float16), Y_TEST.astype(np.int8))
+    d = Dataset(floats, Y.astype(np.int64)[:, None], X_TEST.astype(np.float16), Y_TEST.astype(np.int8))
     assert d.x_train.dtype == d.x_test.dtype == np.float32 and d.y_train.dtype == d.y_test.dtype == np.uint8
     assert np.array_equal(d.x_train, floats[4:].astype(np.float32))  # the default: a tenth of 40
     assert np.array_equal(d.y_train, Y[4:])  # (N, 1) labels, as keras.datasets.cifar10's, taken as 1-D
-    ints = from_arrays(X.astype(np.int64), Y, X_TEST.astype(np.uint16), Y_TEST)
+    ints = Dataset(X.astype(np.int64), Y, X_TEST.astype(np.uint16), Y_TEST)
     assert ints.x_train.dtype == np.uint8 and np.array_equal(ints.x_train, X[4:])
     assert ints.class_names == ("0", "1", "2")
-    many = from_arrays(np.zeros((300, 2, 2, 3), np.uint8), np.arange(300), np.zeros((1, 2, 2, 3), np.uint8), [0],
+    many = Dataset(np.zeros((300, 2, 2, 3), np.uint8), np.arange(300), np.zeros((1, 2, 2, 3), np.uint8), [0],
                        x_val=np.zeros((1, 2, 2, 3), np.uint8), y_val=[299])
     assert many.y_train.dtype == np.int32 and many.shape == ((2, 2, 3), 300) and many.splits["train"] == 300
 
 
 def test_own_validation_arrays_and_python_lists():
-    d = from_arrays(X.tolist(), Y.tolist(), X_TEST, Y_TEST, X[:2], Y[:2])
+    d = Dataset(X.tolist(), Y.tolist(), X_TEST, Y_TEST, X[:2], Y[:2])
     assert np.array_equal(d.x_train, X) and np.array_equal(d.x_val, X[:2]) and d.splits["validation"] == 2
     assert d.digest == digest(X, Y.astype(np.uint8), X[:2], Y[:2].astype(np.uint8), X_TEST, Y_TEST.astype(np.uint8))
 
@@ -79,7 +80,7 @@ def test_tuples_and_datasets_through_the_registry():
 def test_fashion_mnist_as_arrays_is_the_built_in_exactly(real_data):
     x = np.concatenate([real_data.x_val, real_data.x_train])  # the 60,000 training images as published
     y = np.concatenate([real_data.y_val, real_data.y_train]).astype(np.int64)  # as a user's file may type them
-    d = from_arrays(x, y, real_data.x_test, real_data.y_test, class_names=real_data.class_names)
+    d = Dataset(x, y, real_data.x_test, real_data.y_test, class_names=real_data.class_names)
     for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
         a, b = getattr(d, name), getattr(real_data, name)
         assert a.dtype == b.dtype and np.array_equal(a, b), name
@@ -151,7 +152,7 @@ BAD = [
 def test_every_bad_array_is_one_line_naming_it(change, fragments):
     args = {"x_train": X, "y_train": Y, "x_test": X_TEST, "y_test": Y_TEST} | change
     with pytest.raises(DataError) as caught:
-        from_arrays(**args)
+        Dataset(**args)
     message = str(caught.value)
     assert len(message.splitlines()) == 1 and len(message) < 300, message
     for fragment in fragments:

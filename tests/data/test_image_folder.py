@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from normlab.data import image_folder, registry
-from normlab.data.arrays import from_arrays
+from normlab.data.dataset import Dataset
 from normlab.data.image_folder import spread
 from normlab.errors import DataError
 
@@ -82,7 +82,7 @@ def test_class_folders_split_by_test_split_and_read_in_order(tmp_path):
     assert d.class_names == ("ant", "bee", "moth") and d.splits == {"train": 10, "validation": 1, "test": 4}
     assert np.array_equal(np.concatenate([d.x_val, d.x_train]), x) and np.array_equal(d.x_test, x_test)
     assert np.array_equal(np.concatenate([d.y_val, d.y_train]), y) and np.array_equal(d.y_test, y_test)
-    assert d.digest == from_arrays(x, y, x_test, y_test).digest and d.source == str((tmp_path / "dir").resolve())
+    assert d.digest == Dataset(x, y, x_test, y_test).digest and d.source == str((tmp_path / "dir").resolve())
     np.savez(tmp_path / "same.npz", x_train=x, y_train=y, x_test=x_test, y_test=y_test,
              class_names=np.array(d.class_names))
     again = registry.load(str(tmp_path / "same.npz"))

@@ -60,7 +60,7 @@ def test_random_samples_are_seeded_and_in_range():
     ('[config]\nepochs = 2.5', "epochs must be an int in 1..100000, got 2.5"),
     ('[config]\nlearning_rate = 0', "learning_rate must be a number in (0, 3.4028234663852886e+38] as float32, got 0"),
     ('[config]\nbn_momentum = 1.5', "bn_momentum must be a number in [0, 1) as float32, got 1.5"),
-    ('[config]\nbatch_size = 0', "batch_size must be an int in 1..55000 (the training set's size), got 0"),
+    ('[config]\nbatch_size = 0', "batch_size must be an int in 1..67108864, got 0"),
     ('[config]\nbn_epsilon = -1', "bn_epsilon must be a number in (0, "),
     ('[config]\npresets = ["bn-sideways"]', "unknown preset 'bn-sideways'"),
     ('[config]\noptimizer = "lbfgs"', "optimizer must be one of sgd, momentum, adam"),
@@ -100,10 +100,11 @@ def refused(text: str) -> str:
     ("first_seed", "5000000000", "first_seed must be an int in 0..4294967295"),
     ("first_seed", "-1", "first_seed must be an int in 0..4294967295"),
     ("epochs", "100001", "epochs must be an int in 1..100000"),
-    ("batch_size", "2000000000", "batch_size must be an int in 1..55000"),
-    ("batch_size", "2e9", "batch_size must be an int in 1..55000"),
-    ("subset", "0", "subset must be unset or an int in 1..55000"),
-    ("subset", "55001", "subset must be unset or an int in 1..55000"),
+    ("batch_size", "2000000000", "batch_size must be an int in 1..67108864"),
+    ("batch_size", "2e9", "batch_size must be an int in 1..67108864"),
+    ("subset", "0", "subset must be unset or an int in 1..67108864"),
+    ("subset", "67108865", "subset must be unset or an int in 1..67108864"),  # beyond any data; the data's own
+    # size is checked when it loads
     ("seeds_per_program", "0", "seeds_per_program must be unset or an int in 1..1000"),
     ("workers", "1025", "workers must be unset or an int in 1..1024"),
     ("workers", '"4"', "workers must be unset or an int in 1..1024, got '4'"),
@@ -117,6 +118,14 @@ def refused(text: str) -> str:
 def test_every_value_is_checked_with_its_range(key, value, fragment):
     assert fragment in refused(f"[config]\n{key} = {value}")
     assert fragment in refused(f"[sweep]\n{key} = [{value}]")
+
+
+@pytest.mark.parametrize("sweep", ['data = ["mnist", "fashion-mnist"]', "val_split = [1000, 2000]",
+                                   'random = {samples = 2, val_split = {choice = [1000, 2000]}}'])
+def test_a_sweep_cannot_vary_the_dataset(sweep):
+    """A sweep's worker pool holds one dataset's arrays for every trial: a trial on other data would train on them."""
+    assert "cannot vary" in refused(f"[sweep]\n{sweep}")
+    assert "val_split must be unset or an int in 1..67108864" in refused("[config]\nval_split = 0")
 
 
 @pytest.mark.parametrize("text,fragment", [
@@ -202,7 +211,7 @@ def test_trial_folder_names_stay_short_and_unique_when_every_key_is_swept():
 @pytest.mark.parametrize("fields,fragment", [
     (dict(first_seed=5_000_000_000), "first_seed must be an int in 0..4294967295"),
     (dict(first_seed=2**32 - 3, seeds=5), "first_seed + seeds - 1 must be below 2**32 (seeds are uint32), got 4294967"),
-    (dict(batch_size=2e9), "batch_size must be an int in 1..55000"),
+    (dict(batch_size=2e9), "batch_size must be an int in 1..67108864"),
     (dict(seeds=10**5000), "seeds must be an int in 1..1000, got <an int of 16610 bits>"),
     (dict(learning_rate=10**400), "learning_rate must be a number in (0, "),
     (dict(learning_rate=np.float32("nan")), "learning_rate must be a number in (0, "),
@@ -217,7 +226,7 @@ def test_trial_folder_names_stay_short_and_unique_when_every_key_is_swept():
     (dict(presets=("bn-sideways",)), "unknown preset 'bn-sideways'"),
     (dict(optimizer={"sgd": 1}), "optimizer must be one of sgd, momentum, adam"),
     (dict(optimizer="x" * 10_000), "optimizer must be one of sgd, momentum, adam, got 'xxxxxxxxxxxx...xxxxxxxxxxxxx'"),
-    (dict(lr_batch=0), "lr_batch must be unset or an int in 1..55000"),
+    (dict(lr_batch=0), "lr_batch must be unset or an int in 1..67108864"),
     (dict(learning_rate=3e38, lr_batch=1, batch_size=32), "learning_rate * batch_size / lr_batch is 9.6e+39, beyond"),
     (dict(models={"t": {"layers": [{"kind": "flatten"}, {"kind": "batch_norm", "convention": "pytorch"},
                                    {"kind": "dense", "units": 10}]}}, presets=("t",), batch_size=1),

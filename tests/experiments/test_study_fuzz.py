@@ -51,6 +51,7 @@ PLAUSIBLE = {  # values in and at the edges of each field's range, so that many 
     "normalize": st.sampled_from(["none", "per_channel", "per-channel"]),
     "augment": st.lists(st.sampled_from(["crop4", "flip", "crop"]), max_size=3),
     "init_from": st.sampled_from(["model.keras", "runs/x/export/bn-after-seed0.safetensors", ""]),
+    "data": st.sampled_from(["fashion-mnist", "mnist", "cifar10", "cifar-10", "", "missing.npz", "a/b"]),
 }
 
 

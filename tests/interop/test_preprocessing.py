@@ -13,8 +13,10 @@ import pytest
 import safetensors
 import safetensors.numpy
 
+import normlab
+from agreement import NEAR_TIE, top2_gap
 from normlab.cli import main
-from normlab.data.dataset import Shape
+from normlab.data.dataset import Dataset, Shape
 from normlab.errors import ConfigError
 from normlab.interop.keras_io import load_keras, read_keras, write_keras
 from normlab.interop.preprocessing import UINT8, checked, of_run, relative
@@ -124,10 +126,13 @@ def test_of_run_reads_results_json_and_defaults_to_pixels_over_255(tmp_path):
     results = {"config": {}, "runs": [run]}
     (tmp_path / "results.json").write_text(json.dumps(results))
     assert of_run(tmp_path) == UINT8
+    colour = Dataset(np.zeros((20, 4, 4, 3), np.uint8), np.arange(20) % 2, np.zeros((2, 4, 4, 3), np.uint8), [0, 1],
+                     val_split=2)
+    results |= {"data": colour.provenance() | {"subset": None}}
     (tmp_path / "results.json").write_text(json.dumps(results | {"preprocessing": RGB}))
     assert of_run(tmp_path) == RGB
     (tmp_path / "results.json").write_text(json.dumps(results | {"preprocessing": {"scale": 0}}))
-    with pytest.raises(ConfigError, match="results.json: the preprocessing's scale must be a finite number"):
+    with pytest.raises(ConfigError, match="results.json: has a 'preprocessing' without a positive 'scale'"):
         of_run(tmp_path)
 
 
@@ -174,10 +179,18 @@ def test_a_bad_preprocessing_is_refused_before_any_file_is_written(preprocessing
 
 
 @pytest.mark.full_data
-def test_evaluating_a_normalized_model_file_says_this_normlab_cannot_yet(real_data, tmp_path, capsys):
-    """Until evaluation normalizes (``train.preprocess``), a model that needs it is refused, not scored wrong."""
-    path = tmp_path / "normalized.safetensors"
-    write_safetensors(small((28, 28)), path, GREY)
-    assert main(["evaluate", str(path)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "takes its pixels times 0.00392157, normalized" in err and len(err.splitlines()) == 1, err
+def test_evaluating_a_normalized_model_file_normalizes_the_test_images(real_data, tmp_path):
+    """A file whose model takes (pixels / 255 - mean) / std is scored on the test images so normalized: the count of
+    correct images is that of its predictions on images normalized here in NumPy float64, up to near ties."""
+    weights = small((28, 28))
+    normalized, plain = tmp_path / "normalized.safetensors", tmp_path / "plain.safetensors"
+    write_safetensors(weights, normalized, GREY)
+    write_safetensors(weights, plain, UINT8)
+    [score], [unnormalized] = normlab.evaluate(normalized), normlab.evaluate(plain)
+    x = (real_data.x_test / 255.0 - GREY["mean"][0]) / GREY["std"][0]
+    logits, _ = models.apply(weights.model, weights.params, weights.state, x.astype(np.float32), False)
+    probabilities = np.asarray(jax.nn.softmax(logits))
+    correct = int((probabilities.argmax(1) == real_data.y_test).sum())
+    near_ties = int((top2_gap(probabilities) < NEAR_TIE).sum())
+    assert abs(round(score["accuracy"] * len(x)) - correct) <= near_ties, (score, correct, near_ties)
+    assert unnormalized["accuracy"] != score["accuracy"]  # the normalization is applied, not skipped

@@ -277,11 +277,12 @@ def test_bad_run_directory_is_a_one_line_config_error(tmp_path, content, message
 
 def test_a_sweep_over_two_architectures_gets_a_panel_each():
     """The norms-vs-batch-size study: the MLP's norms and the CNN's are compared among themselves."""
-    from normlab.nn.models import presets
+    from normlab.nn.models import presets, with_classes
     from normlab.report.html import architecture
     from normlab.report.plots import sweep_png
-    assert architecture(presets()["cnn-bn"]) == "conv 16-32, dense 128-10"
-    assert architecture(presets()["bn-after"]) == architecture(presets()["ln-after"]) == "dense 300-100-10"
+    assert architecture(with_classes(presets()["cnn-bn"], 10)) == "conv 16-32, dense 128-10"
+    assert architecture(with_classes(presets()["bn-after"], 100)) == "dense 300-100-100"  # CIFAR-100's classes
+    assert architecture(with_classes(presets()["ln-after"], 10)) == "dense 300-100-10"
     series = {"bn-after": [(2, 0.7, (0.6, 0.8)), (32, 0.8, None)], "cnn-bn": [(2, 0.75, None), (32, 0.85, None)]}
     one, two = sweep_png(series, "batch_size"), sweep_png(series, "batch_size", {"bn-after": "MLP", "cnn-bn": "CNN"})
     width = lambda png: int.from_bytes(png[16:20], "big")  # noqa: E731 - the PNG header's IHDR width

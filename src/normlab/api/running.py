@@ -77,10 +77,12 @@ def data(data=None, *, data_dir=None, download: bool = True, verify: bool = True
     ({'train': 55000, 'validation': 5000, 'test': 10000}, dtype('uint8'), ('T-shirt/top', 'Trouser', 'Pullover'))
     """
     from normlab.data import registry
-    from normlab.experiments.config import check
+    if val_split is not None:  # checked as a study's setting is; only then: the config module imports JAX
+        from normlab.experiments.config import check
+        val_split = check("val_split", val_split)
     signals.safe_point("data")
     return registry.load(data_name(data), data_dir=path_of(data_dir, "data_dir"), download=download,
-                         verify=_flag(verify, "verify"), val_split=None if val_split is None else check("val_split", val_split))
+                         verify=_flag(verify, "verify"), val_split=val_split)
 
 
 def data_name(value) -> str:

@@ -145,15 +145,6 @@ def _split(x, y, val_split) -> tuple[np.ndarray, ...]:
     return x[k:], y[k:], x[:k], y[:k]
 
 
-def from_arrays(x_train, y_train, x_test, y_test, x_val=None, y_val=None, *, class_names=None, name: str = "arrays",
-                source: str = "arrays", val_split: int | None = None):
-    """A checked, split ``Dataset`` of arrays (NumPy, lists, anything ``np.asarray`` takes); rules in the module
-    docstring."""
-    from normlab.data.dataset import Dataset
-    return Dataset(x_train, y_train, x_test, y_test, x_val, y_val, class_names=class_names, val_split=val_split,
-                   name=name, source=source)
-
-
 def checked(x_train, y_train, x_test, y_test, x_val, y_val, class_names, val_split,
             every_class: bool = True) -> tuple[tuple, tuple[str, ...]]:
     """The six arrays (x_train, y_train, x_val, y_val, x_test, y_test) and the class names, as the rules in the

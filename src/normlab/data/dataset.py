@@ -28,6 +28,11 @@ class Dataset:
     most 5,000: Fashion-MNIST's 60,000 give the study's 5,000). Every source (a built-in download, an ``.npz``, an
     image folder, arrays) is made here, so all pass the same checks (``data.arrays``: types, shapes, finite pixels,
     labels naming a class, a training image for every class) and get the same ``digest``.
+
+    >>> import numpy as np
+    >>> x, y = np.zeros((100, 8, 8), np.uint8), np.arange(100) % 4
+    >>> normlab.Dataset(x, y, x[:10], y[:10], class_names=["a", "b", "c", "d"])
+    <normlab.Dataset arrays: 8x8 uint8, 4 classes, train 90 / validation 10 / test 10>
     """
 
     x_train: np.ndarray
@@ -60,10 +65,12 @@ class Dataset:
 
     @property
     def shape(self) -> Shape:
+        """An image's shape and the class count: what a model built for these data takes and scores."""
         return Shape(tuple(int(n) for n in self.x_train.shape[1:]), len(self.class_names))
 
     @property
     def splits(self) -> dict[str, int]:
+        """Images per split: train, validation, test."""
         return {"train": len(self.y_train), "validation": len(self.y_val), "test": len(self.y_test)}
 
     def provenance(self) -> dict:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from normlab.data.arrays import MAX_CLASSES, MAX_VALUES, from_arrays
+from normlab.data.arrays import MAX_CLASSES, MAX_VALUES
 from normlab.data.dataset import Dataset
 from normlab.errors import DataError, shown
 from normlab.files import FileProblem, display, one_line, read_bytes
@@ -203,7 +203,7 @@ def _read(classes: dict[str, list[Path]], names: list[str], total: int, like: tu
 
 def load(folder: str | Path, *, name: str | None = None, val_split: int | None = None,
          test_split: float | None = None) -> Dataset:
-    """The dataset in the image folder ``folder`` (module docstring), checked and split by ``from_arrays``."""
+    """The dataset in the image folder ``folder`` (module docstring), checked and split by ``Dataset``."""
     folder = Path(folder)
     where = one_line(folder)
     splits = _layout(folder, test_split)
@@ -216,7 +216,7 @@ def load(folder: str | Path, *, name: str | None = None, val_split: int | None =
         if split in splits:
             arrays[f"x_{split}"], arrays[f"y_{split}"], like = _read(splits[split], names, total, like)
     try:
-        return from_arrays(**arrays, class_names=names, name=display(folder) if name is None else name,
+        return Dataset(**arrays, class_names=names, name=display(folder) if name is None else name,
                            source=display(folder.resolve()), val_split=val_split)
     except DataError as error:
         raise DataError(f"{where}: {error}") from None

@@ -3,8 +3,8 @@ y_test=...)``, optionally ``x_val``, ``y_val`` and ``class_names`` (a 1-D str ar
 
 Read without trusting the file: it must be a regular file of at most ``MAX_BYTES``; each member's size is taken
 from the zip directory and its ``.npy`` header, and both are checked before a byte of data is read (a few KB that
-declare gigabytes are refused, not allocated); no pickle (an object array is refused); an unknown member is an
-error, so a typo (``x_trian``) cannot quietly leave an array out. The arrays then go through ``from_arrays``.
+declare gigabytes are refused, not allocated); no Python objects (an object array is refused); an unknown member is an
+error, so a typo (``x_trian``) cannot quietly leave an array out. The arrays then go through ``Dataset``.
 """
 
 import io
@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-from normlab.data.arrays import from_arrays
 from normlab.data.dataset import Dataset
 from normlab.errors import DataError, did_you_mean, shown
 from normlab.files import FileProblem, display, one_line, open_regular
@@ -44,8 +43,8 @@ def _member(z: zipfile.ZipFile, info: zipfile.ZipInfo, key: str) -> np.ndarray:
     with z.open(info) as member:
         dtype, shape, fortran, start, head = _header(member, info)
         if dtype.hasobject:
-            raise DataError(f"{key}: an array of Python objects, which only pickle can read; normlab reads plain "
-                            f"numeric (and str) arrays, never pickles")
+            raise DataError(f"{key}: an array of Python objects, which loading could run code from; normlab reads "
+                            f"plain numeric (and str) arrays only")
         count = math.prod(shape)
         declared, held = count * dtype.itemsize, info.file_size - start
         if declared != held:
@@ -103,7 +102,7 @@ def read(path: str | Path, max_bytes: int = MAX_BYTES) -> dict[str, np.ndarray]:
 
 
 def load(path: str | Path, *, name: str | None = None, val_split: int | None = None) -> Dataset:
-    """The dataset in the ``.npz`` at ``path``, checked and split by ``from_arrays``; ``class_names`` if it has one."""
+    """The dataset in the ``.npz`` at ``path``, checked and split by ``Dataset``; ``class_names`` if it has one."""
     arrays = read(path)
     names = arrays.pop("class_names", None)
     if names is not None:
@@ -112,7 +111,7 @@ def load(path: str | Path, *, name: str | None = None, val_split: int | None = N
                             f"array, one name per class")
         names = names.tolist()
     try:
-        return from_arrays(**arrays, class_names=names, name=display(path) if name is None else name,
+        return Dataset(**arrays, class_names=names, name=display(path) if name is None else name,
                            source=display(Path(path).resolve()), val_split=val_split)
     except DataError as error:
         raise DataError(f"{one_line(path)}: {error}") from None

@@ -1,7 +1,7 @@
 """Every dataset ``--data`` can name, one line each, and how a ``--data`` value becomes a ``Dataset``.
 
 A name is looked up here; anything else is a path (an ``.npz`` file, a folder of images); from Python, a
-``Dataset`` or arrays too. Every source but a built-in ends in ``arrays.from_arrays``, so all are checked alike.
+``Dataset`` or arrays too. Every source but a built-in ends in ``Dataset``, so all are checked alike.
 ``shape`` answers without reading a pixel where it can (built-ins), so a model can be checked before its data are
 fetched.
 """
@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 from normlab.data import cifar, fashion_mnist, idx_dataset, image_folder, kmnist, mnist, npz
-from normlab.data.arrays import from_arrays
 from normlab.data.dataset import Dataset, Shape, with_validation
 from normlab.errors import DataError, did_you_mean, shown
 from normlab.files import one_line
@@ -110,7 +109,7 @@ def load(data=DEFAULT, data_dir: str | Path | None = None, download: bool = True
 
     ``data``: a built-in's name; the path of an ``.npz`` file (``data.npz``) or an image folder
     (``data.image_folder``); a ``Dataset`` (returned as it is); or arrays, ``(x_train, y_train, x_test, y_test)``
-    or ``keras.datasets``' ``((x_train, y_train), (x_test, y_test))`` (``data.arrays.from_arrays``). ``val_split``:
+    or ``keras.datasets``' ``((x_train, y_train), (x_test, y_test))`` (``Dataset``). ``val_split``:
     how many of the first training images a file, folder or arrays hold out for validation (default: a tenth, at
     most 5,000); a built-in holds out its first 5,000 unless ``val_split`` says otherwise. ``data_dir`` is where a built-in's files are; ``download`` and
     ``verify`` are about a built-in's published files too.
@@ -124,7 +123,7 @@ def load(data=DEFAULT, data_dir: str | Path | None = None, download: bool = True
         if arrays is None:
             raise DataError("data as arrays: give (x_train, y_train, x_test, y_test), or keras.datasets' "
                             "((x_train, y_train), (x_test, y_test))")
-        return from_arrays(*arrays, val_split=val_split)
+        return Dataset(*arrays, val_split=val_split)
     data = check(os.fspath(data) if isinstance(data, os.PathLike) else data)
     if data in BUILTIN or data in _HELD:
         dataset = _HELD[data] if data in _HELD else BUILTIN[data].load(data_dir, download=download, verify=verify)

@@ -18,8 +18,7 @@ from normlab.diagnose.run import WATCHED_IMAGES, GRADIENT_IMAGES, Options, diagn
 from normlab.errors import ConfigError
 from normlab.experiments.config import StudyConfig
 from normlab.experiments.provenance import provenance
-from normlab.experiments.reproduce import data_record, subset
-from normlab.train.preprocess import preprocessing
+from normlab.experiments.reproduce import data_record, recorded_preprocessing, subset
 from normlab.files import MiB, FileProblem, read_json, write_bytes, write_text
 from normlab.report.diagnostics_json import MAX_BYTES as MAX_DIAGNOSTICS_BYTES, preset_problem
 from normlab.report.literal import path_component
@@ -133,7 +132,7 @@ def run_diagnosis(study: StudyConfig, diagnosis: DiagnoseConfig, data, out: Path
     signals.safe_point("report")
     with signals.held():
         diagnostics = {"schema": SCHEMA, "provenance": provenance(), "config": config_record(study, diagnosis),
-                       "data": data_record(data, study.subset), "preprocessing": preprocessing(data.x_train[:study.subset], "none"),
+                       "data": data_record(data, study.subset), "preprocessing": recorded_preprocessing(data, study),
                        "presets": entries}
         write_text(out / "diagnostics.json", json.dumps(diagnostics, indent=1, allow_nan=False))
         (out / "figures").mkdir(exist_ok=True)

@@ -237,7 +237,14 @@ def assemble(todo: list[Job], results: list[SeedsResult], dataset: Dataset) -> d
         runs += run_records(preset, param_counts(config.model(preset)), merge([r for _, r in mine]),
                             max(len(job.seeds) for job, _ in mine))
     return {"provenance": provenance(), "config": config.as_dict(), "data": data_record(dataset, config.subset),
-            "preprocessing": preprocessing(dataset.x_train[:config.subset], config.normalize), "runs": runs}
+            "preprocessing": recorded_preprocessing(dataset, config), "runs": runs}
+
+
+def recorded_preprocessing(dataset: Dataset, config: StudyConfig) -> dict:
+    """results.json's ``preprocessing`` (``train.preprocess.preprocessing`` of the training images used): the scale,
+    and each channel's mean and std only when the run normalized."""
+    done = preprocessing(dataset.x_train[:config.subset], config.normalize)
+    return {key: value for key, value in done.items() if value is not None}
 
 
 def reproduce(data, config: StudyConfig = StudyConfig(), out: Path | None = None, resume: bool = False,

@@ -18,8 +18,8 @@ from matplotlib.figure import Figure
 
 from normlab.errors import ConfigError
 from normlab.files import MiB, FileProblem, display, one_line, read_bytes, write_text
-from normlab.nn.models import presets
-from normlab.report.dataset import data_lines
+from normlab.nn.models import presets, with_classes
+from normlab.report.dataset import data_lines, recorded
 from normlab.report.diagnostics import findings, section_html
 from normlab.report.diagnostics_json import NAME as DIAGNOSTICS, find_diagnostics, load_diagnostics
 from normlab.report.literal import markdown, printable
@@ -97,7 +97,7 @@ def _architectures(results_list: list[dict]) -> dict[str, str]:
             layers = models.get(preset, {}).get("layers") if isinstance(models.get(preset), dict) else None
             layers = layers if isinstance(layers, list) else presets().get(preset)
             if isinstance(layers, list) and all(isinstance(layer, dict) for layer in layers):
-                found[preset] = architecture(layers)
+                found[preset] = architecture(with_classes(layers, recorded(results)[0]["classes"]))
     return found
 
 
