@@ -62,7 +62,8 @@ def describe(results: dict) -> dict[str, str]:
     if data["verified"] is None:
         what = f"{data['name']} (a results.json from before runs recorded their data)"
     else:
-        source = f" from {data['source']}" if data["name"] not in BUILTIN and data["source"] else ""
+        source = (f" from {data['source']}" if data["name"] not in BUILTIN and data["source"]
+                  and data["source"] != data["name"] else "")  # a file's name is its path already
         check = ", verified" if data["verified"] else ", not verified" if data["name"] in BUILTIN else ""
         what = f"{data['name']}{source}{check} (content SHA-256 {data['sha256'][:12]}…)"
     splits = data["splits"]
