@@ -17,6 +17,7 @@ from normlab.errors import DataError, did_you_mean, shown
 from normlab.files import one_line
 
 DEFAULT = "fashion-mnist"
+MAX_COUNT = 1 << 40  # a recorded size beyond any dataset (``note``)
 
 
 class Builtin(NamedTuple):
@@ -49,9 +50,18 @@ def remember(dataset: Dataset) -> str:
     return name
 
 
-def note(data: str, shape_: Shape, splits_: dict[str, int]) -> None:
-    """What a worker process is told of a dataset it gets as arrays: its shape and sizes, without reading it."""
-    _NOTED[data] = (Shape(tuple(shape_[0]), int(shape_[1])), dict(splits_))
+def note(data: str, shape_, splits_) -> None:
+    """What a worker process is told of a dataset it gets as arrays (or an export of a run, by its results.json):
+    its shape and sizes, without reading it; a value that is not one is a DataError."""
+    def count(n, low: int) -> bool:
+        return type(n) is int and low <= n <= MAX_COUNT
+    image, classes = shape_ if isinstance(shape_, (list, tuple)) and len(shape_) == 2 else (None, None)
+    if not (isinstance(image, (list, tuple)) and 1 <= len(image) <= 3 and all(count(n, 1) for n in image)
+            and count(classes, 1) and isinstance(splits_, dict) and set(splits_) == {"train", "validation", "test"}
+            and all(count(n, 0) for n in splits_.values())):
+        raise DataError(f"{one_line(data)}: the recorded shape {shown(shape_)} and splits {shown(splits_)} are "
+                        f"not an image shape, a class count and three image counts")
+    _NOTED[data] = (Shape(tuple(image), classes), dict(splits_))
 
 
 def check(data) -> str:
@@ -109,10 +119,10 @@ def load(data=DEFAULT, data_dir: str | Path | None = None, download: bool = True
 
     ``data``: a built-in's name; the path of an ``.npz`` file (``data.npz``) or an image folder
     (``data.image_folder``); a ``Dataset`` (returned as it is); or arrays, ``(x_train, y_train, x_test, y_test)``
-    or ``keras.datasets``' ``((x_train, y_train), (x_test, y_test))`` (``Dataset``). ``val_split``:
-    how many of the first training images a file, folder or arrays hold out for validation (default: a tenth, at
-    most 5,000); a built-in holds out its first 5,000 unless ``val_split`` says otherwise. ``data_dir`` is where a built-in's files are; ``download`` and
-    ``verify`` are about a built-in's published files too.
+    or ``keras.datasets``' ``((x_train, y_train), (x_test, y_test))`` (``Dataset``). ``val_split``: how many of
+    the first training images a file, folder or arrays hold out for validation (default: a tenth, at most 5,000);
+    a built-in holds out its first 5,000 unless ``val_split`` says otherwise. ``data_dir`` is where a built-in's
+    files are; ``download`` and ``verify`` are about a built-in's published files too.
     """
     if isinstance(data, Dataset):
         if val_split is not None:

@@ -263,7 +263,10 @@ class StudyConfig:
         if not isinstance(fields, dict):
             raise ConfigError(f"a study configuration must be a dict of fields, got {shown(fields)}")
         if isinstance(fields.get("data"), str) and "data_shape" in fields and "data_splits" in fields:
-            datasets.note(fields["data"], fields["data_shape"], fields["data_splits"])
+            try:
+                datasets.note(fields["data"], fields["data_shape"], fields["data_splits"])
+            except NormlabError as error:
+                raise ConfigError(str(error)) from None
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in fields.items() if k in names})
 
