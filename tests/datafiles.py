@@ -13,3 +13,16 @@ def idx_bytes(a: np.ndarray, type_byte: int = 0x08) -> bytes:
 
 def sha(b: bytes) -> str:
     return hashlib.sha256(b).hexdigest()
+
+
+def refused_in_one_line(load, where, *fragments) -> str:
+    """``load()`` raises a one-line DataError that starts with ``where`` (the file or folder) and holds every fragment."""
+    import pytest
+    from normlab.errors import DataError
+    with pytest.raises(DataError) as caught:
+        load()
+    message = str(caught.value)
+    assert len(message.splitlines()) == 1 and message.startswith(str(where)), message
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
