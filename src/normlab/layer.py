@@ -20,6 +20,52 @@ class Layer(NamedTuple):
     init: Callable[[Any, tuple], tuple[dict, dict, tuple]]
     apply: Callable[..., tuple[Any, dict]]
     stepped: tuple[str, ...] = ()  # params passed as is to ``engine.gemm.matmul``, which may take their SGD step
+    merges: bool = False  # takes several inputs (a block's branches): ``init`` gets their shapes, ``apply`` a tuple
+
+
+class Folding(NamedTuple):
+    """A kind's part in folding batch norm for inference (``nn.fold``).
+
+    ``"affine"``: at inference a fixed map ``x s + t`` of its moving statistics (``fold.inference_affine``), which a
+    linear neighbour can absorb; ``"linear"``: a kernel and bias that absorb one, at their output if the layer has
+    no activation, at their input if ``takes_input(spec, in_channels, affine_channels)``; ``"reorder"``: only
+    reorders features (a flatten), so an affine map passes through it."""
+    role: str
+    takes_input: Callable[[dict, int, int], bool] = lambda spec, in_channels, affine_channels: False
+
+
+class Kind(NamedTuple):
+    """Everything normlab knows of one layer kind, declared beside its builder; ``nn.registry`` collects them.
+
+    Options are the builder's annotated keyword parameters (``nn.spec``). The translations take the framework
+    they build with as an argument, so declaring them imports nothing heavy:
+
+    * ``keras(options) -> (Keras class, keyword arguments)``; None: the layer's class with its options as they
+      are. ``keras_class``/``from_keras``: a Keras file's layer of that class reads back as this kind when
+      ``from_keras(config)`` returns the table entries beyond the common options (None: not this kind).
+    * ``torch(nn, options, in_shape, last) -> modules``; ``onnx(graph, site, x) -> output``. None: no mirror, or
+      no ONNX node; either raises ``interop.frameworks.Unsupported`` saying why.
+    * ``folding``: its part in folding batch norm (``Folding``); ``batch_statistics(spec)``: the spec whose
+      training-mode state update is exactly the batch's statistics (``diagnose.gap``), for kinds with moving ones.
+    * ``split(options, axis_name, sync) -> Layer``: the layer when a batch is split over a device axis (it sums
+      or gathers its statistics there); ``splits`` False: it has no data-parallel form.
+    * ``conventions``: option defaults per ``convention`` option (``nn.spec``); ``batch_limited(spec)``: its
+      training step is undefined at some batch sizes (``models.check_batch``); ``workspace(spec, in, out)``:
+      values per example it holds beside its output (``memory``).
+    """
+    build: Callable[..., Layer]
+    keras: Callable[[dict], tuple[str, dict]] | None = None
+    keras_class: str | None = None
+    from_keras: Callable[[dict], dict | None] = lambda config: {}
+    torch: Callable | None = None
+    onnx: Callable | None = None
+    folding: Folding | None = None
+    batch_statistics: Callable[[dict], dict] | None = None
+    split: Callable[..., Layer] | None = None
+    splits: bool = True
+    conventions: dict | None = None
+    batch_limited: Callable[[dict], bool] | None = None
+    workspace: Callable[[dict, tuple, tuple], int] | None = None
 
 
 def stateless(kind: str, fn: Callable, out_shape: Callable[[tuple], tuple] = lambda shape: shape) -> Layer:

@@ -3,7 +3,7 @@
 A study is checked before any work starts (``check``): a model whose activations cannot fit is refused in one
 line, not minutes later by XLA's RESOURCE_EXHAUSTED traceback or the kernel's OOM killer. Running out anyway
 (another program took the memory meanwhile) ends in one line too (``out_of_memory``). The estimate compiles
-nothing: it reads the layers' output shapes (``models.abstract``) and their working buffers (``WORKSPACE``).
+nothing: it reads the layers' output shapes (``models.abstract``) and their working buffers (``Kind.workspace``).
 """
 
 import dataclasses
@@ -80,13 +80,14 @@ def _activation_bytes(key: str, rows: int, train: bool) -> int:
 
 @functools.lru_cache(maxsize=256)
 def _values(key: str) -> tuple[list[int], list[int]]:
-    """Per layer: one example's output values, and the values it works on beside them (``WORKSPACE``)."""
-    from normlab.nn.models import abstract
-    from normlab.nn.registry import WORKSPACE
+    """Per layer: one example's output values, and the values it works on beside them (``Kind.workspace``)."""
+    from normlab.nn.models import abstract, input_of
+    from normlab.nn.registry import KINDS
     model = _model(key)
     shapes = abstract(model)[2]
-    workspaces = [WORKSPACE[spec["kind"]](spec, in_shape, out_shape) if spec["kind"] in WORKSPACE else 0
-                  for spec, in_shape, out_shape in zip(model.spec, [model.data.image, *shapes], shapes)]
+    workspaces = [(workspace := KINDS[node.spec["kind"]].workspace) and workspace(
+        node.spec, input_of(model, index, shapes, tuple(model.data.image)), shapes[index]) or 0
+                  for index, node in enumerate(model.graph)]
     return [math.prod(shape) for shape in shapes], workspaces
 
 

@@ -20,7 +20,7 @@ import onnx  # noqa: E402
 import onnxruntime  # noqa: E402
 
 from normlab.errors import ConfigError  # noqa: E402
-from normlab.interop import onnx_export  # noqa: E402
+from normlab.interop import onnx_export, onnx_graph  # noqa: E402
 from normlab.interop.onnx_export import to_onnx, write_onnx  # noqa: E402
 from normlab.interop.preprocessing import NONE  # noqa: E402
 from normlab.data.dataset import Shape  # noqa: E402
@@ -199,12 +199,12 @@ def test_write_onnx_writes_the_model_and_no_temp_file(every_kind, tmp_path):
 
 
 def test_every_kind_and_activation_has_a_translation():
-    assert set(onnx_export.TRANSLATIONS) == set(KINDS)
-    assert set(onnx_export.ACTIVATIONS) == set(FUNCTIONS)
+    assert all(kind.onnx for kind in KINDS.values())
+    assert set(onnx_graph.ACTIVATIONS) == set(FUNCTIONS)
 
 
 def test_a_kind_without_translation_names_the_layer_and_kind(monkeypatch):
-    monkeypatch.delitem(onnx_export.TRANSLATIONS, "rms_norm")
+    monkeypatch.setitem(KINDS, "rms_norm", KINDS["rms_norm"]._replace(onnx=None))
     model = models.preset("rms-after")
     params, state = weights(model)
     with pytest.raises(ConfigError, match=r"layer rms_normalization \(rms_norm\) has no ONNX translation"):

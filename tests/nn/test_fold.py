@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from normlab.nn import models
-from normlab.nn.fold import FOLDABLE, fold, folded
+from normlab.nn.fold import fold, folded
+from normlab.nn.registry import KINDS
 from normlab.nn.summary import param_counts
 from reference import batch_norm_numpy as ref
 
@@ -64,7 +65,7 @@ def assert_same_predictions(model, params, state, batches, compiled=False):
 
 
 def kinds(model):
-    return [layer["kind"] for layer in model.spec]
+    return [node.spec["kind"] for node in model.graph]
 
 
 @pytest.mark.parametrize("kind, options", [
@@ -89,7 +90,8 @@ def test_each_foldable_kind_infers_with_the_moving_affine(kind, options):
 def test_folded_preset_predicts_as_unfolded(name):
     model = models.preset(name)
     assert_same_predictions(model, *randomized(model), [images(32)])
-    assert not set(FOLDABLE) & set(kinds(folded(model)))
+    assert not {name for name, kind in KINDS.items() if kind.folding and kind.folding.role == "affine"} & set(
+        kinds(folded(model)))
 
 
 def affine(params, state, eps=1e-3):

@@ -10,7 +10,7 @@ import pytest
 from normlab.errors import ConfigError
 from normlab.nn.losses import sparse_categorical_crossentropy
 from normlab.nn.models import _check_batch, apply, init, preset, presets
-from normlab.nn.registry import BATCH_LIMITED
+from normlab.nn.registry import KINDS
 from normlab.nn.summary import layer_rows, param_counts, variables
 
 MLP, F = 784 * 300 + 300 + 300 * 100 + 100 + 100 * 10 + 10, 784 + 300 + 100
@@ -107,11 +107,11 @@ def test_dense_gradients_match_numpy():
 
 
 def test_only_batch_limited_layers_make_a_batch_size_undefined():
-    """``check_batch`` traces only models with a ``BATCH_LIMITED`` layer: every other preset must trace at any
+    """``check_batch`` traces only models with a ``Kind.batch_limited`` layer: every other preset must trace at any
     batch size, or a study would accept a batch that fails hours later."""
     for name in presets():
         model = preset(name)
-        limited = any(BATCH_LIMITED.get(spec["kind"], lambda spec: False)(spec) for spec in model.spec)
+        limited = any((rule := KINDS[node.spec["kind"]].batch_limited) and rule(node.spec) for node in model.graph)
         for batch in (1, 3, 24):
             try:
                 _check_batch(json.dumps([model.name, model.spec, model.data], sort_keys=True, default=str), batch)

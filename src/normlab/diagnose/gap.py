@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from normlab.nn.losses import correct
-from normlab.nn.models import Model, apply, build
+from normlab.nn.models import Model, apply, build, rewritten
+from normlab.nn.registry import KINDS
 from normlab.train.loop import batch_mask
 from normlab.train.step import scale_pixels
 
@@ -45,11 +46,14 @@ def make_batch_statistics_accuracy(model: Model, n: int, batch_size: int):
 
 
 def statistics_twin(model: Model) -> Model:
-    """The model with BN momentum 0 in Keras' convention, whose training-mode state update is exactly the batch's
-    mean and biased variance: the batch statistics of every BN layer, read through the layers' own protocol.
-    A PyTorch-convention BN normalizes the same way in training; only its running variance is unbiased."""
-    spec = [{**s, "momentum": 0.0, "convention": "keras"} if s["kind"] == "batch_norm" else s for s in model.spec]
-    return build(model.name, spec, data=model.data)  # the model's own name: a longer one could pass the 100 characters a name may have
+    """The model whose training-mode state update is exactly each batch's statistics (``Kind.batch_statistics``:
+    batch norm at momentum 0): read through the layers' own protocol."""
+
+    def twin(path, table):
+        derive = KINDS[table["kind"]].batch_statistics
+        return derive(table) if derive else table
+
+    return build(model.name, rewritten(model.spec, twin), data=model.data)  # the model's own name: a longer one could pass the 100 characters a name may have
 
 
 def make_precise_statistics(model: Model, batches: int, batch_size: int):

@@ -35,7 +35,7 @@ def measured_steps(steps: int, every: int) -> np.ndarray:
 
 def dense_layers(model: Model) -> list[str]:
     """The layers with a kernel: where internal covariate shift is measured."""
-    return [name for (name, _), spec in zip(model.layers, model.spec) if spec["kind"] == "dense"]
+    return [name for (name, _), node in zip(model.layers, model.graph) if node.spec["kind"] == "dense"]
 
 
 def make_probe(model: Model, optimizer, probes: Probes):

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from normlab.errors import ConfigError
 from normlab.nn import spec as specs
-from normlab.nn.models import Model
+from normlab.nn.models import Model, input_of, outputs
 
 PERCENTILES = (15, 50, 85)  # Ioffe & Szegedy, Fig. 1(b, c)
 
@@ -73,7 +73,7 @@ def _nonlinear(spec: dict) -> bool:
 
 def last_hidden_nonlinearity(model: Model) -> int:
     """The index of the layer that applies the last hidden layer's nonlinearity (Ioffe & Szegedy's Fig. 1 unit)."""
-    found = [i for i, spec in enumerate(model.spec[:-1]) if _nonlinear(spec)]
+    found = [i for i, node in enumerate(model.graph[:-1]) if _nonlinear(node.spec)]
     if not found:
         raise ConfigError(f"model {model.name} has no hidden nonlinearity; diagnose watches the input of the last "
                           f"one (Ioffe & Szegedy's Fig. 1): give the model a hidden layer with an activation")
@@ -83,9 +83,9 @@ def last_hidden_nonlinearity(model: Model) -> int:
 def nonlinearity_input(model: Model, params, state, x, index: int):
     """What layer ``index``'s nonlinearity sees, in training mode: for a BN model gamma*x_hat + beta of the batch
     ``x``; for a dense layer with its own activation, its pre-activation x @ kernel + bias."""
-    for name, layer in model.layers[:index]:
-        x, _ = layer.apply(params[name], state[name], x, True)
-    spec, (name, _) = model.spec[index], model.layers[index]
+    values, _ = outputs(model, params, state, x, True, until=index)
+    x = input_of(model, index, values, x)
+    spec, (name, _) = model.graph[index].spec, model.layers[index]
     if spec["kind"] == "dense":  # the same layer with its activation left out: models are data
         x, _ = specs.build_layer({**spec, "activation": "linear"}).apply(params[name], state[name], x, True)
     return x

@@ -19,7 +19,7 @@ from normlab.errors import ConfigError
 from normlab.diagnose.gap import has_moving_statistics, make_batch_statistics_accuracy, make_precise_statistics
 from normlab.diagnose.measure import Probes, make_probed_epoch, measured_steps
 from normlab.diagnose.probes import last_hidden_nonlinearity
-from normlab.nn.models import Model, abstract
+from normlab.nn.models import Model, abstract, outputs
 from normlab.train.loop import METRICS, EpochEvent, TrainConfig, make_optimizer, seeds_epoch
 from normlab.train.state import create
 from normlab.train.step import make_evaluate, make_loss, scale_pixels
@@ -48,10 +48,8 @@ def make_snapshot(model: Model):
     loss = make_loss(model)
 
     def snapshot(params, state, watch_u8, images_u8, labels):
-        x, activations = scale_pixels(watch_u8), {}
-        for name, layer in model.layers:
-            x, _ = layer.apply(params[name], state[name], x, True)
-            activations[name] = x
+        values, _ = outputs(model, params, state, scale_pixels(watch_u8), True)
+        activations = {name: value for (name, _), value in zip(model.layers, values)}
         mask = jnp.ones(labels.shape, jnp.float32)
         grads = jax.grad(lambda p: loss(p, state, scale_pixels(images_u8), labels, mask)[0])(params)
         return activations, grads

@@ -20,7 +20,8 @@ import jax
 import numpy as np
 
 from normlab.atomic import replacing_by_name
-from normlab.interop.mirror import Unsupported, keras_model
+from normlab.interop.frameworks import Unsupported
+from normlab.interop.mirror import keras_model
 from normlab.interop.preprocessing import UINT8, applied, channels, checked
 from normlab.errors import ConfigError, shown
 from normlab.files import MAX_DEPTH, display, nested_deeper, one_line
@@ -28,12 +29,9 @@ from normlab.interop.weights import MAX_FILE_BYTES, Weights, from_ordered, order
 from normlab.nn import spec as specs
 from normlab.data.dataset import Shape
 from normlab.nn.models import MAX_SIDE, apply, build
+from normlab.nn.registry import KINDS
 from normlab.nn.summary import describe
 
-KINDS = {"Flatten": "flatten", "Dense": "dense", "Conv2D": "conv2d", "MaxPooling2D": "max_pool2d",
-         "Reshape": "reshape", "Activation": "activation", "LeakyReLU": "leaky_relu",
-         "BatchNormalization": "batch_norm", "LayerNormalization": "layer_norm", "GroupNormalization": "group_norm",
-         "RMSNormalization": "rms_norm"}
 PROBE_ROWS = 16
 PROBE_TOLERANCE = 1e-4  # probabilities; both sides compute in float32 with XLA
 REASON_CHARS = 1000  # of Keras' error: its safe-mode refusal (363 characters) whole, a dump of a whole config cut
@@ -104,28 +102,28 @@ def layer_table(layer) -> dict:
     """One Keras layer as a normlab layer table: the options normlab's kind has, from the layer's config."""
     name = type(layer).__name__
     config = layer.get_config()
-    kind = KINDS.get(name)
-    if name == "BatchNormalization" and config.get("renorm"):
-        kind = "batch_renorm"
-    if kind is None:
-        raise ConfigError(f"layer {shown(layer.name)} is a Keras {name}, which normlab has no kind for; it reads "
-                          f"{', '.join(KINDS)}")
     if nested_deeper(config, MAX_DEPTH):  # ``_plain`` and the option checks recurse into the values
         raise ConfigError(f"layer {shown(layer.name)}: its config is nested more than {MAX_DEPTH} levels deep")
-    table = {"kind": kind}
-    for option, (check, _) in specs.options(kind).items():
-        value = _plain(config.get(option))
-        if option == "kernel_initializer":
-            value = _initializer(value)
-        if value is not None and check.accepts(value):
-            table[option] = value
-    if kind == "batch_renorm":  # Keras checks little of it: the values go as they are to the spec's checks
-        clipping = config.get("renorm_clipping") or {}
-        if not isinstance(clipping, dict):
-            raise ConfigError(f"layer {shown(layer.name)}: renorm_clipping must be a dict of rmax, rmin and dmax, "
-                              f"got {shown(clipping)}")
-        table |= {k: clipping[k] for k in ("rmax", "dmax") if clipping.get(k) is not None}
-    return table
+    for kind, record in KINDS.items():
+        if record.keras_class != name:
+            continue
+        try:
+            extra = record.from_keras(config)
+        except Unsupported as error:
+            raise ConfigError(f"layer {shown(layer.name)} ({name}): {error}") from None
+        if extra is None:
+            continue
+        table = {"kind": kind}
+        for option, (check, _) in specs.options(kind).items():
+            value = _plain(config.get(option))
+            if option == "kernel_initializer":
+                value = _initializer(value)
+            if value is not None and check.accepts(value):
+                table[option] = value
+        return table | extra
+    readable = sorted({record.keras_class for record in KINDS.values() if record.keras_class})
+    raise ConfigError(f"layer {shown(layer.name)} is a Keras {name}, which normlab has no kind for; it reads "
+                      f"{', '.join(readable)}")
 
 
 def _reason(error: Exception) -> str:
@@ -206,7 +204,7 @@ def read_keras(path: Path) -> tuple[Weights, dict]:
     probe = applied(pixels, preprocessing)
     theirs = np.asarray(loaded(pixels if head else probe, training=False))
     logits, _ = apply(model, weights.params, weights.state, probe, False)
-    ours = np.asarray(jax.nn.softmax(logits) if model.spec[-1].get("activation") == "softmax" else logits)
+    ours = np.asarray(jax.nn.softmax(logits) if model.graph[-1].spec.get("activation") == "softmax" else logits)
     if not np.allclose(ours, theirs, atol=PROBE_TOLERANCE, rtol=0):
         raise ConfigError(f"{source}: normlab's {model.name} computes something else than the file's Keras model "
                           f"(a layer setting normlab does not read); max difference {np.abs(ours - theirs).max():.3g}")

@@ -57,7 +57,9 @@ def from_ordered(model: Model, arrays: list, source: str) -> Weights:
 
 
 def _architecture(model: Model) -> list[dict]:
-    return [{k: v for k, v in layer.items() if k not in TRAINING_ONLY} for layer in model.spec]
+    """Each layer's function: its options but those that only shape training, and what it reads."""
+    return [{**{k: v for k, v in node.spec.items() if k not in TRAINING_ONLY}, "inputs": list(node.inputs)}
+            for node in model.graph]
 
 
 def fitted(weights: Weights, expected: Model, source: str) -> tuple[dict, dict]:

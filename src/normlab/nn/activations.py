@@ -7,7 +7,9 @@ from typing import Annotated
 import jax
 import jax.numpy as jnp
 
-from normlab.layer import Layer, Real, choice, stateless
+from normlab.interop.frameworks import torch_activation
+from normlab.interop.onnx_graph import activate
+from normlab.layer import Folding, Kind, Layer, Real, choice, stateless
 
 FUNCTIONS = {  # Keras' activation functions with Keras' defaults
     "linear": lambda x: x,
@@ -35,3 +37,13 @@ def leaky_relu(negative_slope: Real = 0.3) -> Layer:
 
 def flatten() -> Layer:
     return stateless("Flatten", lambda x: jnp.reshape(x, (x.shape[0], -1)), lambda shape: (math.prod(shape),))
+
+
+ACTIVATION = Kind(activation, keras_class="Activation",
+                  torch=lambda nn, options, in_shape, last: torch_activation(nn, options["activation"], last),
+                  onnx=lambda graph, site, x: activate(graph, site, x, len(site.in_shape) + 1))
+LEAKY_RELU = Kind(leaky_relu, keras_class="LeakyReLU",
+                  torch=lambda nn, options, in_shape, last: [nn.LeakyReLU(options["negative_slope"])],
+                  onnx=lambda graph, site, x: graph.op(site.name, "LeakyRelu", x, alpha=site.options["negative_slope"]))
+FLATTEN = Kind(flatten, keras_class="Flatten", torch=lambda nn, options, in_shape, last: [nn.Flatten()],
+               onnx=lambda graph, site, x: graph.op(site.name, "Flatten", x, axis=1), folding=Folding("reorder"))

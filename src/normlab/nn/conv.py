@@ -11,8 +11,11 @@ NHWC and the kernel ``(kh, kw, in_channels, filters)`` (HWIO), Keras' layout, so
 import math
 
 import jax.numpy as jnp
+import numpy as np
 
-from normlab.layer import Flag, Layer, Units, Window
+from normlab.interop.frameworks import channels_first, keras_init, torch_activation, torch_padding
+from normlab.interop.onnx_graph import activate, channels_first as onnx_channels_first, pads
+from normlab.layer import Flag, Folding, Kind, Layer, Units, Window
 from normlab.nn.activations import FUNCTIONS, Activation
 from normlab.engine.gemm import matmul
 from normlab.nn.dense import Initializer
@@ -66,3 +69,31 @@ def conv2d(filters: Units, kernel_size: Window = 3, strides: Window = 1, padding
         return act(y), state
 
     return Layer("Conv2D", init, apply)
+
+
+def _torch(nn, options: dict, in_shape: list, last: bool) -> list:
+    window, strides = pair(options["kernel_size"]), pair(options["strides"])
+    layer = nn.Conv2d(in_shape[-1], options["filters"], window, strides, bias=options["use_bias"],
+                      padding=torch_padding("conv2d", options, in_shape, window, strides))
+    keras_init(nn, layer, options)
+    return [channels_first(nn, layer, in_shape), *torch_activation(nn, options["activation"], last)]
+
+
+def _onnx(graph, site, x: str) -> str:
+    """HWIO kernel -> ONNX's OIHW."""
+    window, strides = pair(site.options["kernel_size"]), pair(site.options["strides"])
+    inputs = [graph.const(f"{site.name}/kernel", np.transpose(site.params["kernel"], (3, 2, 0, 1)))]
+    if site.options["use_bias"]:
+        inputs.append(graph.const(f"{site.name}/bias", site.params["bias"]))
+    y = onnx_channels_first(graph, site.name, x, "Conv", *inputs, kernel_shape=list(window), strides=list(strides),
+                            pads=pads(site.in_shape, window, strides, site.options["padding"]))
+    return activate(graph, site, y, 4)
+
+
+def _takes_input(spec: dict, in_channels: int, affine_channels: int) -> bool:
+    """An affine map per channel repeating along its own (and no zero padding, which would become its shift)."""
+    return spec["padding"] == "valid" and in_channels % affine_channels == 0
+
+
+KIND = Kind(conv2d, keras_class="Conv2D", torch=_torch, onnx=_onnx, folding=Folding("linear", _takes_input),
+            workspace=patch_values)

@@ -16,70 +16,76 @@ can absorb it:
    would become :math:`t`, so such a BN stays.
 
 Any other BN stays as it is: it already uses the moving statistics, so the folded model is still exact.
-``batch_renorm`` and ``ghost_batch_norm`` infer with this same affine map (their inference is batch norm's
-``normalize``), so they fold too. The arithmetic is float64, cast back once: folding adds one rounding.
+Every kind whose record says ``Folding("affine")`` (``batch_renorm`` and ``ghost_batch_norm`` infer with batch
+norm's map) folds the same way, into a ``"linear"`` kind, through ``"reorder"`` ones. In a graph (a residual block)
+only along a chain: a layer whose output also feeds a shortcut absorbs nothing. The arithmetic is float64, cast
+back once: folding adds one rounding.
 """
 
 import jax.numpy as jnp
 import numpy as np
 
 from normlab.nn import models
-from normlab.nn.models import Model
-
-FOLDABLE = ("batch_norm", "batch_renorm", "ghost_batch_norm")
-REORDERS = ("flatten", "reshape")  # row-major reshapes: feature f of a BN over C channels is channel f % C
-LINEAR = ("dense", "conv2d")
+from normlab.nn.models import INPUT, Model
+from normlab.nn.registry import KINDS
+from normlab.norms.batch_norm import inference_affine
 
 
-def _absorbs_output(spec: dict) -> bool:
-    return spec["kind"] in LINEAR and spec["activation"] == "linear"
+def _role(node) -> str | None:
+    folding = KINDS[node.spec["kind"]].folding
+    return folding and folding.role
 
 
-def _absorbs_input(spec: dict, in_channels: int, bn_channels: int) -> bool:
-    """A Dense takes any flattened BN; a Conv2D one whose channels repeat along its own (and no zero padding)."""
-    return spec["kind"] == "dense" or (spec["kind"] == "conv2d" and spec["padding"] == "valid"
-                                       and in_channels % bn_channels == 0)
+def _consumers(model: Model) -> list[list[int]]:
+    found = [[] for _ in model.graph]
+    for index, node in enumerate(model.graph):
+        for source in node.inputs:
+            if source != INPUT:
+                found[source].append(index)
+    return found
 
 
 def _plan(model: Model) -> dict[int, tuple[int, bool]]:
-    """BN index -> (index of the layer that absorbs it, whether it absorbs the BN's output: rule 1).
+    """Affine node -> (the node that absorbs it, whether it absorbs the affine map's output: rule 1).
 
-    A BN right after one already folded into a linear layer folds into that layer too (the two compose)."""
+    Only along a chain: the absorber's output must reach nothing but the affine map (rule 1), the affine map's
+    nothing but the absorber, through reorders alone (rules 2 and 3). An affine map right after one already folded
+    into a linear layer folds into that layer too (the two compose)."""
     _, _, shapes = models.abstract(model)
-    spec, plan = model.spec, {}
-    for i, layer in enumerate(spec):
-        if layer["kind"] not in FOLDABLE:
+    graph, consumers, plan = model.graph, _consumers(model), {}
+    for i, node in enumerate(graph):
+        if _role(node) != "affine":
             continue
-        before = plan.get(i - 1, (i - 1,))[0]
-        if i > 0 and _absorbs_output(spec[before]):
-            plan[i] = (before, True)
+        before = node.inputs[0]
+        if before != INPUT and consumers[before] == [i]:
+            absorber = plan.get(before, (before,))[0]
+            if _role(graph[absorber]) == "linear" and graph[absorber].spec["activation"] == "linear":
+                plan[i] = (absorber, True)
+                continue
+        after = i
+        while len(consumers[after]) == 1 and _role(graph[consumers[after][0]]) == "reorder":
+            after = consumers[after][0]
+        if len(consumers[after]) != 1:
             continue
-        after = i + 1
-        while after < len(spec) and spec[after]["kind"] in REORDERS:
-            after += 1
-        if after < len(spec) and _absorbs_input(spec[after], shapes[after - 1][-1], shapes[i][-1]):
+        after = consumers[after][0]
+        folding = KINDS[graph[after].spec["kind"]].folding
+        if folding and folding.role == "linear" and folding.takes_input(
+                graph[after].spec, shapes[graph[after].inputs[0]][-1], shapes[i][-1]):
             plan[i] = (after, False)
     return plan
 
 
 def _folded(model: Model, plan: dict) -> Model:
-    absorbers = {target for target, _ in plan.values()}
-    return models.build(model.name, [{**layer, "use_bias": True} if i in absorbers else layer
-                                     for i, layer in enumerate(model.spec) if i not in plan], data=model.data)
+    removed = {model.graph[i].path for i in plan}
+    absorbers = {model.graph[target].path for target, _ in plan.values()}
+    spec = models.rewritten(model.spec, lambda path, table: None if path in removed else
+                            {**table, "use_bias": True} if path in absorbers else table)
+    return models.build(model.name, spec, data=model.data)
 
 
 def folded(model: Model) -> Model:
     """The model ``fold`` produces, from the spec alone: folded BNs gone, their absorbers with a bias."""
     return _folded(model, _plan(model))
-
-
-def inference_affine(epsilon: float, params: dict, state: dict) -> tuple[np.ndarray, np.ndarray]:
-    """A BN's inference map ``x * s + t`` in float64 (the ONNX export writes it as one Mul and one Add)."""
-    mean, variance = (np.asarray(state[k], np.float64) for k in ("moving_mean", "moving_variance"))
-    gamma = np.asarray(params.get("gamma", 1.0), np.float64)
-    beta = np.asarray(params.get("beta", 0.0), np.float64)
-    scale = gamma / np.sqrt(variance + epsilon)
-    return scale, beta - mean * scale
 
 
 def _into_output(kernel, bias, scale, shift):
@@ -106,7 +112,7 @@ def fold(model: Model, params: dict, state: dict) -> tuple[Model, dict, dict]:
             layer = params[names[target]]
             kernel = np.asarray(layer["kernel"], np.float64)
             weights[target] = kernel, np.asarray(layer.get("bias", np.zeros(kernel.shape[-1])), np.float64)
-        scale, shift = inference_affine(model.spec[i]["epsilon"], params[names[i]], state[names[i]])
+        scale, shift = inference_affine(model.graph[i].spec["epsilon"], params[names[i]], state[names[i]])
         weights[target] = (_into_output if into_output else _into_input)(*weights[target], scale, shift)
     result = _folded(model, plan)
     kept = [i for i in range(len(names)) if i not in plan]

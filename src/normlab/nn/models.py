@@ -1,8 +1,11 @@
-"""Models as data: a name and a list of layer specs (``nn.spec``), built into sequential models of our layers.
+"""Models as data: a name and a list of layer specs (``nn.spec``), built into graphs of our layers.
 
-The study's presets are specs too (``presets.toml``); a study file adds its own under ``[models.NAME]``.
-Layers are named the way Keras names them (``dense``, ``dense_1``, ``batch_normalization``, ...) and their
-params and state are dicts keyed by those names, so `normlab inspect` reads like Keras.
+The study's presets are specs too (``presets.toml``); a study file adds its own under ``[models.NAME]``. A spec is
+a list whose entries run one after the other; a block (``nn.residual``) becomes its branches' layers and the
+layers that join them, so the built model is a graph (``Node``: each layer's spec and the layers it reads), as a
+Keras functional model is. Layers are named the way Keras names them (``dense``, ``dense_1``,
+``batch_normalization``, ...) and their params and state are dicts keyed by those names, so `normlab inspect`
+reads like Keras.
 """
 
 import functools
@@ -18,19 +21,77 @@ import jax
 from normlab.data.dataset import Shape
 from normlab.errors import ConfigError, did_you_mean, shown
 from normlab.layer import Layer
-from normlab.nn import spec as specs
-from normlab.nn.registry import BATCH_LIMITED
+from normlab.nn import residual, spec as specs
+from normlab.nn.registry import KINDS
 
 MAX_SIDE = 1 << 14  # an image's side, its channels or a class count: beyond any dataset normlab trains on
 MAX_PARAMS = 50_000_000  # 200 MB of float32 weights per seed, before the optimizer's copies: a typo, not a study
 NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")  # a model's name is a folder name (checkpoints, TensorBoard)
 
 
+INPUT = -1  # a node input that is the model's input
+
+
+class Node(NamedTuple):
+    """One layer of the graph: its kind and options, the nodes whose outputs it takes (``INPUT``: the model's
+    input), and where the spec holds it (list indices and ``"layers"``/``"shortcut"`` keys; a block's merge and
+    activation end in ``"merge"`` and ``"activation"``)."""
+    spec: dict
+    inputs: tuple[int, ...]
+    path: tuple
+
+
 class Model(NamedTuple):
     name: str
-    layers: tuple[tuple[str, Layer], ...]  # (layer name, layer)
-    spec: tuple[dict, ...]  # every layer's kind and options, defaults filled in: what mirrors and checkpoints see
+    layers: tuple[tuple[str, Layer], ...]  # (layer name, layer), one per node, in an order that computes
+    spec: tuple[dict, ...]  # the layer tables (blocks nested), defaults filled in: what the user wrote, checked
     data: Shape  # the images it takes and the classes it scores, from the dataset it is built for
+    graph: tuple[Node, ...] = ()  # one per layer: its spec and inputs; the last one's output is the model's
+
+    def is_sequential(self) -> bool:
+        """Each layer takes the one before: a ``keras.Sequential``."""
+        return all(node.inputs == (i - 1 if i else INPUT,) for i, node in enumerate(self.graph))
+
+
+def _nodes(tables, source: int, graph: list, path: tuple = ()) -> int:
+    """Appends the layers of ``tables`` to ``graph``, the first reading node ``source``; the index of the last."""
+    for index, table in enumerate(tables):
+        at = (*path, index)
+        if table["kind"] == residual.KIND:
+            branch = _nodes(table["layers"], source, graph, (*at, "layers"))
+            shortcut = _nodes(table["shortcut"], source, graph, (*at, "shortcut"))
+            graph.append(Node(residual.MERGES[table["merge"]], (shortcut, branch), (*at, "merge")))
+            if table["activation"] != "linear":
+                graph.append(Node({"kind": "activation", "activation": table["activation"]}, (len(graph) - 1,),
+                                  (*at, "activation")))
+        else:
+            graph.append(Node(table, (source,), at))
+        source = len(graph) - 1
+    return source
+
+
+def graph(spec) -> tuple[Node, ...]:
+    found: list[Node] = []
+    _nodes(spec, INPUT, found)
+    return tuple(found)
+
+
+def rewritten(spec, change) -> list[dict]:
+    """``spec`` with each layer table replaced by ``change(path, table)``: a table, or None to drop it. What
+    folding and ``diagnose`` use to derive models."""
+
+    def walk(tables, path):
+        out = []
+        for index, table in enumerate(tables):
+            at = (*path, index)
+            if table["kind"] == residual.KIND:
+                out.append({**table, "layers": walk(table["layers"], (*at, "layers")),
+                            "shortcut": walk(table["shortcut"], (*at, "shortcut"))})
+            elif (new := change(at, table)) is not None:
+                out.append(new)
+        return out
+
+    return walk(spec, ())
 
 
 @functools.cache
@@ -115,10 +176,11 @@ def _build(key: str) -> Model:
     where = f"model {name}"
     data = _shape(data)
     spec = specs.check(with_classes(layers, data.classes), where, defaults)
-    engine = list(spec)
+    nodes = graph(spec)
+    engine = [node.spec for node in nodes]
     if engine[-1].get("activation") == "softmax":
         engine[-1] = {**engine[-1], "activation": "linear"}
-    model = Model(name, _keras_names([specs.build_layer(s) for s in engine]), spec, data)
+    model = Model(name, _keras_names([specs.build_layer(s) for s in engine]), spec, data, nodes)
     try:
         params, state, shapes = abstract(model)
     except ConfigError as error:
@@ -132,16 +194,24 @@ def _build(key: str) -> Model:
     return model
 
 
+def _inputs(node: Node, layer: Layer, values: list, x):
+    """What a layer reads: its input's value, or a tuple of them for a layer that merges."""
+    found = tuple(x if i == INPUT else values[i] for i in node.inputs)
+    return found if layer.merges else found[0]
+
+
 def _init(model: Model, key, shapes: list | None = None):
     keys = jax.random.split(key, len(model.layers))
-    params, state, shape = {}, {}, model.data.image
-    for layer_key, (name, layer) in zip(keys, model.layers):
+    params, state, out_shapes = {}, {}, []
+    for layer_key, (name, layer), node in zip(keys, model.layers, model.graph):
         try:
-            params[name], state[name], shape = layer.init(layer_key, shape)
+            params[name], state[name], shape = layer.init(layer_key, _inputs(node, layer, out_shapes,
+                                                                             tuple(model.data.image)))
         except ConfigError as error:
             raise ConfigError(f"layer {name}: {error}") from None
-        if shapes is not None:
-            shapes.append(tuple(shape))
+        out_shapes.append(tuple(shape))
+    if shapes is not None:
+        shapes += out_shapes
     return params, state
 
 
@@ -157,19 +227,33 @@ def init(model: Model, key):
     return _init(model, key)
 
 
+def outputs(model: Model, params, state, x, train: bool, mask=None, until: int | None = None):
+    """Every layer's output (the first ``until`` layers': their inputs are all computed) and the new state of
+    those layers; ``mask`` marks real rows of a padded batch."""
+    values, new_state = [], {}
+    for (name, layer), node in zip(model.layers[:until], model.graph[:until]):
+        y, new_state[name] = layer.apply(params[name], state[name], _inputs(node, layer, values, x), train, mask)
+        values.append(y)
+    return values, new_state
+
+
+def input_of(model: Model, index: int, values: list, x):
+    """What layer ``index`` reads, from ``outputs``' values and the model's input ``x``."""
+    return _inputs(model.graph[index], model.layers[index][1], values, x)
+
+
 def apply(model: Model, params, state, x, train: bool, mask=None):
     """Logits and the new state; ``mask`` marks real rows of a padded batch."""
-    new_state = {}
-    for name, layer in model.layers:
-        x, new_state[name] = layer.apply(params[name], state[name], x, train, mask)
-    return x, new_state
+    values, new_state = outputs(model, params, state, x, train, mask)
+    return values[-1], new_state
 
 
 def check_batch(model: Model, batch_size: int) -> None:
     """A training step's shapes traced at ``batch_size`` rows, computing nothing: a layer for which that batch is
     undefined (PyTorch-convention BN at batch 1, a ghost batch size that does not divide it) raises its ConfigError
-    when the study is read, not hours into a sweep. Only models with such a layer (``BATCH_LIMITED``) are traced."""
-    if not any(BATCH_LIMITED.get(spec["kind"], lambda spec: False)(spec) for spec in model.spec):
+    when the study is read, not hours into a sweep. Only models with such a layer (``Kind.batch_limited``) are
+    traced."""
+    if not any((limited := KINDS[node.spec["kind"]].batch_limited) and limited(node.spec) for node in model.graph):
         return
     _check_batch(json.dumps([model.name, model.spec, model.data], sort_keys=True, default=str), batch_size)
 

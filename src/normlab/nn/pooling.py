@@ -11,7 +11,9 @@ TF gives it all to one input; after a ReLU the ties are zeros, whose gradient Re
 import jax
 import jax.numpy as jnp
 
-from normlab.layer import Layer, MaybeWindow, Window
+from normlab.interop.frameworks import channels_first, torch_padding
+from normlab.interop.onnx_graph import channels_first as onnx_channels_first, pads
+from normlab.layer import Kind, Layer, MaybeWindow, Window
 from normlab.nn.window import Padding, output_shape, pair
 
 
@@ -33,3 +35,24 @@ def max_pool2d(pool_size: Window = 2, strides: MaybeWindow = None, padding: Padd
                                      padding.upper()), state
 
     return Layer("MaxPooling2D", init, apply)
+
+
+def _window(options: dict) -> tuple[tuple, tuple]:
+    window = pair(options["pool_size"])
+    return window, window if options["strides"] is None else pair(options["strides"])
+
+
+def _torch(nn, options: dict, in_shape: list, last: bool) -> list:
+    window, strides = _window(options)
+    padding = torch_padding("max_pool2d", options, in_shape, window, strides)  # MaxPool2d pads with -inf, as TF
+    return [channels_first(nn, nn.MaxPool2d(window, strides, padding), in_shape)]
+
+
+def _onnx(graph, site, x: str) -> str:
+    """MaxPool skips its padding (it never wins the max), as normlab's -inf padding."""
+    window, strides = _window(site.options)
+    return onnx_channels_first(graph, site.name, x, "MaxPool", kernel_shape=list(window), strides=list(strides),
+                               pads=pads(site.in_shape, window, strides, site.options["padding"]))
+
+
+KIND = Kind(max_pool2d, keras_class="MaxPooling2D", torch=_torch, onnx=_onnx)

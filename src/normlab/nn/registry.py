@@ -1,47 +1,38 @@
-"""Every layer kind a model spec can name (``{kind = "dense", ...}``), mapped to the function that builds it.
+"""Every layer kind a model spec can name (``{kind = "dense", ...}``), each one record (``layer.Kind``).
 
-A new kind is one file with its builder (options declared in its signature, see ``normlab.layer``), its test,
-and one line here.
+A kind's module declares its record beside its builder: options, Keras and PyTorch mirrors, ONNX translation,
+folding, data-parallel form. A new kind is one file, its test, and one line here; nothing else names it.
 """
 
-from normlab.nn.activations import activation, flatten, leaky_relu
-from normlab.nn.conv import conv2d, patch_values
-from normlab.nn.dense import dense
-from normlab.nn.pooling import max_pool2d
-from normlab.nn.reshape import reshape
-from normlab.norms.batch_norm import CONVENTIONS as BATCH_NORM_CONVENTIONS, batch_norm
-from normlab.norms.batch_renorm import batch_renorm
-from normlab.norms.covariate_noise import covariate_noise
-from normlab.norms.ghost_batch_norm import ghost_batch_norm
-from normlab.norms.group_norm import group_norm
-from normlab.norms.layer_norm import layer_norm
-from normlab.norms.rms_norm import rms_norm
+from normlab.layer import Kind
+from normlab.nn import activations
+from normlab.nn.conv import KIND as CONV2D
+from normlab.nn.dense import KIND as DENSE
+from normlab.nn.merge import KIND as ADD
+from normlab.nn.pooling import KIND as MAX_POOL2D
+from normlab.nn.reshape import KIND as RESHAPE
+from normlab.norms.batch_norm import KIND as BATCH_NORM
+from normlab.norms.batch_renorm import KIND as BATCH_RENORM
+from normlab.norms.covariate_noise import KIND as COVARIATE_NOISE
+from normlab.norms.ghost_batch_norm import KIND as GHOST_BATCH_NORM
+from normlab.norms.group_norm import KIND as GROUP_NORM
+from normlab.norms.layer_norm import KIND as LAYER_NORM
+from normlab.norms.rms_norm import KIND as RMS_NORM
 
-KINDS = {
-    "flatten": flatten,
-    "dense": dense,
-    "conv2d": conv2d,
-    "max_pool2d": max_pool2d,
-    "reshape": reshape,
-    "activation": activation,
-    "leaky_relu": leaky_relu,
-    "batch_norm": batch_norm,
-    "covariate_noise": covariate_noise,
-    "layer_norm": layer_norm,
-    "group_norm": group_norm,
-    "rms_norm": rms_norm,
-    "batch_renorm": batch_renorm,
-    "ghost_batch_norm": ghost_batch_norm,
+KINDS: dict[str, Kind] = {
+    "flatten": activations.FLATTEN,
+    "dense": DENSE,
+    "conv2d": CONV2D,
+    "max_pool2d": MAX_POOL2D,
+    "reshape": RESHAPE,
+    "activation": activations.ACTIVATION,
+    "leaky_relu": activations.LEAKY_RELU,
+    "add": ADD,
+    "batch_norm": BATCH_NORM,
+    "covariate_noise": COVARIATE_NOISE,
+    "layer_norm": LAYER_NORM,
+    "group_norm": GROUP_NORM,
+    "rms_norm": RMS_NORM,
+    "batch_renorm": BATCH_RENORM,
+    "ghost_batch_norm": GHOST_BATCH_NORM,
 }
-
-# Kinds whose option defaults depend on a ``convention`` option: convention -> option -> value (``nn.spec``).
-CONVENTIONS = {"batch_norm": BATCH_NORM_CONVENTIONS}
-
-# Layers whose training step is undefined at some batch sizes (they raise ConfigError when traced there):
-# ``models.check_batch`` traces a model only if one of its layer specs is such a layer.
-BATCH_LIMITED = {"batch_norm": lambda spec: spec["convention"] == "pytorch",  # batch 1: no unbiased variance
-                 "ghost_batch_norm": lambda spec: True}  # a virtual batch size that does not divide the batch
-
-# Layers that hold more than their output while they run: kind -> (spec, in shape, out shape) -> values per example
-# (``memory.activation_bytes``). A convolution is im2col + GEMM: its patch rows are 9x its input for a 3x3 window.
-WORKSPACE = {"conv2d": patch_values}

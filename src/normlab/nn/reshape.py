@@ -10,7 +10,7 @@ import math
 import jax.numpy as jnp
 
 from normlab.errors import ConfigError
-from normlab.layer import Layer, Shape, stateless
+from normlab.layer import Folding, Kind, Layer, Shape, stateless
 
 
 def resolve(target: tuple, in_shape: tuple) -> tuple[int, ...]:
@@ -38,3 +38,10 @@ def reshape(target_shape: Shape) -> Layer:
     target = tuple(target_shape)
     return stateless("Reshape", lambda x: jnp.reshape(x, (x.shape[0], *resolve(target, x.shape[1:]))),
                      lambda in_shape: resolve(target, tuple(in_shape)))
+
+
+# mirrors and exports see the target resolved for the input (``nn.summary.concrete``): no 0 or -1 left
+KIND = Kind(reshape, keras_class="Reshape", folding=Folding("reorder"),
+            torch=lambda nn, options, in_shape, last: [nn.Flatten(), nn.Unflatten(1, tuple(options["target_shape"]))],
+            onnx=lambda graph, site, x: graph.op(site.name, "Reshape", x, graph.ints(
+                f"{site.name}/shape", [0, *site.options["target_shape"]])))

@@ -11,15 +11,18 @@ import typing
 
 from normlab.errors import ConfigError, did_you_mean, shown
 from normlab.layer import Layer, Option
-from normlab.nn.registry import CONVENTIONS, KINDS
+from normlab.nn import residual
+from normlab.nn.registry import KINDS
 
-MAX_LAYERS = 100
+MAX_LAYERS = 100  # per list: a model's, a block's branch or shortcut
+MAX_NODES = 2000  # layers in all, blocks unrolled: a ResNet-110 has 334
+MAX_DEPTH = 8  # blocks within blocks
 
 
 def options(kind: str) -> dict[str, tuple[Option, object]]:
     """``name -> (check, default)`` for every option of ``kind``: the builder's parameters typed ``Annotated``."""
     found = {}
-    for name, parameter in inspect.signature(KINDS[kind]).parameters.items():
+    for name, parameter in inspect.signature(KINDS[kind].build).parameters.items():
         hints = typing.get_args(parameter.annotation)
         if len(hints) == 2 and isinstance(hints[1], Option):
             found[name] = (hints[1], parameter.default)
@@ -27,23 +30,31 @@ def options(kind: str) -> dict[str, tuple[Option, object]]:
 
 
 def _is_float(kind: str, name: str) -> bool:
-    return typing.get_args(inspect.signature(KINDS[kind]).parameters[name].annotation)[0] is float
+    return typing.get_args(inspect.signature(KINDS[kind].build).parameters[name].annotation)[0] is float
 
 
-def check_layer(table, where: str, defaults: dict | None = None) -> dict:
+def check_layer(table, where: str, defaults: dict | None = None, depth: int = 0) -> dict:
     """One layer table as ``{"kind": ..., option: value, ...}`` with every option present, defaults filled in.
 
     ``defaults`` (kind -> options) come between the builder's defaults and the table's own values: the study-wide
     ``bn_momentum``/``bn_epsilon`` for a ``batch_norm`` that does not set its own. A kind with conventions
     (``CONVENTIONS`` beside its builder, e.g. batch norm's Keras and PyTorch) takes them in its default
-    convention only, and an option left unset takes the convention's value.
+    convention only, and an option left unset takes the convention's value. A block (``nn.residual``) is checked
+    with its lists, ``depth`` blocks deep.
     """
     if not isinstance(table, dict):
         raise ConfigError(f"{where} must be a table like {{kind = \"dense\", units = 100}}, got {shown(table)}")
     kind = table.get("kind")
+    if kind == residual.KIND:
+        if depth >= MAX_DEPTH:
+            raise ConfigError(f"{where}: blocks nest at most {MAX_DEPTH} deep")
+        return residual.check(table, where, lambda tables, at, allow_empty: _check_list(
+            tables, at, defaults, depth + 1, allow_empty))
+    known_kinds = [*KINDS, residual.KIND]
     if not isinstance(kind, str) or kind not in KINDS:
         raise ConfigError(f"{where}: unknown layer kind {shown(kind)}; "
-                          f"{did_you_mean(kind, KINDS) if isinstance(kind, str) else ''}known: {', '.join(KINDS)}")
+                          f"{did_you_mean(kind, known_kinds) if isinstance(kind, str) else ''}known: "
+                          f"{', '.join(known_kinds)}")
     known = options(kind)
     spec = {"kind": kind, **{name: default for name, (_, default) in known.items()}}
     for name, value in table.items():
@@ -58,7 +69,7 @@ def check_layer(table, where: str, defaults: dict | None = None) -> dict:
             raise ConfigError(f"{where} ({kind}): {name} must be {option.expected}, got {shown(value)}")
         spec[name] = float(value) if _is_float(kind, name) and type(value) is int else value
     study_wide = (defaults or {}).get(kind, {})
-    conventions = CONVENTIONS.get(kind)
+    conventions = KINDS[kind].conventions
     if conventions is not None:
         if spec["convention"] != known["convention"][1]:
             study_wide = {}
@@ -66,14 +77,31 @@ def check_layer(table, where: str, defaults: dict | None = None) -> dict:
     spec |= {name: value for name, value in study_wide.items() if name not in table}
     if missing := [name for name, value in spec.items() if value is inspect.Parameter.empty]:
         raise ConfigError(f"{where} ({kind}): needs {', '.join(missing)}")
+    if build_layer(spec).merges:
+        raise ConfigError(f"{where}: {kind} joins a block's branches; write the block as {residual.EXAMPLE}")
     return spec
 
 
+def _check_list(layers, where: str, defaults: dict | None, depth: int, allow_empty: bool = False) -> list[dict]:
+    fewest = 0 if allow_empty else 1
+    if not isinstance(layers, (list, tuple)) or not fewest <= len(layers) <= MAX_LAYERS:
+        raise ConfigError(f"{where}: layers must be a list of {fewest} to {MAX_LAYERS} layer tables, got "
+                          f"{shown(layers)}")
+    return [check_layer(table, f"{where} layer {i + 1}", defaults, depth) for i, table in enumerate(layers)]
+
+
+def leaves(spec) -> int:
+    """The layers a spec's lists hold, blocks unrolled (a block adds its merge and activation)."""
+    return sum(leaves(table["layers"]) + leaves(table["shortcut"]) + 2 if table["kind"] == residual.KIND else 1
+               for table in spec)
+
+
 def check(layers, where: str, defaults: dict | None = None) -> tuple[dict, ...]:
-    if not isinstance(layers, (list, tuple)) or not 1 <= len(layers) <= MAX_LAYERS:
-        raise ConfigError(f"{where}: layers must be a list of 1 to {MAX_LAYERS} layer tables, got {shown(layers)}")
-    return tuple(check_layer(table, f"{where} layer {i + 1}", defaults) for i, table in enumerate(layers))
+    spec = tuple(_check_list(layers, where, defaults, 0))
+    if (count := leaves(spec)) > MAX_NODES:
+        raise ConfigError(f"{where}: {count:,} layers (blocks unrolled), more than {MAX_NODES:,}")
+    return spec
 
 
 def build_layer(spec: dict) -> Layer:
-    return KINDS[spec["kind"]](**{k: v for k, v in spec.items() if k != "kind"})
+    return KINDS[spec["kind"]].build(**{k: v for k, v in spec.items() if k != "kind"})

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from normlab.nn.models import Model, abstract
+from normlab.nn.models import INPUT, Model, abstract
 
 
 class LayerRow(NamedTuple):
@@ -65,12 +65,20 @@ def concrete(spec: dict, out_shape) -> dict:
 
 
 def describe(model: Model) -> dict:
-    """The model as plain JSON for another framework: per layer its normlab kind, Keras class, options (Keras'
-    names and values, defaults filled in) and shapes. What the bench's Keras and PyTorch mirrors are generated
+    """The model as plain JSON for another framework: per layer (graph node) its Keras name, normlab kind, Keras
+    class, options (Keras' names and values, defaults filled in), inputs (earlier layers' indices, -1 the model's
+    input) and shapes (a merge's in_shape: one per input). What the bench's Keras and PyTorch mirrors are generated
     from; the kind tells apart layers one Keras class covers (``batch_norm``, ``batch_renorm``)."""
     _, _, shapes = abstract(model)
-    inputs = [model.data.image, *shapes[:-1]]
-    return {"name": model.name, "input_shape": list(model.data.image), "classes": model.data.classes, "layers": [
-        {"kind": spec["kind"], "class": layer.kind, "options": concrete(spec, out_shape),
-         "in_shape": list(in_shape), "out_shape": list(out_shape)}
-        for (_, layer), spec, in_shape, out_shape in zip(model.layers, model.spec, inputs, shapes)]}
+    image = list(model.data.image)
+
+    def shape_of(source: int) -> list:
+        return image if source == INPUT else list(shapes[source])
+
+    return {"name": model.name, "input_shape": image, "classes": model.data.classes,
+            "sequential": model.is_sequential(), "layers": [
+                {"name": name, "kind": node.spec["kind"], "class": layer.kind,
+                 "options": concrete(node.spec, out_shape), "inputs": list(node.inputs),
+                 "in_shape": [shape_of(i) for i in node.inputs] if layer.merges else shape_of(node.inputs[0]),
+                 "out_shape": list(out_shape)}
+                for (name, layer), node, out_shape in zip(model.layers, model.graph, shapes)]}

@@ -27,9 +27,11 @@ from typing import Annotated
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from normlab.errors import ConfigError
-from normlab.layer import Flag, Fraction, Layer, Positive, choice
+from normlab.interop.frameworks import Unsupported, channels_first, torch_affine
+from normlab.layer import Flag, Folding, Fraction, Kind, Layer, Positive, choice
 from normlab.norms.moments import moments
 
 Convention = Annotated[str, choice("keras", "pytorch")]
@@ -126,3 +128,54 @@ def batch_norm(momentum: Fraction = None, epsilon: Positive = None, center: Flag
         return normalize(x, mean, variance, epsilon, params), new_state
 
     return Layer("BatchNormalization", init, apply)
+
+
+def inference_affine(epsilon: float, params: dict, state: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Batch norm at inference as one map per feature, ``x * s + t``, in float64: ``s = gamma / sqrt(moving_variance
+    + epsilon)``, ``t = beta - moving_mean * s`` (gamma 1 without ``scale``, beta 0 without ``center``). What
+    folding absorbs into a neighbour and the ONNX export writes as one Mul and one Add."""
+    mean, variance = (np.asarray(state[k], np.float64) for k in ("moving_mean", "moving_variance"))
+    gamma = np.asarray(params.get("gamma", 1.0), np.float64)
+    beta = np.asarray(params.get("beta", 0.0), np.float64)
+    scale = gamma / np.sqrt(variance + epsilon)
+    return scale, beta - mean * scale
+
+
+def moving_affine_onnx(graph, site, x: str) -> str:
+    """The ONNX nodes of ``inference_affine``, computed in float64 and stored as float32: how every kind that infers
+    with batch norm's moving statistics (renorm, ghost batches) exports."""
+    scale, shift = inference_affine(site.options["epsilon"], site.params, site.state)
+    y = graph.op(site.name, "Mul", x, graph.const(f"{site.name}/scale", scale))
+    return graph.op(site.name, "Add", y, graph.const(f"{site.name}/shift", shift))
+
+
+def _keras(options: dict) -> tuple[str, dict]:
+    if options["convention"] == "pytorch":
+        raise Unsupported("Keras' BatchNormalization cannot keep an unbiased running variance "
+                          "(batch_norm convention \"pytorch\")")
+    return "BatchNormalization", {k: v for k, v in options.items() if k != "convention"}
+
+
+def _torch(nn, options: dict, in_shape: list, last: bool) -> list:
+    """Keras' momentum m is PyTorch's 1 - m; the "pytorch" convention's momentum is PyTorch's own."""
+    momentum = options["momentum"] if options["convention"] == "pytorch" else 1.0 - options["momentum"]
+    module = nn.BatchNorm2d if len(in_shape) == 3 else nn.BatchNorm1d
+    layer = module(in_shape[-1], eps=options["epsilon"], momentum=momentum,
+                   affine=torch_affine(options, module.__name__))
+    return [channels_first(nn, layer, in_shape)]
+
+
+def _options(spec: dict) -> dict:
+    return {key: value for key, value in spec.items() if key != "kind"}
+
+
+KIND = Kind(
+    batch_norm, keras=_keras, keras_class="BatchNormalization",
+    from_keras=lambda config: None if config.get("renorm") else {}, torch=_torch, onnx=moving_affine_onnx,
+    folding=Folding("affine"),
+    # momentum 0 in Keras' convention: the training-mode update is the batch's mean and biased variance (a
+    # PyTorch-convention BN normalizes the same way in training; only its running variance is unbiased)
+    batch_statistics=lambda spec: {**spec, "momentum": 0.0, "convention": "keras"},
+    split=lambda spec, axis_name, sync: batch_norm(**_options(spec), axis_name=axis_name, sync=sync),
+    conventions=CONVENTIONS,
+    batch_limited=lambda spec: spec["convention"] == "pytorch")  # batch 1: no unbiased variance

@@ -31,8 +31,9 @@ from typing import Annotated
 import jax
 import jax.numpy as jnp
 
-from normlab.layer import FLOAT32_MAX, Flag, Fraction, Layer, NonNegative, Option, Positive
-from normlab.norms.batch_norm import affine_params, batch_axes, normalize
+from normlab.interop.frameworks import Unsupported, cannot
+from normlab.layer import FLOAT32_MAX, Flag, Folding, Fraction, Kind, Layer, NonNegative, Option, Positive
+from normlab.norms.batch_norm import affine_params, batch_axes, moving_affine_onnx, normalize
 from normlab.norms.moments import moments
 
 MAX_STEPS = 2**31 - 1  # the step counter is int32
@@ -89,3 +90,30 @@ def batch_renorm(momentum: Fraction = 0.99, epsilon: Positive = 1e-3, center: Fl
         return normalize(x, mean, variance, epsilon, corrected), new_state
 
     return Layer("BatchNormalization", init, apply)
+
+
+def _keras(options: dict) -> tuple[str, dict]:
+    """Keras clips r only from above unless given ``rmin``: the paper's (and normlab's) 1/rmax is passed."""
+    if options["warmup_steps"] or options["relax_steps"]:
+        raise Unsupported("Keras' batch renormalization has no warm-up or relaxation schedule "
+                          "(batch_renorm warmup_steps or relax_steps)")
+    clipping = {"rmax": options["rmax"], "rmin": 1.0 / options["rmax"], "dmax": options["dmax"]}
+    kept = {k: options[k] for k in ("momentum", "epsilon", "center", "scale", "renorm_momentum")}
+    return "BatchNormalization", kept | {"renorm": True, "renorm_clipping": clipping}
+
+
+def _from_keras(config: dict) -> dict | None:
+    """A ``renorm=True`` BatchNormalization; Keras checks little of its clipping: the values go as they are to
+    the spec's checks."""
+    if not config.get("renorm"):
+        return None
+    clipping = config.get("renorm_clipping") or {}
+    if not isinstance(clipping, dict):
+        raise Unsupported(f"renorm_clipping must be a dict of rmax, rmin and dmax, got {clipping!r:.200}")
+    return {k: clipping[k] for k in ("rmax", "dmax") if clipping.get(k) is not None}
+
+
+# inference is batch norm's (moving statistics): it folds and exports the same way
+KIND = Kind(batch_renorm, keras=_keras, keras_class="BatchNormalization", from_keras=_from_keras,
+            torch=cannot("PyTorch has no batch renormalization (batch_renorm)"), onnx=moving_affine_onnx,
+            folding=Folding("affine"), splits=False)

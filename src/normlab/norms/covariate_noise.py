@@ -17,7 +17,8 @@ the sequence exactly. Padded rows get noise too; the loss ignores them.
 
 import jax
 
-from normlab.layer import Layer, NonNegative
+from normlab.interop.frameworks import cannot
+from normlab.layer import Kind, Layer, NonNegative
 
 
 def covariate_noise(max_mean: NonNegative = 1.0, max_std: NonNegative = 1.0) -> Layer:
@@ -36,3 +37,9 @@ def covariate_noise(max_mean: NonNegative = 1.0, max_std: NonNegative = 1.0) -> 
         return x + mean + std * jax.random.normal(noise_key, x.shape, x.dtype), {"key": jax.random.key_data(key)}
 
     return Layer("CovariateNoise", init, apply)
+
+
+# inference is the identity: no ONNX node
+KIND = Kind(covariate_noise, keras=cannot("Keras has no CovariateNoise layer (normlab's own)"),
+            torch=cannot("PyTorch has no CovariateNoise layer (normlab's own)"), onnx=lambda graph, site, x: x,
+            splits=False)

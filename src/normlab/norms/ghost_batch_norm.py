@@ -16,8 +16,9 @@ skipped. A batch of at most v rows is one ghost: plain batch norm. Inference use
 import jax.numpy as jnp
 
 from normlab.errors import ConfigError
-from normlab.layer import Flag, Fraction, Layer, Positive, Units
-from normlab.norms.batch_norm import batch_norm, moving_steps, normalize
+from normlab.interop.frameworks import cannot
+from normlab.layer import Flag, Folding, Fraction, Kind, Layer, Positive, Units
+from normlab.norms.batch_norm import batch_norm, moving_affine_onnx, moving_steps, normalize
 from normlab.norms.moments import moments
 
 
@@ -44,3 +45,9 @@ def ghost_batch_norm(virtual_batch_size: Units = 32, momentum: Fraction = 0.99, 
                                                                                                  momentum)
 
     return Layer("BatchNormalization", plain.init, apply)
+
+
+KIND = Kind(ghost_batch_norm, keras=cannot("Keras 3's BatchNormalization has no virtual_batch_size (ghost_batch_norm)"),
+            torch=cannot("PyTorch's BatchNorm has no virtual batches (ghost_batch_norm)"), onnx=moving_affine_onnx,
+            folding=Folding("affine"), splits=False,
+            batch_limited=lambda spec: True)  # a virtual batch size that does not divide the batch

@@ -11,7 +11,9 @@ batch: no state, training and inference agree. Keras defaults: 32 groups, epsilo
 """
 
 from normlab.errors import ConfigError
-from normlab.layer import Flag, Layer, Positive, Units
+from normlab.interop.frameworks import channels_first, torch_affine
+from normlab.interop.onnx_graph import affine, normalized
+from normlab.layer import Flag, Kind, Layer, Positive, Units
 from normlab.norms.batch_norm import affine_params, normalize
 from normlab.norms.moments import moments
 
@@ -36,3 +38,25 @@ def group_norm(groups: Units = 32, epsilon: Positive = 1e-3, center: Flag = True
         return normalize(grouped, mean, variance, epsilon, per_group).reshape(x.shape), state
 
     return Layer("GroupNormalization", init, apply)
+
+
+def _torch(nn, options: dict, in_shape: list, last: bool) -> list:
+    layer = nn.GroupNorm(options["groups"], in_shape[-1], eps=options["epsilon"], affine=torch_affine(options, "GroupNorm"))
+    return [channels_first(nn, layer, in_shape)]
+
+
+def _onnx(graph, site, x: str) -> str:
+    """Channels split into ``groups`` contiguous groups: statistics per example and group over the group's
+    channels and an image's height and width, as ``apply`` reshapes (..., C) to (..., G, C / G)
+    (``GroupNormalization`` is opset 18)."""
+    *spatial, channels = site.in_shape
+    groups = site.options["groups"]
+    grouped = graph.op(site.name, "Reshape", x, graph.ints(f"{site.name}/grouped_shape",
+                                                           [0, *spatial, groups, channels // groups]))
+    axes = [*range(1, len(spatial) + 1), len(spatial) + 2]
+    y = graph.op(site.name, "Reshape", normalized(graph, site, grouped, axes),
+                 graph.ints(f"{site.name}/shape", [0, *site.in_shape]))
+    return affine(graph, site, y)
+
+
+KIND = Kind(group_norm, keras_class="GroupNormalization", torch=_torch, onnx=_onnx)

@@ -10,7 +10,9 @@ No statistic crosses the batch, so training and inference agree, a padded row ch
 state. Keras defaults: epsilon 1e-3, ``gamma`` ones, ``beta`` zeros.
 """
 
-from normlab.layer import Flag, Layer, Positive
+from normlab.interop.frameworks import torch_affine
+from normlab.interop.onnx_graph import affine, normalized
+from normlab.layer import Flag, Kind, Layer, Positive
 from normlab.norms.batch_norm import affine_params, normalize
 from normlab.norms.moments import moments
 
@@ -24,3 +26,15 @@ def layer_norm(epsilon: Positive = 1e-3, center: Flag = True, scale: Flag = True
         return normalize(x, mean, variance, epsilon, params), state
 
     return Layer("LayerNormalization", init, apply)
+
+
+def _torch(nn, options: dict, in_shape: list, last: bool) -> list:
+    return [nn.LayerNorm(in_shape[-1], eps=options["epsilon"], elementwise_affine=torch_affine(options, "LayerNorm"))]
+
+
+def _onnx(graph, site, x: str) -> str:
+    """Over the last axis alone (each pixel's channels, for an image); ``LayerNormalization`` is opset 17."""
+    return affine(graph, site, normalized(graph, site, x, [len(site.in_shape)]))
+
+
+KIND = Kind(layer_norm, keras_class="LayerNormalization", torch=_torch, onnx=_onnx)

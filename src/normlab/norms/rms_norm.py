@@ -11,7 +11,8 @@ square in place of the variance. No state; training and inference agree. Keras d
 
 import jax.numpy as jnp
 
-from normlab.layer import Layer, Positive
+from normlab.interop.onnx_graph import affine, normalized
+from normlab.layer import Kind, Layer, Positive
 from normlab.norms.batch_norm import normalize
 from normlab.norms.moments import moments
 
@@ -25,3 +26,12 @@ def rms_norm(epsilon: Positive = 1e-6) -> Layer:
         return normalize(x, 0.0, mean_square, epsilon, {"gamma": params["scale"]}), state
 
     return Layer("RMSNormalization", init, apply)
+
+
+def _onnx(graph, site, x: str) -> str:
+    """``RMSNormalization`` is opset 23: spelled out."""
+    return affine(graph, site, normalized(graph, site, x, [len(site.in_shape)], centre=False), "scale", None)
+
+
+KIND = Kind(rms_norm, keras_class="RMSNormalization", onnx=_onnx,
+            torch=lambda nn, options, in_shape, last: [nn.RMSNorm(in_shape[-1], eps=options["epsilon"])])

@@ -1,6 +1,7 @@
 """Data parallel training: every step's batch split over N devices, one program (``jax.shard_map``).
 
-Batch norm is the one layer that couples a batch's rows, so it is what data parallelism changes. ``sync``
+Batch norm is the one layer that couples a batch's rows, so it is what data parallelism changes (its record's
+``split``; kinds without a data-parallel form say so, ``Kind.splits``). ``sync``
 (PyTorch's SyncBatchNorm): each BN sums its moments over the devices (the statistics kernel's ``axis_name``), so
 N devices of B/N rows compute what one device of B rows does. Otherwise (DDP without SyncBatchNorm) each device
 normalizes its own rows: ghost batch norm with a virtual batch of B/N, the moving statistics stepped once per
@@ -22,8 +23,6 @@ from normlab.nn.registry import KINDS
 from normlab.train.processes import joined
 
 AXIS = "data"
-# Kinds that couple or draw per row without a data-parallel form yet (their statistics or noise would be per device).
-NOT_SPLITTABLE = ("batch_renorm", "ghost_batch_norm", "covariate_noise")
 
 
 @dataclass(frozen=True)
@@ -59,7 +58,7 @@ class DataParallel:
         if batch_size % self.devices:
             raise ConfigError(f"{self.devices} devices must divide the batch size {batch_size}: each device takes "
                               f"an equal share of every batch")
-        if kinds := sorted({spec["kind"] for spec in model.spec} & set(NOT_SPLITTABLE)):
+        if kinds := sorted({node.spec["kind"] for node in model.graph if not KINDS[node.spec["kind"]].splits}):
             raise ConfigError(f"model {model.name}: {', '.join(kinds)} cannot be split over devices yet; train it "
                               f"on one device (leave out --devices)")
         if not self.sync:  # each device normalizes its share alone: a share PyTorch's BN cannot take is an error now
@@ -70,15 +69,11 @@ class DataParallel:
                                   f"row(s) alone; {error}") from None
 
     def model(self, model: Model) -> Model:
-        """``model`` with its batch norms summing (``sync``) or gathering their statistics over the data axis."""
-        layers = tuple((name, KINDS["batch_norm"](**_options(spec), axis_name=AXIS, sync=self.sync)
-                        if spec["kind"] == "batch_norm" else layer)
-                       for (name, layer), spec in zip(model.layers, model.spec))
+        """``model`` with each layer that has a data-parallel form (``Kind.split``: batch norm's statistics summed,
+        ``sync``, or gathered over the data axis) in that form."""
+        layers = tuple((name, split(node.spec, AXIS, self.sync) if (split := KINDS[node.spec["kind"]].split)
+                        else layer) for (name, layer), node in zip(model.layers, model.graph))
         return model._replace(layers=layers)
-
-
-def _options(spec: dict) -> dict:
-    return {key: value for key, value in spec.items() if key != "kind"}
 
 
 def device_rows(batches, axis_name: str):
