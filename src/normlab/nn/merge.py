@@ -10,7 +10,7 @@ def add() -> Layer:
     def init(key, in_shapes):
         shortcut, *branches = in_shapes
         if any(tuple(shape) != tuple(shortcut) for shape in branches):
-            raise ConfigError(f"add: the shortcut gives shape {tuple(shortcut)} but the block's layers give "
+            raise ConfigError(f"the shortcut gives shape {tuple(shortcut)} but the block's layers give "
                               f"{' and '.join(str(tuple(shape)) for shape in branches)}; give the shortcut a "
                               f"projection to that shape (e.g. {{kind = \"conv2d\", filters = N, kernel_size = 1, "
                               f"strides = 2}})")
