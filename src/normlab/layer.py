@@ -49,6 +49,8 @@ class Kind(NamedTuple):
       training-mode state update is exactly the batch's statistics (``diagnose.gap``), for kinds with moving ones.
     * ``split(options, axis_name, sync) -> Layer``: the layer when a batch is split over a device axis (it sums
       or gathers its statistics there); ``splits`` False: it has no data-parallel form.
+    * ``study_bn``: a study's ``bn_momentum`` and ``bn_epsilon`` are its defaults; ``concrete(options,
+      out_shape)``: its options as another framework takes them (a reshape's wildcards resolved).
     * ``conventions``: option defaults per ``convention`` option (``nn.spec``); ``batch_limited(spec)``: its
       training step is undefined at some batch sizes (``models.check_batch``); ``workspace(spec, in, out)``:
       values per example it holds beside its output (``memory``).
@@ -63,6 +65,8 @@ class Kind(NamedTuple):
     batch_statistics: Callable[[dict], dict] | None = None
     split: Callable[..., Layer] | None = None
     splits: bool = True
+    study_bn: bool = False
+    concrete: Callable[[dict, tuple], dict] | None = None
     conventions: dict | None = None
     batch_limited: Callable[[dict], bool] | None = None
     workspace: Callable[[dict, tuple, tuple], int] | None = None

@@ -36,6 +36,16 @@ def layers(bn: dict) -> list[dict]:
             {"kind": "dense", "units": 10, "activation": "softmax"}]
 
 
+def residual_layers() -> list[dict]:
+    """A residual MLP: batch norms inside an identity block's branch and inside a projection shortcut."""
+    return [{"kind": "flatten"}, {"kind": "dense", "units": 32, "use_bias": False}, {"kind": "batch_norm"},
+            {"kind": "residual", "layers": [{"kind": "dense", "units": 32, "use_bias": False}, {"kind": "batch_norm"},
+                                            {"kind": "activation", "activation": "relu"}, {"kind": "dense", "units": 32}]},
+            {"kind": "residual", "layers": [{"kind": "dense", "units": 16}, {"kind": "batch_norm"}],
+             "shortcut": [{"kind": "dense", "units": 16, "use_bias": False}, {"kind": "batch_norm"}]},
+            {"kind": "dense", "units": 10, "activation": "softmax"}]
+
+
 def difference(a, b) -> float:
     return max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
@@ -83,6 +93,8 @@ def main() -> None:
             out[f"sync-{convention}-{name}"] = compare(model, model, DataParallel(DEVICES, sync=True), x, labels, mask)
             if convention == "keras":  # ghost batch norm has Keras' conventions only
                 out[f"local-{name}"] = compare(model, ghost, DataParallel(DEVICES, sync=False), x, labels, mask)
+    residual = build("residual", residual_layers())
+    out["sync-residual-partial"] = compare(residual, residual, DataParallel(DEVICES, sync=True), x, labels, partial)
 
     # fit's whole program: one epoch of 300 images (10 steps, the last of 12 real rows), 2 seeds vmapped
     config = StudyConfig(epochs=1)

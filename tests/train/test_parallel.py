@@ -29,7 +29,8 @@ def differences(cli_env):
 
 
 @pytest.mark.parametrize("check", ["sync-keras-full", "sync-keras-partial", "sync-pytorch-full",
-                                   "sync-pytorch-partial", "local-full", "local-partial"])
+                                   "sync-pytorch-partial", "local-full", "local-partial",
+                                   "sync-residual-partial"])
 def test_one_step_matches_one_device(differences, check):
     assert differences[check] == pytest.approx({"loss": 0, "gradients": 0, "moving": 0}, abs=TOLERANCE)
 

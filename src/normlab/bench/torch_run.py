@@ -12,8 +12,13 @@ import os
 import time
 from pathlib import Path
 
-from normlab.bench.common import child_parser, load_arrays, read_model, summarize, write_result
-from normlab.interop.mirror import Unsupported, torch_model
+from normlab.bench import without_jax
+
+if __name__ == "__main__":  # the peer's own process: before the kinds' modules (``interop.mirror``) import JAX
+    without_jax.install()
+
+from normlab.bench.common import child_parser, load_arrays, read_model, summarize, write_result  # noqa: E402
+from normlab.interop.mirror import Unsupported, torch_model  # noqa: E402
 
 NOTES = ["BatchNorm1d(momentum=0.01, eps=1e-3) == Keras BatchNormalization(momentum=0.99, epsilon=1e-3)",
          "PyTorch's running_var uses the unbiased batch variance (Keras: biased); training math is identical"]

@@ -14,6 +14,7 @@ from normlab.experiments.defaults import default
 from normlab.experiments.workers import default_workers
 from normlab.nn import spec as layer_specs
 from normlab.nn.models import NAME, Model, build, check_batch, check_name, presets, unknown, with_classes
+from normlab.nn.registry import KINDS
 from normlab.train.loop import OPTIMIZERS, TrainConfig
 from normlab.train.preprocess import AUGMENTATIONS, NORMALIZATIONS
 
@@ -205,12 +206,13 @@ class StudyConfig:
                            self.shuffle, self.devices, self.bn_sync, self.normalize, self.augment)
 
     def model(self, preset: str) -> Model:
-        """The preset or study model of that name; a batch_norm without its own momentum or epsilon gets the
-        study-wide ``bn_momentum`` and ``bn_epsilon``."""
+        """The preset or study model of that name; a layer of a kind that takes the study-wide ``bn_momentum`` and
+        ``bn_epsilon`` (``Kind.study_bn``: batch norm) gets them where it does not set its own."""
         known = {name: table["layers"] for name, table in self.models.items()} | presets()
         if preset not in known:
             raise unknown(preset, known)
-        study_wide = {"batch_norm": {"momentum": self.bn_momentum, "epsilon": self.bn_epsilon}}
+        study_wide = {kind: {"momentum": self.bn_momentum, "epsilon": self.bn_epsilon}
+                      for kind, record in KINDS.items() if record.study_bn}
         return build(preset, known[preset], study_wide, data=self.shape)
 
     @property

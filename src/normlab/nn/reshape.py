@@ -40,8 +40,9 @@ def reshape(target_shape: Shape) -> Layer:
                      lambda in_shape: resolve(target, tuple(in_shape)))
 
 
-# mirrors and exports see the target resolved for the input (``nn.summary.concrete``): no 0 or -1 left
+# mirrors and exports see the target resolved for the input (``concrete``): no 0 or -1 left
 KIND = Kind(reshape, keras_class="Reshape", folding=Folding("reorder"),
+            concrete=lambda options, out_shape: {**options, "target_shape": list(out_shape)},
             torch=lambda nn, options, in_shape, last: [nn.Flatten(), nn.Unflatten(1, tuple(options["target_shape"]))],
             onnx=lambda graph, site, x: graph.op(site.name, "Reshape", x, graph.ints(
                 f"{site.name}/shape", [0, *site.options["target_shape"]])))

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from normlab.nn.models import INPUT, Model, abstract
+from normlab.nn.registry import KINDS
 
 
 class LayerRow(NamedTuple):
@@ -59,9 +60,10 @@ def variables(model: Model) -> list[Variable]:
 
 
 def concrete(spec: dict, out_shape) -> dict:
-    """A layer's options as another framework takes them: a reshape's 0s and -1 resolved (``nn.reshape``)."""
+    """A layer's options as another framework takes them (``Kind.concrete``: a reshape's 0s and -1 resolved)."""
     options = {k: v for k, v in spec.items() if k != "kind"}
-    return {**options, "target_shape": list(out_shape)} if spec["kind"] == "reshape" else options
+    resolve = KINDS[spec["kind"]].concrete
+    return resolve(options, out_shape) if resolve else options
 
 
 def describe(model: Model) -> dict:

@@ -177,5 +177,5 @@ KIND = Kind(
     # PyTorch-convention BN normalizes the same way in training; only its running variance is unbiased)
     batch_statistics=lambda spec: {**spec, "momentum": 0.0, "convention": "keras"},
     split=lambda spec, axis_name, sync: batch_norm(**_options(spec), axis_name=axis_name, sync=sync),
-    conventions=CONVENTIONS,
+    study_bn=True, conventions=CONVENTIONS,
     batch_limited=lambda spec: spec["convention"] == "pytorch")  # batch 1: no unbiased variance
