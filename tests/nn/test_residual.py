@@ -143,3 +143,13 @@ def test_a_study_file_writes_blocks_in_toml_and_trains_them(tmp_path, data_dir):
     assert code == 0
     history = json.loads((tmp_path / "run" / "results.json").read_text())["runs"]
     assert history and all(np.isfinite(run["history"]["loss"]).all() for run in history)
+
+
+def test_diagnose_measures_a_residual_model(tmp_path, data_dir):
+    """Diagnose's probes read the graph: the input of the last hidden nonlinearity is the block's sum."""
+    study = tmp_path / "res.toml"
+    study.write_text(RESIDUAL_STUDY)
+    assert main(["diagnose", "--presets", "res", "--study", str(study), "--seeds", "1", "--data-dir", str(data_dir),
+                 "--no-verify", "--out", str(tmp_path / "d")]) == 0
+    diagnostics = json.loads((tmp_path / "d" / "diagnostics.json").read_text())
+    assert diagnostics["presets"]["res"]["percentiles"]["layer"] == "activation_1"
