@@ -105,11 +105,16 @@ def test_keras_mirror_builds_keras_layers_with_keras_options():
     bn = {"momentum": 0.99, "epsilon": 0.001, "center": True, "scale": True}
     dense = {"activation": "linear", "use_bias": False, "kernel_initializer": "glorot_uniform"}
     relu = {"activation": "relu"}
+    named = lambda name: {"name": name}  # noqa: E731 (each layer under its normlab name, Keras' own naming)
     assert name == "bn-before" and layers == [
-        ("Input", ((28, 28),), {}), ("Flatten", (), {}), ("BatchNormalization", (), bn),
-        ("Dense", (), {"units": 300, **dense}), ("BatchNormalization", (), bn), ("Activation", (), relu),
-        ("Dense", (), {"units": 100, **dense}), ("BatchNormalization", (), bn), ("Activation", (), relu),
-        ("Dense", (), {"units": 10, **dense, "activation": "softmax", "use_bias": True})]
+        ("Input", ((28, 28),), {}), ("Flatten", (), named("flatten")),
+        ("BatchNormalization", (), bn | named("batch_normalization")),
+        ("Dense", (), {"units": 300, **dense} | named("dense")),
+        ("BatchNormalization", (), bn | named("batch_normalization_1")), ("Activation", (), relu | named("activation")),
+        ("Dense", (), {"units": 100, **dense} | named("dense_1")),
+        ("BatchNormalization", (), bn | named("batch_normalization_2")),
+        ("Activation", (), relu | named("activation_1")),
+        ("Dense", (), {"units": 10, **dense, "activation": "softmax", "use_bias": True} | named("dense_2"))]
 
 
 def test_keras_mirror_translates_the_kinds_whose_options_are_not_keras_keywords():
