@@ -70,6 +70,14 @@ def test_a_preset_by_name_keeps_working_and_can_be_renamed():
     assert renamed.name == "mine" and renamed.spec == normlab.model("bn-after").spec
 
 
+def test_a_model_renamed_keeps_its_layers_weights_and_predictions():
+    folded = normlab.model("bn-after").init(seed=2).folded()  # a bn-after no more: it needs a name of its own
+    renamed = normlab.model(folded, name="bn-after-folded")
+    assert normlab.model(folded) is folded and renamed.name == "bn-after-folded" and renamed.spec == folded.spec
+    np.testing.assert_array_equal(renamed.predict(images(5)), folded.predict(images(5)))
+    assert normlab.config(presets=[renamed]).presets == ("bn-after-folded",)
+
+
 def test_config_takes_models_that_presets_name():
     config = normlab.config(presets=["linear", "baseline"],
                             models={"linear": {"layers": [{"kind": "flatten"}, {"kind": "dense", "units": "classes"}]}})
@@ -82,7 +90,7 @@ def test_config_takes_models_that_presets_name():
 @pytest.mark.parametrize("call, fragment", [
     (lambda: normlab.model(5), "a model is a preset's or study model's name, a model file's path"),
     (lambda: normlab.model(None), "a model is a preset's or study model's name"),
-    (lambda: normlab.model({"layers": []}), "or a list of layer tables, got {'layers': []}"),
+    (lambda: normlab.model({"layers": []}), "a list of layer tables or a normlab.Model, got {'layers': []}"),
     (lambda: normlab.model("bn-afterr"), "did you mean 'bn-after'"),
     (lambda: normlab.model([{"kind": "dense", "units": "x"}], name="m"), "layers: [models.m] layer 1 (dense): units"),
     (lambda: normlab.model([], name="m"), "layers must be a list of 1 to 100 layer tables"),
@@ -98,8 +106,8 @@ def test_config_takes_models_that_presets_name():
      "two models are named m"),
     (lambda: normlab.config(presets=[normlab.model("bn-before").folded()]),
      "presets: model bn-before does not fit model bn-before: its layer 2 is dense"),
-    (lambda: normlab.model(SMALL, name="small").predict(images(2)), "model small has no weights to predict"),
-    (lambda: normlab.model(SMALL, name="small").weights, "has no weights to weights"),
+    (lambda: normlab.model(SMALL, name="small").predict(images(2)), "model small has no weights to predict with"),
+    (lambda: normlab.model(SMALL, name="small").weights, "model small has no weights to list: draw them with .init(seed)"),
     (lambda: normlab.model(SMALL, name="small").init(seed=-1), "seed must be an int in 0..4294967295"),
     (lambda: normlab.model(SMALL, name="small").init(seed=1.0), "seed must be an int"),
 ])

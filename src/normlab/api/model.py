@@ -132,7 +132,7 @@ class Model:
     def weights(self) -> list[tuple[str, np.ndarray, bool]]:
         """Every variable as (path, array, trainable), in Keras' order (``model.weights``, ``set_weights``)."""
         trainable = {v.path: v.trainable for v in variables(self.built)}
-        return [(path, array, trainable[path]) for path, array in ordered(self._held("weights"))]
+        return [(path, array, trainable[path]) for path, array in ordered(self._held("list"))]
 
     def predict(self, x, batch_size: int = 1000) -> np.ndarray:
         """Class probabilities of raw pixels, as Keras' ``predict``: ``x`` a batch of images shaped like the
@@ -146,7 +146,7 @@ class Model:
         >>> probabilities.shape, probabilities.sum(axis=1).round(5).tolist()
         ((2, 10), [1.0, 1.0])
         """
-        weights = self._held("predict")
+        weights = self._held("predict with")
         images, single = self._images(x)
         if type(batch_size) is not int or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive int, got {shown(batch_size)}")
@@ -161,9 +161,9 @@ class Model:
 
     __call__ = predict
 
-    def _held(self, use: str) -> Weights:
+    def _held(self, doing: str) -> Weights:
         if self._weights is None:
-            raise ConfigError(f"model {self.name} has no weights to {use}: draw them with .init(seed), or take a "
+            raise ConfigError(f"model {self.name} has no weights to {doing}: draw them with .init(seed), or take a "
                               f"trained model (normlab.load(folder).model(preset, seed), normlab.model(path))")
         return self._weights
 
@@ -239,7 +239,8 @@ def model(source=None, study=None, data=None, *, layers=None, name: str | None =
     ``name``; built with the study's settings (the seed study's by default) for ``data``'s images and classes (the
     study's dataset by default; a name, a path or arrays, as ``normlab.data`` takes them). Or the path of a model
     file (``.keras``, ``.safetensors``: ``normlab.export``'s, or Keras' own) with its weights and preprocessing,
-    renamed ``name`` if given. A ``source`` ending in one of those suffixes, or holding a ``/``, is a path.
+    renamed ``name`` if given; or a ``Model``, renamed. A ``source`` ending in one of those suffixes, or holding a
+    ``/``, is a path.
 
     >>> normlab.model("bn-before")
     <normlab.Model 'bn-before': 9 layers, 270,946 params>
@@ -252,6 +253,8 @@ def model(source=None, study=None, data=None, *, layers=None, name: str | None =
     >>> normlab.model(path)
     <normlab.Model 'bn-after': 7 layers, 271,346 params, with weights>
     """
+    if isinstance(source, Model):
+        return source if name is None else _renamed(source, name)
     if isinstance(source, list):
         source, layers = (None, source) if layers is None else (source, layers)
     if source is None and layers is None:
@@ -268,7 +271,7 @@ def model(source=None, study=None, data=None, *, layers=None, name: str | None =
         return _from_file(Path(source), name)
     if not isinstance(source, str):
         raise ConfigError(f"a model is a preset's or study model's name, a model file's path (.keras, "
-                          f".safetensors) or a list of layer tables, got {shown(source)}")
+                          f".safetensors), a list of layer tables or a normlab.Model, got {shown(source)}")
     from normlab.api.settings import study_config
     config = study_config(study, {"data": data})
     if name is None:
@@ -298,10 +301,15 @@ def _from_file(path: Path, name: str | None) -> Model:
         raise ConfigError(f"{display(path)} is a folder, not a model file; a run's trained models are "
                           f"normlab.load(folder).model(preset, seed)")
     weights, preprocessing = read(path)
-    if name is not None:
-        built = models.build(name, list(weights.model.spec), data=weights.model.data)
-        weights = Weights(built, weights.params, weights.state)
-    return Model(weights.model, weights, preprocessing)
+    found = Model(weights.model, weights, preprocessing)
+    return found if name is None else _renamed(found, name)
+
+
+def _renamed(model: Model, name: str) -> Model:
+    """``model`` under another name: its layers, weights and preprocessing as they are."""
+    built = models.build(models.check_name(name, option_name("name")), list(model.built.spec), data=model.built.data)
+    weights = None if model._weights is None else Weights(built, model._weights.params, model._weights.state)
+    return Model(built, weights, model._preprocessing, model._tables)
 
 
 def _chosen(presets) -> list:

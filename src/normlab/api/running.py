@@ -169,8 +169,9 @@ def train(preset, *, seed: int | None = None, out=None, resume: bool = False, re
           data_dir=None, verify: bool = True, progress: bool = True, config=None, **options) -> "Results":
     """Train one model for one seed, printing a Keras-like line per epoch; checkpoints, TensorBoard scalars,
     results.json and report.md go to ``out`` (default runs/train-PRESET-seedS-TIME). ``preset`` is a preset's or
-    study model's name, or a ``normlab.Model`` (``normlab.model``): one with weights (from a file, a run or
-    ``init``) trains from them, written to ``out``/init/NAME.safetensors as its ``init_from``, unless ``reinit``.
+    study model's name, or a ``normlab.Model`` (``normlab.model``), its layers built for the run's data: one with
+    weights (from a file, a run or ``init``) trains from them, written to ``out``/init/NAME.safetensors as its
+    ``init_from``, unless ``reinit``.
     ``options`` are settings (epochs, learning_rate, batch_size, subset, optimizer, shuffle, init_from, ...:
     ``normlab.config``); ``config`` a ready ``StudyConfig`` instead of ``study``.
 
