@@ -64,7 +64,7 @@ def test_tables_plots_and_frames():
     (lambda: normlab.report(["runs", 3]), "folders must be a path"),
     (lambda: normlab.train("bn-after", out="a\0b"), "out must be a path"),
     (lambda: normlab.train("bn-after", config=5, out="never"), "config must be a StudyConfig"),
-    (lambda: normlab.model(None), "name must be"),
+    (lambda: normlab.model(None), "a model is a preset's or study model's name"),
     # A flag is True or False: "no" would resume, 0 would not verify, without a word.
     (lambda: normlab.train("bn-after", resume="no", out="never"), "resume must be True or False, got 'no'"),
     (lambda: normlab.reproduce(verify=1, out="never"), "verify must be True or False, got 1"),

@@ -71,7 +71,8 @@ def evaluate(target, *, preset: str | None = None, seed: int | None = None, data
     >>> [abs(score["accuracy"] - score["recorded"]) < 0.001 for score in normlab.evaluate("runs/doc-train")]
     [True]
     """
-    from normlab.api.running import load_data, study_config
+    from normlab.api.running import load_data
+    from normlab.api.settings import study_config
     target = path_of(target, "target", required=True)
     if target.is_dir():
         from normlab.interop.preprocessing import of_run

@@ -4,15 +4,19 @@ through the same checked readers as ``normlab report``, so a notebook and the re
 
 import functools
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from normlab.errors import ConfigError
-from normlab.api.command import path_of, public
+from normlab.errors import ConfigError, shown
+from normlab.api.command import option_name, path_of, public
 from normlab.files import display
 from normlab.rundir import holds
 from normlab.report.results_json import HISTORY_KEYS, Run, find_results, load_results, runs
 from normlab.report.table import Table, to_html, to_markdown
+
+if TYPE_CHECKING:  # imported where it is returned: loading results needs no model
+    from normlab.api.model import Model
 
 RESULTS, DIAGNOSTICS = "results.json", "diagnostics.json"
 
@@ -99,6 +103,35 @@ class Results:
         """The TensorBoard log folder (``%tensorboard --logdir`` it in a notebook), if the run has one."""
         logs = None if self.folder is None else self.folder / "tensorboard"
         return logs if logs is not None and logs.is_dir() else None
+
+    def model(self, preset: str | None = None, seed: int | None = None) -> "Model":
+        """A run's trained model, a ``normlab.Model`` with its final weights (the last epoch's checkpoint) and the
+        run's preprocessing, ready to ``predict``; the first seed by default, the preset when there is one.
+
+        >>> results = normlab.load("runs/doc-train")
+        >>> trained = results.model("bn-after", seed=0)
+        >>> trained
+        <normlab.Model 'bn-after': 7 layers, 271,346 params, with weights>
+        >>> fashion = normlab.data()
+        >>> accuracy = float((trained.predict(fashion.x_test).argmax(axis=1) == fashion.y_test).mean())
+        >>> abs(accuracy - float(results.test["bn-after"]["accuracy"][0])) < 0.001
+        True
+        """
+        from normlab.api.model import Model
+        from normlab.interop.preprocessing import of_run
+        from normlab.interop.trained import final_weights, one_run
+        if self.folder is None:
+            raise ConfigError("these results are not in a run folder: its checkpoints hold the trained weights")
+        if preset is None:
+            if len(self.presets) > 1:
+                raise ConfigError(f"{display(self.folder)} trained {', '.join(self.presets)}: choose one with "
+                                  f"{option_name('preset')}")
+            preset = next(iter(self.presets), None)
+        if seed is not None and type(seed) is not int:
+            raise ConfigError(f"{option_name('seed')} must be an int, one of the run's seeds, got {shown(seed)}")
+        config, run = one_run(self.folder, preset, seed)  # an unknown preset or seed: says which there are
+        weights = final_weights(self.folder, config, run)
+        return Model(weights.model, weights, of_run(self.folder))
 
     def tables(self) -> list[Table]:
         """Final accuracy with 95% intervals, then accuracy at the reported epochs with the gain over the baseline."""

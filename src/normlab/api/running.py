@@ -7,7 +7,6 @@ called: the command line to type again, or the call with ``resume=True``.
 """
 
 import dataclasses
-import os
 import shlex
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING
 from normlab import signals
 from normlab.api.command import COMMAND, again as _again, flag as _flag, option_name, path_of, path_text, public
 from normlab.api.progress import Display
+from normlab.api.settings import data_name, study_config
 from normlab.data.dataset import Dataset  # normlab.Dataset: arrays checked and split, for data=
 from normlab.errors import ConfigError, shown
 from normlab.files import display
@@ -35,36 +35,25 @@ def _stamp() -> str:
     return time.strftime("%Y%m%d-%H%M%S")
 
 
-def study_config(study=None, options: dict | None = None, **fixed):
-    """The settings of ``study`` (a built-in name, a .toml path, a loaded ``Study`` or a ready ``StudyConfig``;
-    the seed study by default) with ``options`` on top, each error naming its option; then ``fixed``, what the
-    command decides (one preset, one seed). None leaves a setting as it is."""
-    from normlab.experiments.config import StudyConfig
-    from normlab.experiments.study import Study, builtin, load, make_config
-    if isinstance(study, StudyConfig):
-        base = study
-    elif isinstance(study, Study):
-        base = study.base
-    else:
-        base = load(path_text(study, "study")).base if study is not None else builtin("seed").base
-    for field, value in (options or {}).items():
-        if value is not None:
-            value = data_name(value) if field == "data" else value
-            base = make_config(base, {field: value}, option_name(field))
-    return dataclasses.replace(base, **{k: v for k, v in fixed.items() if v is not None})
-
-
 @public
 def config(study=None, **options):
     """The settings a run would use, checked: the seed study's (or ``study``'s) with ``options`` on top.
+    ``models`` adds models of your own, ``{name: {"layers": [...]}}`` as a study file's ``[models.NAME]``, which
+    ``presets`` may name; a preset may also be a ``normlab.Model``, whose layers join them.
 
     >>> normlab.config(epochs=3, learning_rate=0.01).step_size
     0.01
+    >>> normlab.config(models={"linear": {"layers": [{"kind": "flatten"}, {"kind": "dense", "units": "classes"}]}},
+    ...                presets=["linear", "baseline"]).presets
+    ('linear', 'baseline')
     >>> normlab.config(epoch=3)
     Traceback (most recent call last):
     normlab.errors.ConfigError: epoch: unknown config key 'epoch'; did you mean 'epochs'? known: ...
     """
-    return study_config(study, options)
+    from normlab.api.model import placed
+    presets = options.pop("presets", None)  # names, or normlab.Models: their layers join the study's models
+    settings, presets = placed(study_config(study, options), presets)
+    return study_config(settings, {"presets": presets})
 
 
 @public
@@ -85,22 +74,6 @@ def data(data=None, *, data_dir=None, download: bool = True, verify: bool = True
                          verify=_flag(verify, "verify"), val_split=val_split)
 
 
-def data_name(value) -> str:
-    """How a study's settings name ``value``: a dataset name or path as given; arrays given in Python are checked
-    now and held in this process under a name of their digest (``data.registry.remember``)."""
-    from normlab.data import registry
-    if value is None:
-        return registry.DEFAULT
-    if isinstance(value, (str, os.PathLike)):
-        return path_text(value, "data")
-    if isinstance(value, tuple):
-        value = registry.load(value)
-    if isinstance(value, Dataset):
-        return registry.remember(value)
-    raise ConfigError(f"{option_name('data')} must be a dataset name, the path of an .npz file or image folder, "
-                      f"a tuple (x_train, y_train, x_test, y_test) or a normlab.Dataset, got {shown(value)}")
-
-
 def load_data(settings, data_dir, verify: bool):
     """The data ``settings`` name, loaded and checked against the study's sizes (``config.check_fits``)."""
     from normlab.experiments.config import check_fits
@@ -109,13 +82,17 @@ def load_data(settings, data_dir, verify: bool):
     return dataset
 
 
-def _check_init_from(settings, resume: bool) -> None:
-    """A model file to start from is read now, so a wrong one is an error before any training; resuming, one that
-    is gone is left to the checkpoints (``experiments.reproduce.start``)."""
-    if settings.init_from is not None:
+def _started(settings, presets, out: Path, reinit: bool, resume: bool):
+    """``settings`` and the ``Start`` of a run of ``presets`` in ``out``: a ``normlab.Model``'s weights to train from
+    (``api.model.starting``). A model file to start from is read now, so a wrong one is an error before any
+    training; resuming, one that is gone is left to the checkpoints (``experiments.reproduce.start``)."""
+    from normlab.api.model import starting
+    settings, begin = starting(settings, presets, out, reinit)
+    if begin is None and settings.init_from is not None:
         from normlab.experiments.reproduce import start
         for preset in settings.presets:
             start(settings, settings.model(preset), resume)
+    return settings, begin
 
 
 def _not_given(options: dict, fixed: dict[str, str]) -> None:
@@ -148,14 +125,17 @@ def _claimed(out: Path, kind: str, resume: bool) -> None:
 
 
 def _run_study(settings, out: Path, out_given: bool, call: str, resume: bool, data_dir, verify: bool, on_epoch,
-               warn) -> dict:
-    """Train in a run folder this process holds, checkpointing every epoch; write results.json and the report.
+               warn, begin) -> dict:
+    """Train in a run folder this process holds (from ``begin``'s weights, if a ``Start``), checkpointing every
+    epoch; write results.json and the report.
 
     The report is written with SIGINT/SIGTERM held back, so an interrupt there still leaves it whole.
     """
     from normlab import rundir
     with rundir.claim(out):
         _claimed(out, "run", resume)
+        if begin is not None:
+            begin.write(resume)
         from normlab.experiments.reproduce import reproduce as train_jobs  # heavy: JAX, once the folder is ours
         from normlab.report import write_all
         from normlab.report.results_json import write_results
@@ -185,30 +165,39 @@ def _run_study(settings, out: Path, out_given: bool, call: str, resume: bool, da
 
 
 @public
-def train(preset: str, *, seed: int | None = None, out=None, resume: bool = False, study=None, data_dir=None,
-          verify: bool = True, progress: bool = True, config=None, **options) -> "Results":
+def train(preset, *, seed: int | None = None, out=None, resume: bool = False, reinit: bool = False, study=None,
+          data_dir=None, verify: bool = True, progress: bool = True, config=None, **options) -> "Results":
     """Train one model for one seed, printing a Keras-like line per epoch; checkpoints, TensorBoard scalars,
-    results.json and report.md go to ``out`` (default runs/train-PRESET-seedS-TIME). ``options`` are settings
-    (epochs, learning_rate, batch_size, subset, optimizer, shuffle, init_from, ...: ``normlab.config``);
-    ``config`` a ready ``StudyConfig`` instead of ``study``.
+    results.json and report.md go to ``out`` (default runs/train-PRESET-seedS-TIME). ``preset`` is a preset's or
+    study model's name, or a ``normlab.Model`` (``normlab.model``), its layers built for the run's data: one with
+    weights (from a file, a run or ``init``) trains from them, written to ``out``/init/NAME.safetensors as its
+    ``init_from``, unless ``reinit``.
+    ``options`` are settings (epochs, learning_rate, batch_size, subset, optimizer, shuffle, init_from, ...:
+    ``normlab.config``); ``config`` a ready ``StudyConfig`` instead of ``study``.
 
     >>> results = normlab.train("bn-after", epochs=1, subset=5000, out="runs/doc-train", progress=False)
     >>> results.test["bn-after"]["accuracy"].shape
     (1,)
+    >>> linear = normlab.model([{"kind": "flatten"}, {"kind": "dense", "units": "classes", "activation": "softmax"}],
+    ...                        name="linear")
+    >>> normlab.train(linear, epochs=1, subset=5000, out="runs/doc-linear", progress=False).presets
+    ['linear']
     """
     _engine()
     _not_given(options, {"presets": "train trains one preset: give it as the first argument",
                          "seeds": "train trains one seed: choose it with seed",
                          **({"first_seed": "seed gives it: give one of them"} if seed is not None else {})})
+    _one_model(preset)
     settings = _settings(config, study, {**options, "first_seed": seed} if seed is not None else options,
                          presets=[preset], seeds=1)
-    _check_init_from(settings, resume)
+    name = settings.presets[0]
     data_dir = path_of(data_dir, "data_dir")
-    _check_memory(settings)
     out_given = out is not None
-    out = path_of(out, "out") if out_given else Path(f"runs/train-{preset}-seed{settings.first_seed}-{_stamp()}")
+    out = path_of(out, "out") if out_given else Path(f"runs/train-{name}-seed{settings.first_seed}-{_stamp()}")
+    settings, begin = _started(settings, [preset], out, reinit, resume)
+    _check_memory(settings)
     shown = Display(progress)
-    shown.say(f"{preset}, seed {settings.first_seed} -> {display(out)}")
+    shown.say(f"{name}, seed {settings.first_seed} -> {display(out)}")
 
     def on_epoch(event):
         m = event.metrics
@@ -218,13 +207,21 @@ def train(preset: str, *, seed: int | None = None, out=None, resume: bool = Fals
                       f"val_accuracy: {m['val_accuracy'][0]:.4f}")
 
     record = _run_study(settings, out, out_given, "train", resume, data_dir, verify, on_epoch,
-                        shown.say if shown.enabled else _warning)
+                        shown.say if shown.enabled else _warning, begin)
     run = record["runs"][0]
     test = "—" if run["test"] is None else f"loss {run['test']['loss']:.4f}, accuracy {run['test']['accuracy']:.4f}"
     shown.say(f"compile {run['time']['compile_s']:.1f}s, train {run['time']['train_s']:.1f}s; test {test}")
     _say_data(shown, [record])
     from normlab.api.results import Results
     return Results(record, out)
+
+
+def _one_model(preset) -> None:
+    """``train``'s model: a name or a ``normlab.Model``, else a one-line error (a list is ``reproduce``'s)."""
+    from normlab.api.model import Model
+    if not isinstance(preset, (str, Model)):
+        raise ConfigError(f"{option_name('preset')} must be a preset's or study model's name or a normlab.Model, "
+                          f"got {shown(preset)}")
 
 
 def _warning(text: str) -> None:
@@ -239,15 +236,20 @@ def _settings(config, study, options: dict, **fixed):
         raise ConfigError("give config or study, not both")
     if config is not None and not isinstance(config, StudyConfig):
         raise ConfigError(f"config must be a StudyConfig (normlab.config(...)), got {shown(config)}")
-    return study_config(study if config is None else config, options, **fixed)
+    from normlab.api.model import placed
+    presets = fixed.pop("presets", None)  # names, or normlab.Models: their layers join the study's models
+    settings, presets = placed(study_config(study if config is None else config, options, **fixed), presets)
+    return settings if presets is None else dataclasses.replace(settings, presets=presets)
 
 
 @public
-def reproduce(presets=None, *, seeds: int | None = None, out=None, resume: bool = False, study=None, data_dir=None,
-              verify: bool = True, progress: bool = True, config=None, **options) -> "Results":
+def reproduce(presets=None, *, seeds: int | None = None, out=None, resume: bool = False, reinit: bool = False,
+              study=None, data_dir=None, verify: bool = True, progress: bool = True, config=None,
+              **options) -> "Results":
     """The study: every preset (baseline, bn-after, bn-before by default) for several seeds (5), in worker
     processes, one pinned to each core; a progress bar per preset. Writes results.json, history.csv, report.md,
-    the figures and TensorBoard logs to ``out`` (default runs/reproduce-TIME).
+    the figures and TensorBoard logs to ``out`` (default runs/reproduce-TIME). ``presets`` are names or
+    ``normlab.Model``s, as ``train`` takes one; a Model with weights trains from them alone, unless ``reinit``.
 
     >>> study = normlab.reproduce(["baseline", "bn-after"], seeds=2, epochs=1, subset=5000,
     ...                           out="runs/doc-reproduce", progress=False)
@@ -259,11 +261,11 @@ def reproduce(presets=None, *, seeds: int | None = None, out=None, resume: bool 
     _engine(tune_if_missing=True)
     settings = _settings(config, study, {**options, "seeds": seeds} if seeds is not None else options,
                          presets=presets)
-    _check_init_from(settings, resume)
     data_dir = path_of(data_dir, "data_dir")
-    _check_memory(settings)
     out_given = out is not None
     out = path_of(out, "out") if out_given else Path(f"runs/reproduce-{_stamp()}")
+    settings, begin = _started(settings, presets, out, reinit, resume)
+    _check_memory(settings)
     shown = Display(progress)
     shown.say(f"{len(settings.presets)} presets x {settings.seeds} seeds x {settings.epochs} epochs -> {display(out)}")
     with shown.bars({p: settings.epochs * settings.seeds for p in settings.presets}, "compiling") as bars:
@@ -274,7 +276,7 @@ def reproduce(presets=None, *, seeds: int | None = None, out=None, resume: bool 
                             f"epoch {event.epoch}: val_accuracy {_mean(event.metrics['val_accuracy'])} ({took})")
 
         record = _run_study(settings, out, out_given, "reproduce", resume, data_dir, verify, on_epoch,
-                            bars.say if shown.enabled else _warning)
+                            bars.say if shown.enabled else _warning, begin)
     from normlab.api.results import Results
     results = Results(record, out)
     if shown.enabled:
