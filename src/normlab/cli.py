@@ -101,7 +101,10 @@ def cmd_inspect(args) -> None:
 
 
 def cmd_train(args) -> None:
-    api().train(args.preset, **_common(args), **_options(args))
+    """A model file (``mine.keras``) trains from its weights, or fresh ones with ``--reinit``, on --data."""
+    from normlab.api.model import is_model_file
+    model = api().model(args.preset) if is_model_file(args.preset) else args.preset
+    api().train(model, reinit=args.reinit, **_common(args), **_options(args))
 
 
 def cmd_reproduce(args) -> None:
@@ -248,8 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "summary":
             p.add_argument("--folded", action="store_true", help="the model with its batch norms folded for inference")
     p = with_start(with_training(sub.add_parser("train", help="train one model, one seed, Keras-like log")))
-    p.add_argument("preset", help=PRESET_HELP)
+    p.add_argument("preset", help=f"{PRESET_HELP}, or a model file (.keras: Keras' own or normlab's; .safetensors)")
     p.add_argument("--seed", type=int, help=f"default {default('first_seed')}")
+    p.add_argument("--reinit", action="store_true", help="a model file's layers with fresh weights, not its own")
     p.set_defaults(func=cmd_train)
     p = with_start(with_training(sub.add_parser("reproduce", help="the three-preset study over several seeds")))
     p.add_argument("--presets", help=f"comma-separated (default {','.join(default('presets'))})")

@@ -232,6 +232,13 @@ class Model:
 MODEL_FILES = (".keras", ".safetensors", ".onnx")  # a name ending so is a file's path (``interop.model_files``)
 
 
+def is_model_file(source) -> bool:
+    """Whether ``source`` names a model file rather than a preset: a path, a name ending in a model file's suffix, or
+    one holding a ``/`` (preset names cannot)."""
+    return isinstance(source, os.PathLike) or isinstance(source, str) and (source.endswith(MODEL_FILES)
+                                                                          or "/" in source)
+
+
 @public
 def model(source=None, study=None, data=None, *, layers=None, name: str | None = None) -> Model:
     """A model: a preset (baseline, bn-after, bn-before, cnn-bn, ...) or a ``[models.NAME]`` of a study file, or
@@ -263,8 +270,7 @@ def model(source=None, study=None, data=None, *, layers=None, name: str | None =
         if source is not None:
             raise ConfigError("give a model's layers once: as the first argument or as layers, not both")
         return _from_layers(layers, "model" if name is None else name, study, data)
-    if isinstance(source, os.PathLike) or (isinstance(source, str) and
-                                           (source.endswith(MODEL_FILES) or "/" in source)):
+    if is_model_file(source):
         if study is not None or data is not None:
             raise ConfigError(f"{display(Path(source))}: a model file holds its model for its own images; give "
                               f"study and data to normlab.train")
