@@ -4,7 +4,8 @@
 input size from the layer before it and nobody writes ``dense(784, 300)`` by hand. params are trained; state
 (e.g. BN moving statistics) is carried, not trained.
 ``apply(params, state, x, train, mask=None) -> (y, state)``: ``mask`` marks the real rows of a padded batch;
-only layers that mix rows (batch norm) look at it.
+only layers that mix rows (batch norm) look at it. A ``random`` layer (dropout) also takes ``key=``, its draw in
+training: ``nn.models.outputs`` folds the step's key with the layer's index, and gives no other layer a key.
 
 A layer's options are the keyword parameters of its builder annotated with one of the option types below;
 ``nn.spec`` checks a TOML table against them, so a new kind declares its options once, in its signature.
@@ -21,6 +22,7 @@ class Layer(NamedTuple):
     apply: Callable[..., tuple[Any, dict]]
     stepped: tuple[str, ...] = ()  # params passed as is to ``engine.gemm.matmul``, which may take their SGD step
     merges: bool = False  # takes several inputs (a block's branches): ``init`` gets their shapes, ``apply`` a tuple
+    random: bool = False  # draws in training: ``apply`` takes ``key=`` (None at inference)
 
 
 class Folding(NamedTuple):

@@ -9,7 +9,8 @@ import pytest
 
 from normlab.errors import ConfigError
 from normlab.nn.losses import sparse_categorical_crossentropy
-from normlab.nn.models import _check_batch, apply, init, preset, presets
+from normlab.layer import Layer
+from normlab.nn.models import _check_batch, apply, build, init, outputs, preset, presets
 from normlab.nn.registry import KINDS
 from normlab.nn.summary import layer_rows, param_counts, variables
 
@@ -117,3 +118,32 @@ def test_only_batch_limited_layers_make_a_batch_size_undefined():
                 _check_batch(json.dumps([model.name, model.spec, model.data], sort_keys=True, default=str), batch)
             except ConfigError:
                 assert limited, f"{name} at batch {batch}"
+
+
+def test_random_layers_alone_get_a_key_folded_with_their_index():
+    """``outputs``' key contract (``Layer.random``): a random layer gets the key folded with its index, every other
+    layer no key at all (dense's apply takes none: it would raise), and training without a key is an error, not
+    some fixed draw; at inference the layer gets None."""
+    seen = []
+
+    def noisy(params, state, x, train, mask=None, key=None):
+        seen.append(key)
+        return (jax.random.uniform(key, x.shape) if train else x), state  # its draw alone: compared exactly
+
+    model = build("m", [{"kind": "flatten"}, {"kind": "dense", "units": 8}, {"kind": "activation"},
+                        {"kind": "dense", "units": 10}])
+    layers = list(model.layers)
+    layers[2] = ("noise", Layer("Noise", layers[2][1].init, noisy, random=True))
+    random = model._replace(layers=tuple(layers))
+    assert random.is_random() and not model.is_random() and not any(preset(name).is_random() for name in presets())
+    params, state = init(model, jax.random.key(0))
+    params["noise"] = state["noise"] = {}
+    x, key = jnp.ones((4, 28, 28)), jax.random.key(5)
+    values, _ = outputs(random, params, state, x, True, key=key)
+    np.testing.assert_array_equal(values[2], jax.random.uniform(jax.random.fold_in(key, 2), (4, 8)))
+    with pytest.raises(ValueError, match="layer noise draws in training: pass a key"):
+        apply(random, params, state, x, True)
+    seen.clear()
+    logits, _ = apply(random, params, state, x, False)
+    assert seen == [None]
+    np.testing.assert_array_equal(logits, apply(model, params, state, x, False)[0])

@@ -11,7 +11,8 @@ from agreement import assert_counts_agree
 from conftest import sgd_rate
 from normlab.nn.models import preset as build_preset
 from normlab.experiments.config import StudyConfig
-from normlab.train.loop import fit, make_epoch, make_optimizer, shuffled_batches
+from normlab.train.loop import fit, layer_keys, make_epoch, make_optimizer, shuffled_batches
+from normlab.train.preprocess import AUGMENT_STREAM, LAYER_STREAM, step_key
 from normlab.train.state import create
 from normlab.train.step import make_train_step
 
@@ -109,3 +110,17 @@ def test_without_shuffle_every_epoch_visits_the_rows_in_order():
     assert in_order.tolist() == [list(range(32)), list(range(32, 64)), [*range(64, 70), *[0] * 26]]
     shuffled = np.asarray(shuffled_batches(rng, 3, 70, 32))
     assert sorted(shuffled.reshape(-1)[:70].tolist()) == list(range(70)) and not np.array_equal(shuffled, in_order)
+
+
+def test_layer_keys_are_the_steps_own_and_none_without_a_random_layer():
+    """Each step's random-layer key is a function of (seed's key, epoch, step) alone, in a stream of its own (not
+    the augmentation's); a model without random layers gets None: no key work in its program."""
+    rng = jax.random.key(9)
+    random = SimpleNamespace(is_random=lambda: True)
+    keys = layer_keys(random, rng, 2, 4)
+    data = jax.random.key_data
+    for step in range(4):
+        np.testing.assert_array_equal(data(keys[step]), data(step_key(rng, 2, step, LAYER_STREAM)))
+        assert not np.array_equal(data(keys[step]), data(step_key(rng, 2, step, AUGMENT_STREAM)))
+    assert len({data(key).tobytes() for key in keys} | {data(layer_keys(random, rng, 3, 1)[0]).tobytes()}) == 5
+    assert layer_keys(build_preset("bn-after"), rng, 2, 4) is None

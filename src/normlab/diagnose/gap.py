@@ -5,12 +5,15 @@
 * precise statistics: population statistics recomputed after training with the weights frozen, Ioffe &
   Szegedy's Algorithm 2 (steps 8-11): E[x] = mean of the batch means, Var[x] = m/(m-1) * mean of the biased batch
   variances, over N training batches of size m.
+
+Random layers (dropout) draw as in training, with one fixed key (``probes.measuring_key``).
 """
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from normlab.diagnose.probes import measuring_key
 from normlab.nn.losses import correct
 from normlab.nn.models import Model, apply, build, rewritten
 from normlab.nn.registry import KINDS
@@ -32,11 +35,12 @@ def make_batch_statistics_accuracy(model: Model, n: int, batch_size: int):
     """``accuracy(params, state, images_u8, labels)``: every batch of ``batch_size`` normalized by its own
     statistics (training mode, the state it would update thrown away); the padded last batch counts its real rows."""
     rows, mask = batched(n, batch_size)
+    key = measuring_key(model)
 
     def accuracy(params, state, images_u8, labels):
         def body(total, batch):
             batch_rows, batch_mask = batch
-            logits, _ = apply(model, params, state, scale_pixels(images_u8[batch_rows]), True, batch_mask)
+            logits, _ = apply(model, params, state, scale_pixels(images_u8[batch_rows]), True, batch_mask, key)
             return total + jnp.sum(correct(logits, labels[batch_rows]) * batch_mask), None
 
         total, _ = jax.lax.scan(body, jnp.float32(0), (rows, mask))
@@ -62,6 +66,7 @@ def make_precise_statistics(model: Model, batches: int, batch_size: int):
     twin = statistics_twin(model)
     rows = jnp.arange(batches * batch_size).reshape(batches, batch_size)
     unbiased = batch_size / (batch_size - 1) if batch_size > 1 else 1.0
+    key = measuring_key(twin)
 
     def precise(params, state, images_u8):
         # the twin's new state is 0 * moving + 1 * batch: zeros in, so a diverged (inf) moving average cannot make NaN
@@ -69,7 +74,7 @@ def make_precise_statistics(model: Model, batches: int, batch_size: int):
                   for name, layer in state.items()}
 
         def one(batch_rows):
-            return apply(twin, params, zeroed, scale_pixels(images_u8[batch_rows]), True)[1]
+            return apply(twin, params, zeroed, scale_pixels(images_u8[batch_rows]), True, key=key)[1]
 
         per_batch = jax.lax.map(one, rows)
         new = dict(state)

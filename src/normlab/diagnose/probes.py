@@ -1,7 +1,7 @@
 """What the two papers measured, as pure functions of a loss and its parameters (a pytree of arrays).
 
 ``loss(params) -> scalar`` is the training loss on one batch with every other input fixed (BN in training mode,
-the same noise draw), so each measure below compares gradients of one and the same function.
+the same noise draw, the same dropout key), so each measure below compares gradients of one and the same function.
 """
 
 import jax
@@ -80,10 +80,18 @@ def last_hidden_nonlinearity(model: Model) -> int:
     return found[-1]
 
 
-def nonlinearity_input(model: Model, params, state, x, index: int):
+def measuring_key(model: Model):
+    """The key of diagnose's training-mode passes that are no training step (the histograms' snapshot, the
+    train/eval gap): one fixed draw, so a random layer (dropout) drops the same units at every measurement and two
+    epochs' measures differ by their weights alone. None for a model without random layers."""
+    return jax.random.key(0) if model.is_random() else None
+
+
+def nonlinearity_input(model: Model, params, state, x, index: int, key=None):
     """What layer ``index``'s nonlinearity sees, in training mode: for a BN model gamma*x_hat + beta of the batch
-    ``x``; for a dense layer with its own activation, its pre-activation x @ kernel + bias."""
-    values, _ = outputs(model, params, state, x, True, until=index)
+    ``x``; for a dense layer with its own activation, its pre-activation x @ kernel + bias. ``key``: the random
+    layers' draw (``models.outputs``)."""
+    values, _ = outputs(model, params, state, x, True, until=index, key=key)
     x = input_of(model, index, values, x)
     spec, (name, _) = model.graph[index].spec, model.layers[index]
     if spec["kind"] == "dense":  # the same layer with its activation left out: models are data

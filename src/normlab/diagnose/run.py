@@ -18,7 +18,7 @@ from normlab import signals
 from normlab.errors import ConfigError
 from normlab.diagnose.gap import has_moving_statistics, make_batch_statistics_accuracy, make_precise_statistics
 from normlab.diagnose.measure import Probes, make_probed_epoch, measured_steps
-from normlab.diagnose.probes import last_hidden_nonlinearity
+from normlab.diagnose.probes import last_hidden_nonlinearity, measuring_key
 from normlab.nn.models import Model, abstract, outputs
 from normlab.train.loop import METRICS, EpochEvent, TrainConfig, make_optimizer, seeds_epoch
 from normlab.train.state import create
@@ -44,14 +44,15 @@ def plain(values) -> list:
 
 def make_snapshot(model: Model):
     """``snapshot(params, state, watch_u8, images_u8, labels) -> (activations, gradients)``: every layer's output on
-    the watched images (training mode) and the gradient of every parameter on a fixed training batch."""
-    loss = make_loss(model)
+    the watched images (training mode) and the gradient of every parameter on a fixed training batch, random
+    layers with ``probes.measuring_key``."""
+    loss, key = make_loss(model), measuring_key(model)
 
     def snapshot(params, state, watch_u8, images_u8, labels):
-        values, _ = outputs(model, params, state, scale_pixels(watch_u8), True)
+        values, _ = outputs(model, params, state, scale_pixels(watch_u8), True, key=key)
         activations = {name: value for (name, _), value in zip(model.layers, values)}
         mask = jnp.ones(labels.shape, jnp.float32)
-        grads = jax.grad(lambda p: loss(p, state, scale_pixels(images_u8), labels, mask)[0])(params)
+        grads = jax.grad(lambda p: loss(p, state, scale_pixels(images_u8), labels, mask, key)[0])(params)
         return activations, grads
 
     return snapshot

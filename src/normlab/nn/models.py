@@ -52,6 +52,11 @@ class Model(NamedTuple):
         """Each layer takes the one before: a ``keras.Sequential``."""
         return all(node.inputs == (i - 1 if i else INPUT,) for i, node in enumerate(self.graph))
 
+    def is_random(self) -> bool:
+        """A layer draws in training (``Layer.random``, dropout): its training passes take a key. A model without
+        one is given none, so its programs hold no key work at all."""
+        return any(layer.random for _, layer in self.layers)
+
 
 def _nodes(tables, source: int, graph: list, path: tuple = ()) -> int:
     """Appends the layers of ``tables`` to ``graph``, the first reading node ``source``; the index of the last."""
@@ -227,14 +232,26 @@ def init(model: Model, key):
     return _init(model, key)
 
 
-def outputs(model: Model, params, state, x, train: bool, mask=None, until: int | None = None):
+def outputs(model: Model, params, state, x, train: bool, mask=None, until: int | None = None, key=None):
     """Every layer's output (the first ``until`` layers': their inputs are all computed) and the new state of
-    those layers; ``mask`` marks real rows of a padded batch."""
+    those layers; ``mask`` marks real rows of a padded batch. ``key`` is the random layers' (``Layer.random``):
+    each gets it folded with its index, so two dropouts draw apart; other layers never see it."""
     values, new_state = [], {}
-    for (name, layer), node in zip(model.layers[:until], model.graph[:until]):
-        y, new_state[name] = layer.apply(params[name], state[name], _inputs(node, layer, values, x), train, mask)
+    for index, ((name, layer), node) in enumerate(zip(model.layers[:until], model.graph[:until])):
+        draw = {"key": _layer_key(name, key, index, train)} if layer.random else {}
+        y, new_state[name] = layer.apply(params[name], state[name], _inputs(node, layer, values, x), train, mask,
+                                         **draw)
         values.append(y)
     return values, new_state
+
+
+def _layer_key(name: str, key, index: int, train: bool):
+    """A random layer's key; in training there must be one: a made-up draw would be the same at every step."""
+    if key is None:
+        if train:
+            raise ValueError(f"layer {name} draws in training: pass a key (the training step's)")
+        return None
+    return jax.random.fold_in(key, index)
 
 
 def input_of(model: Model, index: int, values: list, x):
@@ -242,9 +259,9 @@ def input_of(model: Model, index: int, values: list, x):
     return _inputs(model.graph[index], model.layers[index][1], values, x)
 
 
-def apply(model: Model, params, state, x, train: bool, mask=None):
-    """Logits and the new state; ``mask`` marks real rows of a padded batch."""
-    values, new_state = outputs(model, params, state, x, train, mask)
+def apply(model: Model, params, state, x, train: bool, mask=None, key=None):
+    """Logits and the new state; ``mask`` marks real rows of a padded batch, ``key`` as in ``outputs``."""
+    values, new_state = outputs(model, params, state, x, train, mask, key=key)
     return values[-1], new_state
 
 
@@ -265,7 +282,7 @@ def _check_batch(key: str, batch_size: int) -> None:
     params, state, _ = abstract(model)
     x = jax.ShapeDtypeStruct((batch_size, *model.data.image), jax.numpy.float32)
     try:
-        jax.eval_shape(lambda p, s, x: apply(model, p, s, x, True), params, state, x)
+        jax.eval_shape(lambda p, s, x: apply(model, p, s, x, True, key=jax.random.key(0)), params, state, x)
     except ConfigError as error:
         raise ConfigError(f"model {model.name} at batch size {batch_size}: {error}") from None
 

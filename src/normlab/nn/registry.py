@@ -8,6 +8,7 @@ from normlab.layer import Kind
 from normlab.nn import activations
 from normlab.nn.conv import KIND as CONV2D
 from normlab.nn.dense import KIND as DENSE
+from normlab.nn.dropout import KIND as DROPOUT
 from normlab.nn.merge import KIND as ADD
 from normlab.nn.pooling import KIND as MAX_POOL2D
 from normlab.nn.reshape import KIND as RESHAPE
@@ -28,6 +29,7 @@ KINDS: dict[str, Kind] = {
     "activation": activations.ACTIVATION,
     "leaky_relu": activations.LEAKY_RELU,
     "add": ADD,
+    "dropout": DROPOUT,
     "batch_norm": BATCH_NORM,
     "covariate_noise": COVARIATE_NOISE,
     "layer_norm": LAYER_NORM,

@@ -6,7 +6,8 @@
   its 24 real rows only — Keras' semantics — with the same compiled step as every other batch.
 * Seeds are a ``vmap`` axis: N seeds of one preset are one program, each seed's numbers the same as alone.
 * Normalization and augmentation happen in the step too (``train.preprocess``); each step's random crops and flips
-  are drawn with the epoch's shuffle, from the seed's key, the epoch and the step.
+  are drawn with the epoch's shuffle, from the seed's key, the epoch and the step, and so is the key of its
+  random layers (dropout, ``layer_keys``).
 """
 
 import dataclasses
@@ -26,7 +27,7 @@ from normlab.errors import CheckpointError
 from normlab.nn.models import Model
 from normlab.train import checkpoint
 from normlab.train.parallel import AXIS, DataParallel, device_rows, one_copy, replicated
-from normlab.train.preprocess import epoch_draws, preprocessing
+from normlab.train.preprocess import LAYER_STREAM, epoch_draws, preprocessing, step_key
 from normlab.train.processes import all_compiled
 from normlab.train.state import TrainState, create
 from normlab.train.step import EVAL_CHUNK, chunked, make_chunk_sums, make_train_step
@@ -78,6 +79,16 @@ def shuffled_batches(rng, epoch_index, num_examples: int, batch_size: int, shuff
     return jnp.pad(order, (0, steps * batch_size - num_examples)).reshape(steps, batch_size)
 
 
+def layer_keys(model: Model, rng, epoch_index, steps: int):
+    """Each step's key for the model's random layers, (steps,): the seed's key folded with the epoch and the step,
+    as the augmentation's, so a resumed run draws what the uninterrupted one did and each seed its own. Every
+    device gets the same keys (a random layer's split form draws for the whole batch, then takes its rows). None
+    for a model without random layers: its program holds no key work."""
+    if not model.is_random():
+        return None
+    return jax.vmap(lambda step: step_key(rng, epoch_index, step, LAYER_STREAM))(jnp.arange(steps))
+
+
 def make_epoch(model: Model, optimizer, num_examples: int, batch_size: int, shuffle: bool = True, sgd_rate=None,
                axis_name=None, stats: dict | None = None, augment: tuple[str, ...] = ()):
     """``epoch(ts, images, labels, epoch_index) -> (ts, {"loss", "accuracy"})`` for one seed (``sgd_rate``,
@@ -95,10 +106,11 @@ def make_epoch(model: Model, optimizer, num_examples: int, batch_size: int, shuf
             batches = device_rows(batches, axis_name)
 
         def body(ts, batch):
-            rows, batch_mask, *drawn = batch
-            return step(ts, images[rows], labels[rows], batch_mask, *drawn)
+            (rows, batch_mask, *drawn), key = batch
+            return step(ts, images[rows], labels[rows], batch_mask, *drawn, key=key)
 
-        ts, (loss_sums, correct_sums) = jax.lax.scan(body, ts, batches)
+        keys = layer_keys(model, ts.rng, epoch_index, len(mask))  # not split: every device's are the same
+        ts, (loss_sums, correct_sums) = jax.lax.scan(body, ts, (batches, keys))
         return ts, {"loss": jnp.sum(loss_sums) / num_examples, "accuracy": jnp.sum(correct_sums) / num_examples}
 
     return epoch

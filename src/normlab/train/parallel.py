@@ -6,9 +6,10 @@ Batch norm is the one layer that couples a batch's rows, so it is what data para
 N devices of B/N rows compute what one device of B rows does. Otherwise (DDP without SyncBatchNorm) each device
 normalizes its own rows: ghost batch norm with a virtual batch of B/N, the moving statistics stepped once per
 device in device order, so the devices keep the same ones. All else is exact: device d takes rows
-[d B/N, (d+1) B/N) of each batch, a padded last batch's mask goes with its rows, the loss is the mean over the
-real rows of the whole batch, and inside ``shard_map`` the gradient of a replicated parameter is already summed
-over the devices, so every device takes the same step.
+[d B/N, (d+1) B/N) of each batch, a padded last batch's mask goes with its rows, a random layer's draws too (every
+device has the step's key, ``loop.layer_keys``; the layer's ``split`` form draws for the whole batch and takes its
+rows), the loss is the mean over the real rows of the whole batch, and inside ``shard_map`` the gradient of a
+replicated parameter is already summed over the devices, so every device takes the same step.
 """
 
 from dataclasses import dataclass

@@ -27,8 +27,9 @@ PAD = 4
 PIXELS = (np.arange(256) / 255.0).astype(np.float32)
 
 # fold_in(rng, epoch) is the epoch's shuffle (``train.loop.shuffled_batches``); epochs stay below 100,000
-# (``experiments.config``), so the augmentation's keys, folded from this one, never meet a shuffle's.
+# (``experiments.config``), so the keys of these streams, folded from this one, never meet a shuffle's.
 AUGMENT_STREAM = 2**32 - 1
+LAYER_STREAM = 2**32 - 2  # the random layers' (dropout): ``train.loop.layer_keys``
 STATS_CHUNK = 1024  # images per host pass of ``preprocessing``: bounded memory on any training set
 
 
@@ -83,9 +84,10 @@ def pixels(images, stats: dict | None = None):
     return (x - jnp.asarray(stats["mean"], jnp.float32)) / jnp.asarray(stats["std"], jnp.float32)
 
 
-def step_key(rng, epoch_index, step_index):
-    """The key of one training step's augmentation: the seed's key folded with the epoch and the step."""
-    return jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(rng, AUGMENT_STREAM), epoch_index), step_index)
+def step_key(rng, epoch_index, step_index, stream: int = AUGMENT_STREAM):
+    """The key of one training step's augmentation (or another ``stream``'s draws): the seed's key folded with the
+    epoch and the step."""
+    return jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(rng, stream), epoch_index), step_index)
 
 
 def draws(key, batch_size: int, augment) -> dict:

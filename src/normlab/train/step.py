@@ -16,16 +16,17 @@ from normlab.train.state import TrainState
 
 
 def make_loss(model: Model, axis_name=None):
-    """``loss(params, model_state, x, labels, mask) -> (mean loss, (new_state, loss_sum, correct_sum))`` in
-    training mode: the function every gradient of training and of ``normlab diagnose`` is taken of.
+    """``loss(params, model_state, x, labels, mask, key=None) -> (mean loss, (new_state, loss_sum, correct_sum))``
+    in training mode: the function every gradient of training and of ``normlab diagnose`` is taken of; ``key``
+    is the random layers' draw (``models.outputs``), None for a model without one (``Model.is_random``).
 
     ``mask`` marks the real rows of a padded batch: the mean is over real rows, exactly what Keras does for the
     partial last batch, and the sums let the epoch report a per-sample mean like Keras' fit. ``axis_name``: the
     batch is split over that device axis (``train.parallel``); the sums and the mean are the whole batch's.
     """
 
-    def loss(params, model_state, x, labels, mask):
-        logits, new_state = apply(model, params, model_state, x, True, mask)
+    def loss(params, model_state, x, labels, mask, key=None):
+        logits, new_state = apply(model, params, model_state, x, True, mask, key)
         losses = sparse_categorical_crossentropy(logits, labels) * mask
         sums = jnp.sum(losses), jnp.sum(mask), jnp.sum(correct(logits, labels) * mask)
         loss_sum, count, correct_sum = sums if axis_name is None else jax.lax.psum(sums, axis_name)
@@ -36,19 +37,19 @@ def make_loss(model: Model, axis_name=None):
 
 def make_train_step(model: Model, optimizer: optax.GradientTransformation, sgd_rate=None, axis_name=None,
                     stats: dict | None = None):
-    """``step(ts, images, labels, mask, drawn=None) -> (ts, (loss_sum, correct_sum))``, one step of ``optimizer``
-    on ``make_loss`` (``axis_name`` as there), on the images as ``preprocess.pixels`` makes them with ``stats``
-    and, given ``drawn`` (``preprocess.draws``), augmented.
+    """``step(ts, images, labels, mask, drawn=None, key=None) -> (ts, (loss_sum, correct_sum))``, one step of
+    ``optimizer`` on ``make_loss`` (``axis_name`` and ``key`` as there), on the images as ``preprocess.pixels``
+    makes them with ``stats`` and, given ``drawn`` (``preprocess.draws``), augmented.
 
     ``sgd_rate``: the optimizer is plain SGD at this (traced) rate, and the layers' ``stepped`` params take their
     step inside their own weight-gradient product (``engine.gemm.Stepped``); the rest as ``optax.sgd`` would.
     """
     grad_fn = jax.value_and_grad(make_loss(model, axis_name), has_aux=True)
 
-    def step(ts: TrainState, images, labels, mask, drawn=None):
+    def step(ts: TrainState, images, labels, mask, drawn=None, key=None):
         params = ts.params if sgd_rate is None else _stepped(model, ts.params, -sgd_rate)
         x = augmented(pixels(images, stats), drawn or {})
-        (_, (model_state, loss_sum, correct_sum)), grads = grad_fn(params, ts.model_state, x, labels, mask)
+        (_, (model_state, loss_sum, correct_sum)), grads = grad_fn(params, ts.model_state, x, labels, mask, key)
         if sgd_rate is None:
             updates, opt_state = optimizer.update(grads, ts.opt_state, ts.params)
             params = optax.apply_updates(ts.params, updates)
