@@ -9,6 +9,7 @@ import pytest
 
 from conftest import WIDE_BN_STUDY
 from normlab.cli import main
+from normlab.nn.models import build
 from normlab.nn.registry import KINDS
 
 
@@ -85,6 +86,7 @@ layers = [
   {kind = "layer_norm"},
   {kind = "covariate_noise"},
   {kind = "dense", units = 32, activation = "relu"},
+  {kind = "residual", layers = [{kind = "dense", units = 32}, {kind = "dropout", rate = 0.5}]},
   {kind = "batch_renorm"},
   {kind = "rms_norm"},
   {kind = "leaky_relu"},
@@ -110,7 +112,8 @@ def test_every_layer_kind_trains_from_a_study_file(data_dir, tmp_path):
     assert main(["run", str(study), "--out", str(out), "--data-dir", str(data_dir), "--no-verify"]) == 0
     results = json.loads(next(out.glob("trials/*/results.json")).read_text())
     trained = {run["preset"]: run for run in results["runs"]}
-    kinds = {layer["kind"] for layer in tomllib.loads(ZOO_STUDY)["models"]["zoo"]["layers"]}
+    zoo = build("zoo", tomllib.loads(ZOO_STUDY)["models"]["zoo"]["layers"])
+    kinds = {node.spec["kind"] for node in zoo.graph}  # a block's layers, and the add that joins them
     assert kinds == set(KINDS) and set(trained) == {"zoo"}
     for run in trained.values():
         assert all(0 < loss < 10 for loss in run["history"]["loss"]) and 0 <= run["history"]["val_accuracy"][-1] <= 1

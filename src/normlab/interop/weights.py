@@ -17,7 +17,8 @@ from normlab.nn.models import MAX_PARAMS, Model
 from normlab.nn.summary import variables
 
 MAX_FILE_BYTES = 2 * 4 * MAX_PARAMS + (16 << 20)  # float32 weights and state of the largest model, plus headers
-TRAINING_ONLY = ("kernel_initializer", "momentum", "renorm_momentum", "warmup_steps", "relax_steps", "convention")
+TRAINING_ONLY = ("kernel_initializer", "momentum", "renorm_momentum", "warmup_steps", "relax_steps", "convention",
+                 "rate")
 
 
 class Weights(NamedTuple):
