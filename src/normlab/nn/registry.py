@@ -11,6 +11,7 @@ from normlab.nn.dense import KIND as DENSE
 from normlab.nn.merge import KIND as ADD
 from normlab.nn.pooling import AVG_POOL2D, GLOBAL_AVG_POOL2D, MAX_POOL2D
 from normlab.nn.reshape import KIND as RESHAPE
+from normlab.nn.skip_init import KIND as SKIP_INIT
 from normlab.norms.batch_norm import KIND as BATCH_NORM
 from normlab.norms.batch_renorm import KIND as BATCH_RENORM
 from normlab.norms.covariate_noise import KIND as COVARIATE_NOISE
@@ -30,6 +31,7 @@ KINDS: dict[str, Kind] = {
     "activation": activations.ACTIVATION,
     "leaky_relu": activations.LEAKY_RELU,
     "add": ADD,
+    "skip_init": SKIP_INIT,
     "batch_norm": BATCH_NORM,
     "covariate_noise": COVARIATE_NOISE,
     "layer_norm": LAYER_NORM,
