@@ -118,4 +118,5 @@ def model(name: str, study=None, data=None) -> Model:
     from normlab.api.running import study_config
     if not isinstance(name, str):
         raise ConfigError(f"name must be a preset or study model's name (text), got {shown(name)}")
-    return Model(study_config(study, {"presets": [name], "data": data}).model(name))
+    # The data first: the study's presets are checked against it, then this one (resnet20 fits CIFAR's images only).
+    return Model(study_config(study, {"data": data, "presets": [name]}).model(name))
