@@ -76,6 +76,14 @@ def synthetic_data(n_train=600, n_val=200, n_test=200, seed=0):
                    name="synthetic", every_class=False)
 
 
+def preset_data(name: str):
+    """The images and classes a preset is built for: CIFAR-10's for the ResNets (their 8x8 average pooling fits
+    32x32 images only, as in Keras' example), the default dataset's (None) for the others."""
+    from normlab.data.registry import shape
+    from normlab.nn import resnets
+    return shape(resnets.DATA) if name in resnets.PRESETS else None
+
+
 @pytest.fixture(scope="session")
 def small_data():
     return synthetic_data()

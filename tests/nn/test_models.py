@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import preset_data
 from normlab.errors import ConfigError
 from normlab.nn.losses import sparse_categorical_crossentropy
 from normlab.layer import Layer
@@ -111,7 +112,7 @@ def test_only_batch_limited_layers_make_a_batch_size_undefined():
     """``check_batch`` traces only models with a ``Kind.batch_limited`` layer: every other preset must trace at any
     batch size, or a study would accept a batch that fails hours later."""
     for name in presets():
-        model = preset(name)
+        model = preset(name, data=preset_data(name))
         limited = any((rule := KINDS[node.spec["kind"]].batch_limited) and rule(node.spec) for node in model.graph)
         for batch in (1, 3, 24):
             try:

@@ -1,5 +1,5 @@
-"""Independent float64 NumPy 2-D convolution and max pooling (NHWC), by loops over output positions: forward and
-hand-derived backward, with TF's "same" padding worked out from its formula. Never imported by src/."""
+"""Independent float64 NumPy 2-D convolution, max and average pooling (NHWC), by loops over output positions:
+forward and hand-derived backward, with TF's "same" padding worked out from its formula. Never imported by src/."""
 
 import numpy as np
 
@@ -70,4 +70,25 @@ def max_pool_backward(dy, x, window, strides, padding):
     for i, j, win in positions(xp, window, strides):
         patch = xp[win]
         dxp[win] += (patch == patch.max(axis=(1, 2), keepdims=True)) * dy[:, i, j][:, None, None, :]
+    return unpadded(dxp, x, offset)
+
+
+def avg_pool_forward(x, window, strides, padding):
+    """Each window's mean over its real values: "same" padding is left out of the count (TF's rule)."""
+    xp, _ = padded(x, window, strides, padding)
+    real, _ = padded(np.ones_like(x), window, strides, padding)
+    rows, cols = (output_size(n, k, s, padding) for n, k, s in zip(x.shape[1:3], window, strides))
+    y = np.zeros((x.shape[0], rows, cols, x.shape[3]))
+    for i, j, win in positions(xp, window, strides):
+        y[:, i, j] = xp[win].sum(axis=(1, 2)) / real[win].sum(axis=(1, 2))
+    return y
+
+
+def avg_pool_backward(dy, x, window, strides, padding):
+    """dx: each window's dy, divided by its count of real values, goes to each of them."""
+    xp, offset = padded(x, window, strides, padding)
+    real, _ = padded(np.ones_like(x), window, strides, padding)
+    dxp = np.zeros_like(xp)
+    for i, j, win in positions(xp, window, strides):
+        dxp[win] += real[win] * (dy[:, i, j] / real[win].sum(axis=(1, 2)))[:, None, None, :]
     return unpadded(dxp, x, offset)

@@ -63,8 +63,8 @@ def check(name: str, value):
     if name == "presets":  # whether each names a model is checked with the study's models (``StudyConfig``)
         names = tuple(value) if isinstance(value, (tuple, list)) else ()
         if not names or not all(isinstance(n, str) for n in names) or len(set(names)) < len(names):
-            raise ConfigError(f"presets must be a non-empty list of distinct preset names "
-                              f"({', '.join(presets())} or a [models.NAME] of the study), got {shown(value)}")
+            raise ConfigError(f"presets must be a non-empty list of distinct preset names (such as "
+                              f"{', '.join(list(presets())[:3])}, or a [models.NAME] of the study), got {shown(value)}")
         return names
     if name == "models":
         return check_models(value)

@@ -10,8 +10,9 @@ from normlab.nn.conv import KIND as CONV2D
 from normlab.nn.dense import KIND as DENSE
 from normlab.nn.dropout import KIND as DROPOUT
 from normlab.nn.merge import KIND as ADD
-from normlab.nn.pooling import KIND as MAX_POOL2D
+from normlab.nn.pooling import AVG_POOL2D, GLOBAL_AVG_POOL2D, MAX_POOL2D
 from normlab.nn.reshape import KIND as RESHAPE
+from normlab.nn.skip_init import KIND as SKIP_INIT
 from normlab.norms.batch_norm import KIND as BATCH_NORM
 from normlab.norms.batch_renorm import KIND as BATCH_RENORM
 from normlab.norms.covariate_noise import KIND as COVARIATE_NOISE
@@ -25,11 +26,14 @@ KINDS: dict[str, Kind] = {
     "dense": DENSE,
     "conv2d": CONV2D,
     "max_pool2d": MAX_POOL2D,
+    "avg_pool2d": AVG_POOL2D,
+    "global_avg_pool2d": GLOBAL_AVG_POOL2D,
     "reshape": RESHAPE,
     "activation": activations.ACTIVATION,
     "leaky_relu": activations.LEAKY_RELU,
     "add": ADD,
     "dropout": DROPOUT,
+    "skip_init": SKIP_INIT,
     "batch_norm": BATCH_NORM,
     "covariate_noise": COVARIATE_NOISE,
     "layer_norm": LAYER_NORM,

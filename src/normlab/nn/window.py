@@ -1,4 +1,4 @@
-r"""Sliding windows (``conv2d``, ``max_pool2d``): sizes as (height, width) pairs and Keras/TF output sizes.
+r"""Sliding windows (``conv2d`` and the pools): sizes as (height, width) pairs and Keras/TF output sizes.
 
 ``"valid"`` keeps every window inside the image: :math:`\lfloor (n - k) / s \rfloor + 1` positions per axis.
 ``"same"`` gives :math:`\lceil n / s \rceil` positions and pads the missing :math:`(out - 1) s + k - n` values
