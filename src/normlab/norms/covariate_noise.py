@@ -17,7 +17,6 @@ the sequence exactly. Padded rows get noise too; the loss ignores them.
 
 import jax
 
-from normlab.interop.frameworks import cannot
 from normlab.layer import Kind, Layer, NonNegative
 
 
@@ -39,7 +38,5 @@ def covariate_noise(max_mean: NonNegative = 1.0, max_std: NonNegative = 1.0) -> 
     return Layer("CovariateNoise", init, apply)
 
 
-# inference is the identity: no ONNX node
-KIND = Kind(covariate_noise, keras=cannot("Keras has no CovariateNoise layer (normlab's own)"),
-            torch=cannot("PyTorch has no CovariateNoise layer (normlab's own)"), onnx=lambda graph, site, x: x,
-            splits=False)
+# normlab's own class: neither Keras nor PyTorch has it (their mirrors say so); inference is the identity, no ONNX node
+KIND = Kind(covariate_noise, onnx=lambda graph, site, x: x, splits=False)
