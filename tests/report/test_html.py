@@ -283,6 +283,8 @@ def test_a_sweep_over_two_architectures_gets_a_panel_each():
     assert architecture(with_classes(presets()["cnn-bn"], 10)) == "conv 16-32, dense 128-10"
     assert architecture(with_classes(presets()["bn-after"], 100)) == "dense 300-100-100"  # CIFAR-100's classes
     assert architecture(with_classes(presets()["ln-after"], 10)) == "dense 300-100-10"
+    # a ResNet's convs inside its blocks (branches and projection shortcuts), equal neighbours counted
+    assert architecture(with_classes(presets()["resnet20"], 10)) == "conv 16x7-32x7-64x7, dense 10"
     series = {"bn-after": [(2, 0.7, (0.6, 0.8)), (32, 0.8, None)], "cnn-bn": [(2, 0.75, None), (32, 0.85, None)]}
     one, two = sweep_png(series, "batch_size"), sweep_png(series, "batch_size", {"bn-after": "MLP", "cnn-bn": "CNN"})
     width = lambda png: int.from_bytes(png[16:20], "big")  # noqa: E731 - the PNG header's IHDR width

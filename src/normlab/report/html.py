@@ -11,6 +11,7 @@ prose on why BN helps.
 """
 
 import html
+import itertools
 import os
 from pathlib import Path
 
@@ -80,10 +81,31 @@ def _sweep_keys(groups: dict[str, dict]) -> list[str]:
             if k != "preset" and len(vs) > 1 and all(sort_key(v)[0] == 0 for v in vs)]
 
 
+def _unrolled(layers: list, depth: int = 0) -> list[dict]:
+    """The layer tables of ``layers`` with residual blocks' branches and shortcuts in their place (as read from a
+    results file: only well-formed lists are followed, a few blocks deep)."""
+    found = []
+    for layer in layers:
+        if isinstance(layer, dict) and layer.get("kind") == "residual" and depth < 8:
+            for part in ("layers", "shortcut"):
+                inner = layer.get(part)
+                found += _unrolled(inner, depth + 1) if isinstance(inner, list) else []
+        elif isinstance(layer, dict):
+            found.append(layer)
+    return found
+
+
+def _runs(values: list[str]) -> str:
+    """``16-16-16-32`` as ``16x3-32``: a ResNet's 19 convs stay readable."""
+    groups = [(value, len(list(group))) for value, group in itertools.groupby(values)]
+    return "-".join(value if count == 1 else f"{value}x{count}" for value, count in groups)
+
+
 def architecture(layers: list) -> str:
     """A model's weighted layers without its norms and activations, e.g. "conv 16-32, dense 128-10": what sets an
     MLP's presets apart from a CNN's in a sweep plot."""
-    sizes = {kind: "-".join(str(layer.get(option)) for layer in layers if layer.get("kind") == kind)
+    unrolled = _unrolled(layers)
+    sizes = {kind: _runs([str(layer.get(option)) for layer in unrolled if layer.get("kind") == kind])
              for kind, option in (("conv2d", "filters"), ("dense", "units"))}
     return ", ".join(f"{kind.removesuffix('2d')} {text}" for kind, text in sizes.items() if text)
 
