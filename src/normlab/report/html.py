@@ -96,9 +96,9 @@ def _unrolled(layers: list, depth: int = 0) -> list[dict]:
 
 
 def _runs(values: list[str]) -> str:
-    """``16-16-16-32`` as ``16x3-32``: a ResNet's 19 convs stay readable."""
+    """``16-16-16-32`` as ``16x3-32`` (three or more alike): a ResNet's 19 convs stay readable."""
     groups = [(value, len(list(group))) for value, group in itertools.groupby(values)]
-    return "-".join(value if count == 1 else f"{value}x{count}" for value, count in groups)
+    return "-".join(f"{value}x{count}" if count >= 3 else "-".join([value] * count) for value, count in groups)
 
 
 def architecture(layers: list) -> str:
