@@ -11,7 +11,7 @@ TF gives it all to one input; after a ReLU the ties are zeros, whose gradient Re
 import jax
 import jax.numpy as jnp
 
-from normlab.interop.frameworks import channels_first, torch_padding
+from normlab.interop.frameworks import channels_first, torch_padded
 from normlab.interop.onnx_graph import channels_first as onnx_channels_first, pads
 from normlab.layer import Kind, Layer, MaybeWindow, Window
 from normlab.nn.window import Padding, output_shape, pair
@@ -44,8 +44,9 @@ def _window(options: dict) -> tuple[tuple, tuple]:
 
 def _torch(nn, options: dict, in_shape: list, last: bool) -> list:
     window, strides = _window(options)
-    padding = torch_padding("max_pool2d", options, in_shape, window, strides)  # MaxPool2d pads with -inf, as TF
-    return [channels_first(nn, nn.MaxPool2d(window, strides, padding), in_shape)]
+    pad, padding = torch_padded(nn, "max_pool2d", options, in_shape, window, strides, -float("inf"))
+    layer = nn.MaxPool2d(window, strides, padding)
+    return [channels_first(nn, nn.Sequential(*pad, layer) if pad else layer, in_shape)]
 
 
 def _onnx(graph, site, x: str) -> str:
