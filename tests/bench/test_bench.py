@@ -15,6 +15,7 @@ import types
 import pytest
 
 from conftest import WIDE_BN_STUDY
+from torch_weights import copy_weights
 from normlab.bench import runner
 from normlab.interop import mirror
 from normlab.bench.command import add_bench_parser, config_from_args
@@ -171,18 +172,6 @@ def test_torch_mirror_matches_normlab_parameter_count(preset):
     model = mirror.torch_model(torch.nn, description(preset))
     buffers = [b for name, b in model.named_buffers() if not name.endswith("num_batches_tracked")]
     assert sum(t.numel() for t in [*model.parameters(), *buffers]) == PARAMS[preset]
-
-
-def copy_weights(torch, mirrored, model, params) -> None:
-    """normlab's trainable weights into the PyTorch mirror, in Keras' variable order (PyTorch's module order)."""
-    import numpy as np
-    from normlab.nn.summary import variables
-    layout = {4: (3, 2, 0, 1), 2: (1, 0), 1: (0,)}  # Keras' HWIO and (in, out) kernels as PyTorch's (out, in, ...)
-    trainable = [v.path.split("/") for v in variables(model) if v.trainable]
-    with torch.no_grad():
-        for (layer, name), weight in zip(trainable, mirrored.parameters(), strict=True):
-            value = np.asarray(params[layer][name])
-            weight.copy_(torch.from_numpy(value.transpose(layout[value.ndim]).copy()))
 
 
 PADDED = [RESHAPE, {"kind": "conv2d", "filters": 3, "kernel_size": [3, 5], "padding": "same", "activation": "relu"},

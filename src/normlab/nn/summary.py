@@ -50,7 +50,9 @@ KERAS_ORDER = ("kernel", "bias", "gamma", "beta", "scale", "moving_mean", "movin
 
 
 def variables(model: Model) -> list[Variable]:
-    """Every variable in Keras' order (``model.weights``): per layer kernel, bias, gamma, beta, moving stats."""
+    """Every variable, layer by layer in the graph's order, each layer's in Keras' order (kernel, bias, gamma, beta,
+    moving statistics): a Sequential's ``model.weights``; a functional model's list its layers in Keras' own walk of
+    the graph (``interop.weights.by_layer``)."""
     params, state, _ = abstract(model)
     found = []
     for name, _ in model.layers:
