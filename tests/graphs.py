@@ -6,6 +6,8 @@ Its identity block adds the stem's output to its branch's; its projection block 
 a batch norm, as He et al.'s option B.
 """
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -63,3 +65,12 @@ def randomized(model, seed=0):
 def pixels(rows: int, seed: int = 1) -> np.ndarray:
     """Raw uint8 images, as a user's test set is stored."""
     return np.random.default_rng(seed).integers(0, 256, (rows, *IMAGE)).astype(np.uint8)
+
+
+def toml(value) -> str:
+    """A spec as a study file writes it: TOML's inline tables (each on one line, TOML's rule for them)."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{key} = {toml(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(map(toml, value)) + "]"
+    return json.dumps(value)  # a string, number or bool is spelled alike in both

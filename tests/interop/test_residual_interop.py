@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from graphs import IMAGE, pixels, randomized, resnet
+from graphs import IMAGE, RESNET, pixels, randomized, resnet, toml
 from normlab.errors import ConfigError
 from normlab.interop.keras_io import load_keras, read_keras, set_layers, write_keras
 from normlab.interop.mirror import keras_model, torch_model
@@ -157,6 +157,37 @@ def test_safetensors_round_trip_the_graph_and_its_weights(net, tmp_path):
     write_safetensors(net, tmp_path / "resnet.safetensors")
     back, _ = read_safetensors(tmp_path / "resnet.safetensors")
     assert back.model.graph == net.model.graph and same(back, net)
+
+
+def test_normlab_export_of_a_trained_residual_net_predicts_in_plain_keras_what_the_run_predicts(tmp_path, capsys):
+    """`normlab train` on an .npz of 8x8 RGB images, `normlab export` (folded or not), plain Keras on the raw test
+    images; `normlab evaluate` of the file reads the graph back and scores what the run scores."""
+    from normlab.cli import main
+    from normlab.interop.trained import final_weights, one_run
+    rng = np.random.default_rng(5)
+    data = tmp_path / "tiny.npz"
+    np.savez(data, x_train=pixels(320, seed=6), y_train=rng.integers(0, 10, 320), x_test=pixels(100, seed=7),
+             y_test=rng.integers(0, 10, 100))
+    (tmp_path / "res.toml").write_text(f"[models.resnet]\nlayers = {toml(RESNET)}\n")
+    run = tmp_path / "run"
+    assert main(["train", "resnet", "--study", str(tmp_path / "res.toml"), "--data", str(data), "--val-split", "64",
+                 "--epochs", "1", "--out", str(run)]) == 0
+    trained = final_weights(run, *one_run(run, None, None))
+    x_test = np.load(data)["x_test"]
+    expected = probabilities(trained, x_test)
+    for fold in (False, True):
+        out = tmp_path / ("res-folded.keras" if fold else "res.keras")
+        assert main(["export", str(run), "--out", str(out), *(["--fold-bn"] if fold else [])]) == 0
+        loaded = keras.saving.load_model(out)
+        assert any(type(layer).__name__ == "Add" for layer in loaded.layers)
+        assert any(type(layer).__name__ == "BatchNormalization" for layer in loaded.layers) != fold
+        np.testing.assert_allclose(loaded.predict(x_test, verbose=0), expected, rtol=0, atol=TOLERANCE)
+    capsys.readouterr()
+    scores = []
+    for argv in ([str(run)], [str(tmp_path / "res.keras"), "--data", str(data)]):
+        assert main(["evaluate", *argv]) == 0
+        scores.append(capsys.readouterr().out.split(": test ")[1].split(" (")[0].strip())
+    assert scores[0] == scores[1]
 
 
 def keras_resnet():
