@@ -32,15 +32,23 @@ class Weights(NamedTuple):
                    if jnp.issubdtype(leaf.dtype, jnp.floating))
 
 
+def ordered(weights: Weights) -> list[tuple[str, np.ndarray]]:
+    """``(layer/variable, array)`` in ``nn.summary.variables``' order: a Sequential's ``model.weights``."""
+    found = []
+    for var in variables(weights.model):
+        layer, name = var.path.split("/")
+        found.append((var.path, np.asarray((weights.params if var.trainable else weights.state)[layer][name])))
+    return found
+
+
 def by_layer(weights: Weights) -> dict[str, list[np.ndarray]]:
     """Each layer's arrays as its Keras layer's ``get_weights()`` lists them (kernel, bias, gamma, beta, moving
     statistics), by layer name: what a Keras mirror is set with, layer by layer. Not one list for ``set_weights``:
     a functional model's ``model.weights`` follow Keras' own walk of the graph (a projection block's shortcut conv
     before its branch's second conv), not normlab's node order."""
     found = {name: [] for name, _ in weights.model.layers}
-    for var in variables(weights.model):
-        layer, name = var.path.split("/")
-        found[layer].append(np.asarray((weights.params if var.trainable else weights.state)[layer][name]))
+    for path, array in ordered(weights):
+        found[path.split("/")[0]].append(array)
     return found
 
 
