@@ -192,13 +192,14 @@ def test_normlab_export_of_a_trained_residual_net_predicts_in_plain_keras_what_t
 
 def keras_resnet():
     """A functional ResNet as a Keras user writes it: a stem, an identity block whose branch holds a block of its
-    own (no activation after its Add), a projection block with ``Add()([shortcut, x])``, as keras.applications."""
+    own (no activation after its Add, its shortcut the Add's second input), a projection block with
+    ``Add()([shortcut, x])``, as keras.applications."""
     layers = keras.layers
     inputs = keras.Input(IMAGE)
     x = layers.Rescaling(1 / 255)(inputs)
     x = layers.Activation("relu")(layers.BatchNormalization()(layers.Conv2D(8, 3, padding="same")(x)))
     y = layers.Activation("relu")(layers.BatchNormalization()(layers.Conv2D(8, 3, padding="same")(x)))
-    y = layers.Add()([y, layers.Conv2D(8, 3, padding="same")(y)])
+    y = layers.Add()([layers.Conv2D(8, 3, padding="same")(y), y])
     x = layers.Activation("relu")(layers.Add()([x, layers.BatchNormalization()(y)]))
     y = layers.Activation("relu")(layers.BatchNormalization()(layers.Conv2D(16, 3, strides=2, padding="same")(x)))
     y = layers.BatchNormalization()(layers.Conv2D(16, 3, padding="same")(y))
@@ -256,6 +257,7 @@ def shared(layers, x):
     (lambda layers, x: layers.Add(name="twice")([x, x]),
      "layer 'twice' (Add) adds a tensor to itself; a residual block adds a branch of layers"),
     (shared, "layer 'twice' (Dense) is called 2 times; a normlab layer computes once, with weights of its own"),
+    (lambda layers, x: x + layers.Conv2D(3, 1)(x), "is not a Keras layer; normlab reads models built of layers"),
     (lambda layers, x: layers.Add()([x, layers.UpSampling2D(1, name="up")(x)]),
      "layer 'up' is a Keras UpSampling2D, which normlab has no kind for; it reads Activation, Add, "),
 ])

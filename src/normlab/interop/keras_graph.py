@@ -81,8 +81,9 @@ class _Walk:
         history = tensor._keras_history
         layer = history.operation
         inputs = list(layer._inbound_nodes[history.node_index].input_tensors)
-        if not isinstance(layer, self.keras.layers.Layer) or isinstance(layer, self.keras.layers.InputLayer):
-            raise ConfigError(f"{_named(layer)}: not a layer normlab reads (a model of one input and layers only)")
+        if not isinstance(layer, self.keras.layers.Layer):  # ``x + y`` on Keras tensors: an operation
+            raise ConfigError(f"operation {shown(layer.name)} ({type(layer).__name__}) is not a Keras layer; "
+                              f"normlab reads models built of layers (keras.layers.Add for a sum)")
         if type(layer).__name__ == "Add":
             if len(inputs) != 2:
                 raise ConfigError(f"{_named(layer)} adds {len(inputs)} tensors; a residual block adds two paths")
@@ -95,11 +96,9 @@ class _Walk:
     def _block(self, add, first, second):
         later = self.ancestors(second)
         fork = next(tensor for tensor in self.ancestors(first) if any(tensor is t for t in later))
-        shortcut, branch = self.chain(first, fork), self.chain(second, fork)
+        shortcut, branch = sorted((self.chain(first, fork), self.chain(second, fork)), key=_count)
         if not branch:
             raise ConfigError(f"{_named(add)} adds a tensor to itself; a residual block adds a branch of layers")
-        if _count(branch) < _count(shortcut):
-            shortcut, branch = branch, shortcut
         return Block(branch, shortcut, add), fork
 
 

@@ -90,7 +90,7 @@ def write_keras(weights: Weights, path: Path, preprocessing: dict = UINT8) -> No
 
 
 def set_layers(mirror, weights: Weights) -> None:
-    """``weights`` into a Keras mirror (``interop.mirror``), each layer's by its name (``weights.by_layer``)."""
+    """``weights`` into a Keras mirror (``interop.mirror``), each layer's by its name (``interop.weights.by_layer``)."""
     for name, arrays in by_layer(weights).items():
         mirror.get_layer(name).set_weights(arrays)
 

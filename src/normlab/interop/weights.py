@@ -75,8 +75,9 @@ def from_layers(model: Model, arrays: dict[str, list], source: str) -> Weights:
 def _same_sides(value):
     """A window given per axis with both alike (Keras' config writes ``kernel_size = 3`` as ``[3, 3]``) as one
     number: the two spell one window."""
-    return value[0] if isinstance(value, list) and len(value) == 2 and type(value[0]) is int and value[0] == value[1] \
-        else value
+    if isinstance(value, list) and len(value) == 2 and type(value[0]) is int and value[0] == value[1]:
+        return value[0]
+    return value
 
 
 def _architecture(model: Model) -> list[dict]:
