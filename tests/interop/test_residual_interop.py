@@ -207,10 +207,11 @@ def keras_resnet():
     x = layers.Activation("relu")(layers.Add()([shortcut, y]))
     model = keras.Model(inputs, layers.Dense(10, activation="softmax")(layers.Flatten()(x)), name="keras-resnet")
     rng = np.random.default_rng(4)
-    for layer in model.layers:  # BN's moving statistics far from Keras' identity start, so each must land right
+    for layer in model.layers:  # BN's weights and statistics away from Keras' identity start: each lands right
         if isinstance(layer, layers.BatchNormalization):
-            layer.set_weights([rng.uniform(0.5, 2.0, w.shape) * (rng.normal(0, 1, w.shape) if i in (1, 2) else 1)
-                               for i, w in enumerate(layer.get_weights())])
+            channels = layer.get_weights()[0].shape  # gamma, beta, moving mean, moving variance
+            layer.set_weights([rng.uniform(0.5, 2.0, channels), rng.normal(0.0, 1.0, channels),
+                               rng.normal(0.0, 1.0, channels), rng.uniform(0.5, 2.0, channels)])
     return model
 
 
