@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+import normlab
 from conftest import WIDE_BN_STUDY
 from normlab.cli import main
 from normlab.nn.models import build
@@ -30,6 +31,42 @@ def test_inspect_of_a_study_model(study, capsys):
     assert main(["inspect", "wide-bn", "--study", str(study)]) == 0
     out = capsys.readouterr().out
     assert "dense/kernel" in out and "(784, 512)" in out and "batch_normalization_1/moving_variance" in out
+
+
+RESIDUAL_STUDY = """
+[models.res]
+layers = [
+  {kind = "reshape", target_shape = [28, 28, 1]},
+  {kind = "conv2d", filters = 4, padding = "same", activation = "relu"},
+  {kind = "residual", layers = [{kind = "conv2d", filters = 4, padding = "same"}, {kind = "batch_norm"}]},
+  {kind = "flatten"},
+  {kind = "dense", units = 10, activation = "softmax"},
+]
+"""
+
+
+def test_summary_of_a_graph_shows_what_each_layer_reads_as_keras_functional_summary(tmp_path, capsys, monkeypatch):
+    """The input first, then each layer with the layers it reads; a chain's table has no such column (Keras'
+    Sequential summary)."""
+    monkeypatch.setenv("COLUMNS", "160")  # rich's table width: one line per row
+    study = tmp_path / "res.toml"
+    study.write_text(RESIDUAL_STUDY)
+    assert main(["summary", "res", "--study", str(study)]) == 0
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in capsys.readouterr().out.splitlines()
+            if line.startswith("│")]
+    assert [(row[0], row[-1]) for row in rows] == [
+        ("input_layer (InputLayer)", "-"), ("reshape (Reshape)", "input_layer[0][0]"),
+        ("conv2d (Conv2D)", "reshape[0][0]"), ("conv2d_1 (Conv2D)", "conv2d[0][0]"),
+        ("batch_normalization (BatchNormalization)", "conv2d_1[0][0]"),
+        ("add (Add)", "conv2d[0][0], batch_normalization[0][0]"), ("activation (Activation)", "add[0][0]"),
+        ("flatten (Flatten)", "activation[0][0]"), ("dense (Dense)", "flatten[0][0]")]
+    notebook = normlab.model("res", study).summary()  # the same rows, as text and as HTML
+    assert "conv2d[0][0], batch_normalization[0][0]" in str(notebook) and "<th>Connected to</th>" in (
+        notebook._repr_html_())
+    assert main(["inspect", "res", "--study", str(study)]) == 0
+    assert "batch_normalization/moving_variance" in capsys.readouterr().out
+    assert main(["summary", "bn-after"]) == 0
+    assert "Connected to" not in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("edit, message", [

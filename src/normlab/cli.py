@@ -86,7 +86,7 @@ def cmd_summary(args) -> None:
     model = api().model(args.preset, args.study, args.data)
     summary = (model.folded() if args.folded else model).summary()
     table = Table(title=Text(f'Model: "{summary.name}"'))
-    for column in ("Layer (type)", "Output Shape", "Param #"):
+    for column in summary.header:
         table.add_column(column, justify="right" if column == "Param #" else "left")
     for row in summary.rows:
         table.add_row(*row)

@@ -15,6 +15,7 @@ import types
 import pytest
 
 from conftest import WIDE_BN_STUDY
+from torch_weights import copy_weights
 from normlab.bench import runner
 from normlab.interop import mirror
 from normlab.bench.command import add_bench_parser, config_from_args
@@ -153,9 +154,6 @@ RESHAPE = {"kind": "reshape", "target_shape": [28, 28, 1]}
                                                      r"CovariateNoise\)"),
     ("keras", lambda: description("torch-bn-after"), "cannot keep an unbiased running variance"),
     ("keras", lambda: described({"kind": "batch_renorm", "warmup_steps": 100}), "no warm-up or relaxation schedule"),
-    ("torch", lambda: described(RESHAPE, {"kind": "conv2d", "filters": 2, "kernel_size": 2, "padding": "same"}),
-     r"PyTorch pads both sides alike; conv2d padding \"same\" \(window \(2, 2\), strides \(1, 1\)\) on 28x28"),
-    ("torch", lambda: described(RESHAPE, {"kind": "max_pool2d", "padding": "same", "strides": 1}), "pads one more"),
     ("torch", lambda: description("renorm-after"), "PyTorch has no batch renormalization"),
     ("keras", lambda: description("ghost-after"), "no virtual_batch_size"),
     ("torch", lambda: description("ghost-after"), "no virtual batches"),
@@ -176,25 +174,17 @@ def test_torch_mirror_matches_normlab_parameter_count(preset):
     assert sum(t.numel() for t in [*model.parameters(), *buffers]) == PARAMS[preset]
 
 
-def copy_weights(torch, mirrored, model, params) -> None:
-    """normlab's trainable weights into the PyTorch mirror, in Keras' variable order (PyTorch's module order)."""
-    import numpy as np
-    from normlab.nn.summary import variables
-    layout = {4: (3, 2, 0, 1), 2: (1, 0), 1: (0,)}  # Keras' HWIO and (in, out) kernels as PyTorch's (out, in, ...)
-    trainable = [v.path.split("/") for v in variables(model) if v.trainable]
-    with torch.no_grad():
-        for (layer, name), weight in zip(trainable, mirrored.parameters(), strict=True):
-            value = np.asarray(params[layer][name])
-            weight.copy_(torch.from_numpy(value.transpose(layout[value.ndim]).copy()))
-
-
 PADDED = [RESHAPE, {"kind": "conv2d", "filters": 3, "kernel_size": [3, 5], "padding": "same", "activation": "relu"},
           {"kind": "max_pool2d", "pool_size": 3, "padding": "same"},  # TF pads 28 to 30, one each side
           {"kind": "conv2d", "filters": 4, "strides": 2}, {"kind": "batch_norm"}]
+# TF's "same" padding one pixel more after than before: a ConstantPad2d in front of the PyTorch layer.
+ODD_PADDED = [RESHAPE, {"kind": "conv2d", "filters": 2, "kernel_size": 2, "padding": "same"},
+              {"kind": "max_pool2d", "padding": "same", "strides": 1},  # pads with -inf: the inputs are negative
+              {"kind": "conv2d", "filters": 3, "strides": 2, "padding": "same"}, {"kind": "batch_norm"}]
 
 
 @pytest.mark.parametrize("preset", ["cnn-bn", "cnn-gn", "cnn-ln", "ln-after", "gn-after", "rms-after",
-                                    "torch-bn-after", "padded"])
+                                    "torch-bn-after", "padded", "odd-padded"])
 def test_torch_mirror_computes_what_normlab_computes(preset):
     """normlab's weights copied into the PyTorch mirror give the same logits in inference and in training (batch
     statistics), and the same moving means after that step: the NHWC permutes, Keras' flatten order, "same"
@@ -205,11 +195,12 @@ def test_torch_mirror_computes_what_normlab_computes(preset):
     from normlab.nn import models
     from normlab.nn.summary import describe
     torch = pytest.importorskip("torch")
-    model = built(*PADDED) if preset == "padded" else models.preset(preset)
+    model = {"padded": lambda: built(*PADDED), "odd-padded": lambda: built(*ODD_PADDED)}.get(
+        preset, lambda: models.preset(preset))()
     params, state = models.init(model, jax.random.key(0))
     mirrored = mirror.torch_model(torch.nn, describe(model))
     copy_weights(torch, mirrored, model, params)
-    x = np.random.default_rng(0).uniform(0, 1, (8, 28, 28)).astype(np.float32)
+    x = np.random.default_rng(0).uniform(-1 if preset == "odd-padded" else 0, 1, (8, 28, 28)).astype(np.float32)
     for train in (False, True):  # inference first: a training pass moves the running statistics
         ours, new_state = models.apply(model, params, state, x, train=train)
         mirrored.train(train)

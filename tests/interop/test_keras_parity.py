@@ -18,10 +18,10 @@ from conftest import sgd_rate
 from normlab.engine import gemm
 from normlab.interop.mirror import keras_model
 from normlab.errors import ConfigError
-from normlab.interop.keras_io import load_keras
-from normlab.interop.weights import Weights, ordered
+from normlab.interop.keras_io import load_keras, set_layers
+from normlab.interop.weights import Weights, by_layer
 from normlab.nn.models import init, preset
-from normlab.nn.summary import describe
+from normlab.nn.summary import describe, variables
 from normlab.train.loop import TrainConfig, make_optimizer
 from normlab.train.state import TrainState
 from normlab.train.step import make_train_step
@@ -34,6 +34,11 @@ except ConfigError as error:
 pytestmark = pytest.mark.full_data
 BATCH, LEARNING_RATE, TOLERANCE = 32, 1e-3, 1e-4
 STEPS = {"float32": (1, 10), "float64": (1, 10, 200)}
+
+
+def flat(arrays: dict) -> list:
+    """Every layer's arrays in one list: ``nn.summary.variables``' order."""
+    return [array for layer in arrays.values() for array in layer]
 
 
 @pytest.fixture
@@ -57,9 +62,9 @@ def test_sgd_steps_match_keras_weight_for_weight(name, dtype, real_data, engine)
         pytest.skip("a BLAS GEMM computes float32 only: float64 products are XLA's")
     model = preset(name)
     params, state = jax.tree.map(lambda a: a.astype(dtype), init(model, jax.random.key(7)))
-    start = ordered(Weights(model, params, state))
     mirror = keras_model(keras, describe(model))
-    mirror.set_weights([array for _, array in start])
+    set_layers(mirror, Weights(model, params, state))  # by layer name: a functional model orders its weights itself
+    start = by_layer(Weights(model, params, state))
     mirror.compile(optimizer=keras.optimizers.SGD(learning_rate=LEARNING_RATE), loss="sparse_categorical_crossentropy")
     images, labels = real_data.x_train, real_data.y_train.astype(np.int32)
     optimizer = make_optimizer(TrainConfig(LEARNING_RATE, BATCH, 1, "sgd", 0.0))
@@ -76,8 +81,10 @@ def test_sgd_steps_match_keras_weight_for_weight(name, dtype, real_data, engine)
             ts, _ = step(ts, images[batch * BATCH:(batch + 1) * BATCH], labels[batch * BATCH:(batch + 1) * BATCH],
                          np.ones(BATCH, np.float32))
         done = steps
-        ours = ordered(Weights(model, ts.params, ts.model_state))
-        for (path, mine), theirs, (_, before) in zip(ours, mirror.get_weights(), start, strict=True):
+        ours = by_layer(Weights(model, ts.params, ts.model_state))
+        keras_side = {layer: mirror.get_layer(layer).get_weights() for layer in ours}
+        for path, mine, theirs, before in zip([v.path for v in variables(model)],
+                                              *map(flat, (ours, keras_side, start)), strict=True):
             assert mine.dtype == theirs.dtype == np.dtype(dtype), path
             gap = float(np.abs(mine - theirs).max())
             assert gap <= TOLERANCE, f"{name} {dtype} step {steps}: {path} differs from Keras' by {gap:.2e}"

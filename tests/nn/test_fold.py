@@ -11,31 +11,8 @@ from normlab.nn import models
 from normlab.nn.fold import fold, folded
 from normlab.nn.registry import KINDS
 from normlab.nn.summary import param_counts
+from graphs import BN, RELU, conv, pixels, randomized, resnet
 from reference import batch_norm_numpy as ref
-
-
-def randomized(model, seed=0):
-    """Params and state drawn in NumPy (no initializer to compile): kernels scaled by 1/sqrt(fan-in), biases and BN
-    betas and means ~N(0, 1), BN gammas of either sign and variances in [0.5, 2], so a fold that drops or misplaces
-    any of them changes the predictions."""
-    rng = np.random.default_rng(seed)
-    params, state, _ = models.abstract(model)
-
-    def draw(path, value):
-        name = path[-1].key
-        if not jnp.issubdtype(value.dtype, jnp.floating):
-            return jnp.zeros(value.shape, value.dtype)  # batch renorm's step counter
-        if name == "kernel":
-            drawn = rng.normal(0.0, 1.0 / np.sqrt(np.prod(value.shape[:-1])), value.shape)
-        elif name in ("moving_variance", "moving_stddev", "renorm_stddev"):
-            drawn = rng.uniform(0.5, 2.0, value.shape)
-        elif name == "gamma":
-            drawn = rng.uniform(0.5, 2.0, value.shape) * rng.choice([-1.0, 1.0], value.shape)
-        else:
-            drawn = rng.normal(0.0, 1.0, value.shape)
-        return jnp.asarray(drawn, value.dtype)
-
-    return jax.tree_util.tree_map_with_path(draw, (params, state))
 
 
 def images(n, seed=1):
@@ -194,6 +171,36 @@ def test_mixed_models_fold_what_they_can_and_stay_exact(layers, expected):
     assert kinds(folded(model)) == expected
     assert all(layer["use_bias"] for layer in folded(model).spec if layer["kind"] in ("dense", "conv2d"))
     assert_same_predictions(model, *randomized(model), [images(16)])
+
+
+# A residual net's BNs, each annotated with what becomes of it: only along a chain.
+BLOCKS = [
+    conv(8, activation="relu"),
+    BN,  # stays: a ReLU before it, and its output is the block's input, which the shortcut reads too
+    {"kind": "residual", "activation": "linear", "layers": [
+        BN,  # stays: it reads the block's input (so does the shortcut), a ReLU follows
+        RELU, conv(8, activation="relu"),
+        BN,  # into the "valid" 1x1 conv's input channels (rule 3), inside the branch
+        conv(8, kernel_size=1, padding="valid")]},
+    BN,  # after the add: through flatten into the Dense (rule 2)
+    {"kind": "flatten"},
+    {"kind": "dense", "units": 10, "activation": "softmax"},
+]
+
+
+@pytest.mark.parametrize("layers, expected", [
+    (None, ["conv2d", "activation", "conv2d", "activation", "conv2d", "add", "activation", "conv2d", "activation",
+            "conv2d", "conv2d", "add", "activation", "flatten", "dense"]),  # every BN into the conv before it
+    (BLOCKS, ["conv2d", "batch_norm", "batch_norm", "activation", "conv2d", "conv2d", "add", "flatten", "dense"]),
+])
+def test_residual_nets_fold_along_chains_and_stay_exact(layers, expected):
+    model = resnet(layers)
+    new_model = folded(model)
+    assert kinds(new_model) == expected
+    assert [node.inputs for node in new_model.graph if node.spec["kind"] == "add"] == (
+        [(1, 4), (10, 9)] if layers is None else [(1, 5)])  # (shortcut, branch): the block kept its shape
+    x = jnp.asarray(pixels(32) / 255.0, jnp.float32)
+    assert_same_predictions(model, *randomized(model), [x])
 
 
 def test_models_without_bn_pass_through():

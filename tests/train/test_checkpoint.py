@@ -10,6 +10,7 @@ import pytest
 import safetensors.numpy
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from graphs import resnet
 from normlab import atomic
 from normlab.errors import CheckpointError
 from normlab.report.results_json import write_results
@@ -54,6 +55,15 @@ def test_round_trip_is_bitwise_exact(tmp_path):
     restored = checkpoint.restore(arrays, fresh_state(seed=0))
     assert leaves_bytes(restored) == leaves_bytes(state)
     assert record["epoch"] == 3 and record["config"] == CONFIG and np.isnan(record["history"]["loss"][0][1])
+
+
+def test_a_residual_net_round_trips_bitwise(tmp_path):
+    """A graph's params and state are dicts by layer name, as a chain's: a block's layers and its add among them."""
+    model = resnet()
+    state = fresh_state(seed=7, model=model)
+    arrays, _ = checkpoint.read(save(tmp_path, 1, state), MAX)
+    assert ".model_state['batch_normalization_5']['moving_variance']" in arrays  # the projection's BN
+    assert leaves_bytes(checkpoint.restore(arrays, fresh_state(seed=0, model=model))) == leaves_bytes(state)
 
 
 def test_keeps_only_the_last_k(tmp_path):

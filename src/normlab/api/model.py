@@ -20,11 +20,15 @@ from normlab.nn.summary import Variable, layer_rows, param_counts, variables
 
 
 class Summary:
-    """Keras' ``model.summary()`` table: printed as text, shown as HTML in a notebook."""
+    """Keras' ``model.summary()`` table: printed as text, shown as HTML in a notebook. A graph's, as a functional
+    model's, starts with its input and names the layers each one reads ("Connected to")."""
 
     def __init__(self, model: models.Model):
         self.name = model.name
+        connected = not model.is_sequential()
+        self.header = ("Layer (type)", "Output Shape", "Param #") + (("Connected to",) if connected else ())
         self.rows = [(f"{row.name} ({row.kind})", str(row.output_shape), f"{row.params:,}")
+                     + ((", ".join(f"{name}[0][0]" for name in row.inputs) or "-",) if connected else ())
                      for row in layer_rows(model)]
         self.counts = param_counts(model)
 
@@ -33,18 +37,19 @@ class Summary:
                 f"Non-trainable params: {self.counts['non_trainable']:,}"]
 
     def __str__(self) -> str:
-        header = ("Layer (type)", "Output Shape", "Param #")
-        widths = [max(len(r[i]) for r in [header, *self.rows]) for i in range(3)]
-        line = lambda r: f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}"  # noqa: E731
-        return "\n".join([f'Model: "{self.name}"', line(header), *map(line, self.rows), *self.totals()])
+        widths = [max(len(r[i]) for r in [self.header, *self.rows]) for i in range(len(self.header))]
+        line = lambda r: "  ".join(f"{cell:>{width}}" if i == 2 else f"{cell:<{width}}"  # noqa: E731
+                                   for i, (cell, width) in enumerate(zip(r, widths))).rstrip()
+        return "\n".join([f'Model: "{self.name}"', line(self.header), *map(line, self.rows), *self.totals()])
 
     __repr__ = __str__
 
     def _repr_html_(self) -> str:
         esc = html.escape
-        head = "".join(f"<th>{h}</th>" for h in ("Layer (type)", "Output Shape", "Param #"))
-        body = "".join(f"<tr><td>{esc(a)}</td><td>{esc(b)}</td><td style='text-align:right'>{c}</td></tr>"
-                       for a, b, c in self.rows)
+        head = "".join(f"<th>{h}</th>" for h in self.header)
+        body = "".join("<tr>" + "".join(f"<td style='text-align:right'>{esc(cell)}</td>" if i == 2 else
+                                        f"<td>{esc(cell)}</td>" for i, cell in enumerate(row)) + "</tr>"
+                       for row in self.rows)
         return (f"<p>Model: &quot;{esc(self.name)}&quot;</p><table><tr>{head}</tr>{body}</table>"
                 f"<p>{'<br>'.join(self.totals())}</p>")
 

@@ -83,6 +83,18 @@ def torch_padding(kind: str, options: dict, in_shape: list, window: tuple, strid
     return totals[0] // 2, totals[1] // 2
 
 
+def torch_padded(nn, kind: str, options: dict, in_shape, window: tuple, strides: tuple,
+                 fill: float) -> tuple[list, tuple]:
+    """``(modules before the layer, its padding argument)``: PyTorch's own padding where TF's "same" pads both sides
+    alike, else TF's padding as a ``ConstantPad2d`` of ``fill`` (the odd pixel after), so that a strided "same"
+    window on an even image (a ResNet's downsampling conv) is mirrored too."""
+    totals = same_padding(in_shape, window, strides)
+    if options["padding"] == "valid" or not any(total % 2 for total in totals):
+        return [], torch_padding(kind, options, in_shape, window, strides)
+    rows, cols = totals
+    return [nn.ConstantPad2d((cols // 2, cols - cols // 2, rows // 2, rows - rows // 2), fill)], (0, 0)
+
+
 def torch_affine(options: dict, module: str) -> bool:
     """PyTorch's norms have gamma and beta both or neither."""
     if options["center"] != options["scale"]:

@@ -1,14 +1,15 @@
 """``.keras`` files, written and read with Keras 3 on the JAX backend (no TensorFlow).
 
-Out: the model's Keras mirror (``interop.mirror``, the one that the bench and the parity tests train) with normlab's
-weights set in Keras' order, after a ``Rescaling`` (and a ``Normalization``, if the run normalized) that compute
-its preprocessing (``interop.preprocessing``): the file takes raw pixels, ``predict(x_test_uint8)`` as a Keras user
-calls it. In: leading ``Rescaling`` and ``Normalization`` layers are read back as that preprocessing (none: pixels
-/ 255, what files took before); each other Keras layer's class and config become a normlab layer table (the
-option names are Keras' already), the model is built like any study's, the weights placed in Keras' order, and
-then normlab's predictions on a probe batch of raw pixels, preprocessed, must match Keras' own on them: a setting
-normlab does not read (a regularizer is harmless, a dilation is not) shows up there and is refused, instead of
-silently computing something else.
+Out: the model's Keras mirror (``interop.mirror``, the one that the bench and the parity tests train: a Sequential,
+or a functional model for a graph) with normlab's weights set layer by layer, by name, after a ``Rescaling`` (and a
+``Normalization``, if the run normalized) that compute its preprocessing (``interop.preprocessing``): the file takes
+raw pixels, ``predict(x_test_uint8)`` as a Keras user calls it. In: the model's graph is read as a chain of layers
+and residual blocks (``interop.keras_graph``); its leading ``Rescaling`` and ``Normalization`` layers are read back
+as that preprocessing (none: pixels / 255, what files took before); each other Keras layer's class and config
+become a normlab layer table (the option names are Keras' already), the model is built like any study's, each
+layer's weights placed in its normlab layer, and then normlab's predictions on a probe batch of raw pixels,
+preprocessed, must match Keras' own on them: a setting normlab does not read (a regularizer is harmless, a
+dilation is not) shows up there and is refused, instead of silently computing something else.
 """
 
 import os
@@ -21,11 +22,12 @@ import numpy as np
 
 from normlab.atomic import replacing_by_name
 from normlab.interop.frameworks import Unsupported
+from normlab.interop.keras_graph import Block, layers, links, spec
 from normlab.interop.mirror import keras_model
 from normlab.interop.preprocessing import UINT8, applied, channels, checked
 from normlab.errors import ConfigError, shown
 from normlab.files import MAX_DEPTH, display, nested_deeper, one_line
-from normlab.interop.weights import MAX_FILE_BYTES, Weights, from_ordered, ordered
+from normlab.interop.weights import MAX_FILE_BYTES, Weights, by_layer, from_layers
 from normlab.nn import spec as specs
 from normlab.data.dataset import Shape
 from normlab.nn.models import MAX_SIDE, apply, build
@@ -74,7 +76,7 @@ def write_keras(weights: Weights, path: Path, preprocessing: dict = UINT8) -> No
         model = keras_model(k, describe(weights.model), _head(k, preprocessing, image))
     except Unsupported as error:
         raise ConfigError(f"model {weights.model.name} cannot be a .keras file: {error}") from None
-    model.set_weights([array for _, array in ordered(weights)])
+    set_layers(model, weights)
     with replacing_by_name(path, "model.keras") as written:
         try:
             model.save(written)
@@ -85,6 +87,12 @@ def write_keras(weights: Weights, path: Path, preprocessing: dict = UINT8) -> No
                               f"{str(error)[:200]})") from None
         with zipfile.ZipFile(written, "a") as archive:
             archive.comment = MARKER
+
+
+def set_layers(mirror, weights: Weights) -> None:
+    """``weights`` into a Keras mirror (``interop.mirror``), each layer's by its name (``interop.weights.by_layer``)."""
+    for name, arrays in by_layer(weights).items():
+        mirror.get_layer(name).set_weights(arrays)
 
 
 def _initializer(config) -> str | None:
@@ -191,15 +199,19 @@ def read_keras(path: Path) -> tuple[Weights, dict]:
             and type(classes) is int and 0 < classes <= MAX_SIDE):
         raise ConfigError(f"{source}: its input {shown(input_shape)} is not an image of (height, width) or (height, "
                           f"width, channels), or its output {shown(classes)} is not a class count")
-    body, head = list(loaded.layers), []
-    while body and type(body[0]).__name__ in PREPROCESSING:
+    try:
+        body, head = links(k, loaded), []
+    except ConfigError as error:
+        raise ConfigError(f"{source}: {error}") from None
+    while body and not isinstance(body[0], Block) and type(body[0]).__name__ in PREPROCESSING:
         head.append(body.pop(0))
     preprocessing = _preprocessing(head, input_shape, source)
     try:
-        model = build(loaded.name, [layer_table(layer) for layer in body], data=Shape(input_shape, classes))
+        model = build(loaded.name, spec(body, layer_table), data=Shape(input_shape, classes))
     except ConfigError as error:
         raise ConfigError(f"{source}: {error}") from None
-    weights = from_ordered(model, [array for layer in body for array in layer.get_weights()], source)
+    weights = from_layers(model, {name: layer.get_weights() for (name, _), layer in zip(model.layers, layers(body))},
+                          source)
     pixels = np.random.default_rng(0).integers(0, 256, (PROBE_ROWS, *input_shape)).astype(np.float32)
     probe = applied(pixels, preprocessing)
     theirs = np.asarray(loaded(pixels if head else probe, training=False))

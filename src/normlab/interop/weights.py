@@ -33,7 +33,7 @@ class Weights(NamedTuple):
 
 
 def ordered(weights: Weights) -> list[tuple[str, np.ndarray]]:
-    """``(layer/variable, array)`` in Keras' order (``model.weights``): what a Keras mirror's ``set_weights`` takes."""
+    """``(layer/variable, array)`` in ``nn.summary.variables``' order: a Sequential's ``model.weights``."""
     found = []
     for var in variables(weights.model):
         layer, name = var.path.split("/")
@@ -41,25 +41,48 @@ def ordered(weights: Weights) -> list[tuple[str, np.ndarray]]:
     return found
 
 
-def from_ordered(model: Model, arrays: list, source: str) -> Weights:
-    """The inverse of ``ordered``: arrays in Keras' order placed into ``model``'s params and state, shapes checked."""
-    expected = variables(model)
-    if len(arrays) != len(expected):
-        raise ConfigError(f"{source} holds {len(arrays)} weight arrays, but its layers need {len(expected)}")
+def by_layer(weights: Weights) -> dict[str, list[np.ndarray]]:
+    """Each layer's arrays as its Keras layer's ``get_weights()`` lists them (kernel, bias, gamma, beta, moving
+    statistics), by layer name: what a Keras mirror is set with, layer by layer. Not one list for ``set_weights``:
+    a functional model's ``model.weights`` follow Keras' own walk of the graph (a projection block's shortcut conv
+    before its branch's second conv), not normlab's node order."""
+    found = {name: [] for name, _ in weights.model.layers}
+    for path, array in ordered(weights):
+        found[path.split("/")[0]].append(array)
+    return found
+
+
+def from_layers(model: Model, arrays: dict[str, list], source: str) -> Weights:
+    """The inverse of ``by_layer``: each layer's arrays placed into ``model``'s params and state, counts and shapes
+    checked."""
     params = {name: {} for name, _ in model.layers}
     state = {name: {} for name, _ in model.layers}
-    for var, array in zip(expected, arrays):
-        array = np.asarray(array)
-        if array.shape != tuple(var.shape):
-            raise ConfigError(f"{source}: {var.path} has shape {array.shape}, its layer needs {tuple(var.shape)}")
-        layer, name = var.path.split("/")
-        (params if var.trainable else state)[layer][name] = jnp.asarray(array, jnp.float32)
+    expected = {name: [] for name, _ in model.layers}
+    for var in variables(model):
+        expected[var.path.split("/")[0]].append(var)
+    for layer, wanted in expected.items():
+        found = arrays.get(layer, [])
+        if len(found) != len(wanted):
+            raise ConfigError(f"{source}: layer {layer} holds {len(found)} weight arrays, but needs {len(wanted)}")
+        for var, array in zip(wanted, found):
+            array = np.asarray(array)
+            if array.shape != tuple(var.shape):
+                raise ConfigError(f"{source}: {var.path} has shape {array.shape}, its layer needs {tuple(var.shape)}")
+            (params if var.trainable else state)[layer][var.path.split("/")[1]] = jnp.asarray(array, jnp.float32)
     return Weights(model, params, state)
+
+
+def _same_sides(value):
+    """A window given per axis with both alike (Keras' config writes ``kernel_size = 3`` as ``[3, 3]``) as one
+    number: the two spell one window."""
+    if isinstance(value, list) and len(value) == 2 and type(value[0]) is int and value[0] == value[1]:
+        return value[0]
+    return value
 
 
 def _architecture(model: Model) -> list[dict]:
     """Each layer's function: its options but those that only shape training, and what it reads."""
-    return [{**{k: v for k, v in node.spec.items() if k not in TRAINING_ONLY}, "inputs": list(node.inputs)}
+    return [{**{k: _same_sides(v) for k, v in node.spec.items() if k not in TRAINING_ONLY}, "inputs": list(node.inputs)}
             for node in model.graph]
 
 

@@ -13,7 +13,7 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
-from normlab.interop.frameworks import channels_first, keras_init, torch_activation, torch_padding
+from normlab.interop.frameworks import channels_first, keras_init, torch_activation, torch_padded
 from normlab.interop.onnx_graph import activate, channels_first as onnx_channels_first, pads
 from normlab.layer import Flag, Folding, Kind, Layer, Units, Window
 from normlab.nn.activations import FUNCTIONS, Activation
@@ -73,10 +73,11 @@ def conv2d(filters: Units, kernel_size: Window = 3, strides: Window = 1, padding
 
 def _torch(nn, options: dict, in_shape: list, last: bool) -> list:
     window, strides = pair(options["kernel_size"]), pair(options["strides"])
-    layer = nn.Conv2d(in_shape[-1], options["filters"], window, strides, bias=options["use_bias"],
-                      padding=torch_padding("conv2d", options, in_shape, window, strides))
+    pad, padding = torch_padded(nn, "conv2d", options, in_shape, window, strides, 0.0)
+    layer = nn.Conv2d(in_shape[-1], options["filters"], window, strides, bias=options["use_bias"], padding=padding)
     keras_init(nn, layer, options)
-    return [channels_first(nn, layer, in_shape), *torch_activation(nn, options["activation"], last)]
+    return [channels_first(nn, nn.Sequential(*pad, layer) if pad else layer, in_shape),
+            *torch_activation(nn, options["activation"], last)]
 
 
 def _onnx(graph, site, x: str) -> str:

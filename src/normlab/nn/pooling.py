@@ -14,7 +14,7 @@ evenly and TF gives it all to one input; after a ReLU the ties are zeros, whose 
 import jax
 import jax.numpy as jnp
 
-from normlab.interop.frameworks import Unsupported, channels_first, torch_padding
+from normlab.interop.frameworks import Unsupported, channels_first, torch_padded, torch_padding
 from normlab.interop.onnx_graph import channels_first as onnx_channels_first, pads
 from normlab.layer import Kind, Layer, MaybeWindow, Window, need_image
 from normlab.nn.window import Padding, output_shape, pair
@@ -79,13 +79,18 @@ def _window(options: dict) -> tuple[tuple, tuple]:
     return window, window if options["strides"] is None else pair(options["strides"])
 
 
-def _torch(module: str, kind: str, **settings):
-    """MaxPool2d pads with -inf, as TF; AvgPool2d leaves its padding out of a window's count when asked to."""
+def _torch(module: str, kind: str, fill: float | None = None, **settings):
+    """MaxPool2d pads with -inf, as TF (TF's odd "same" pixel after: a ``fill`` ConstantPad2d in front); AvgPool2d
+    leaves its padding out of a window's count when asked to, which a pad in front could not."""
 
     def translate(nn, options: dict, in_shape: list, last: bool) -> list:
         window, strides = _window(options)
-        padding = torch_padding(kind, options, in_shape, window, strides)
-        return [channels_first(nn, getattr(nn, module)(window, strides, padding, **settings), in_shape)]
+        if fill is None:
+            pad, padding = [], torch_padding(kind, options, in_shape, window, strides)
+        else:
+            pad, padding = torch_padded(nn, kind, options, in_shape, window, strides, fill)
+        layer = getattr(nn, module)(window, strides, padding, **settings)
+        return [channels_first(nn, nn.Sequential(*pad, layer) if pad else layer, in_shape)]
 
     return translate
 
@@ -112,7 +117,7 @@ def _global_torch(nn, options: dict, in_shape: list, last: bool) -> list:
     return [channels_first(nn, nn.AdaptiveAvgPool2d(1), in_shape), nn.Flatten()]
 
 
-MAX_POOL2D = Kind(max_pool2d, keras_class="MaxPooling2D", torch=_torch("MaxPool2d", "max_pool2d"),
+MAX_POOL2D = Kind(max_pool2d, keras_class="MaxPooling2D", torch=_torch("MaxPool2d", "max_pool2d", -float("inf")),
                   onnx=_onnx("MaxPool"))
 AVG_POOL2D = Kind(avg_pool2d, keras_class="AveragePooling2D",
                   torch=_torch("AvgPool2d", "avg_pool2d", count_include_pad=False),

@@ -14,11 +14,15 @@ from normlab.nn.models import INPUT, Model, abstract
 from normlab.nn.registry import KINDS
 
 
+INPUT_LAYER = "input_layer"  # what Keras names a functional model's input
+
+
 class LayerRow(NamedTuple):
     name: str
     kind: str
     output_shape: tuple
     params: int
+    inputs: tuple[str, ...] = ()  # the layers it reads: Keras' "Connected to"
 
 
 class Variable(NamedTuple):
@@ -34,9 +38,14 @@ def _size(tree) -> int:
 
 
 def layer_rows(model: Model) -> list[LayerRow]:
+    """One row per layer; a graph's (not a Sequential's) start with its input, as Keras' functional summary."""
     params, state, shapes = abstract(model)
-    return [LayerRow(name, layer.kind, (None, *shape), _size(params[name]) + _size(state[name]))
-            for (name, layer), shape in zip(model.layers, shapes)]
+    names = [name for name, _ in model.layers]
+    rows = [LayerRow(name, layer.kind, (None, *shape), _size(params[name]) + _size(state[name]),
+                     tuple(INPUT_LAYER if i == INPUT else names[i] for i in node.inputs))
+            for (name, layer), shape, node in zip(model.layers, shapes, model.graph)]
+    return rows if model.is_sequential() else [LayerRow(INPUT_LAYER, "InputLayer", (None, *model.data.image), 0),
+                                               *rows]
 
 
 def param_counts(model: Model) -> dict[str, int]:
@@ -50,7 +59,9 @@ KERAS_ORDER = ("kernel", "bias", "gamma", "beta", "scale", "moving_mean", "movin
 
 
 def variables(model: Model) -> list[Variable]:
-    """Every variable in Keras' order (``model.weights``): per layer kernel, bias, gamma, beta, moving stats."""
+    """Every variable, layer by layer in the graph's order, each layer's in Keras' order (kernel, bias, gamma, beta,
+    moving statistics): a Sequential's ``model.weights``; a functional model's list its layers in Keras' own walk of
+    the graph (``interop.weights.by_layer``)."""
     params, state, _ = abstract(model)
     found = []
     for name, _ in model.layers:
