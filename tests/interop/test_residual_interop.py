@@ -8,6 +8,8 @@ NumPy (``graphs.randomized``): BN's gammas of either sign and moving statistics 
 that lands in the wrong layer changes the predictions.
 """
 
+import json
+
 import jax
 import numpy as np
 import pytest
@@ -269,3 +271,31 @@ def test_a_graph_normlab_cannot_express_is_one_line_naming_the_layer(build, mess
         read_keras(path)
     assert str(refused.value).startswith(str(path)) and message in str(refused.value), refused.value
     assert "\n" not in str(refused.value)
+
+
+def test_normlab_trains_a_functional_resnet_keras_saved_from_its_weights_or_fresh_ones(tmp_path):
+    """`normlab train mine.keras`: the file's model, its Keras weights as the first step's (the run's init file holds
+    exactly Keras' arrays), its preprocessing; `--reinit` the same layers from the seed's own draw."""
+    from normlab.cli import main
+    from normlab.interop.trained import final_weights, one_run
+    original = keras_resnet()
+    original.save(tmp_path / "mine.keras")
+    rng = np.random.default_rng(8)
+    data = tmp_path / "tiny.npz"
+    np.savez(data, x_train=pixels(160, seed=9), y_train=rng.integers(0, 10, 160), x_test=pixels(40, seed=10),
+             y_test=rng.integers(0, 10, 40))
+    runs = {}
+    for name, extra in (("from-file", []), ("fresh", ["--reinit"])):
+        runs[name] = tmp_path / name
+        assert main(["train", str(tmp_path / "mine.keras"), "--data", str(data), "--val-split", "32", "--epochs",
+                     "1", "--batch-size", "16", "--out", str(runs[name]), *extra]) == 0
+    results = json.loads((runs["from-file"] / "results.json").read_text())
+    started, _ = read_safetensors(runs["from-file"] / "init" / "keras-resnet.safetensors")
+    arrays = lambda leaves: sorted(np.asarray(a, np.float32).tobytes() for a in leaves)  # noqa: E731
+    assert arrays(original.get_weights()) == arrays(jax.tree.leaves((started.params, started.state)))
+    assert results["config"]["init_from"].endswith("keras-resnet.safetensors")
+    fresh = json.loads((runs["fresh"] / "results.json").read_text())
+    assert fresh["config"]["init_from"] is None
+    for run in runs.values():
+        trained = final_weights(run, *one_run(run, None, None))
+        assert trained.finite() and trained.model.spec == started.model.spec
