@@ -153,3 +153,27 @@ def test_diagnose_measures_a_residual_model(tmp_path, data_dir):
                  "--no-verify", "--out", str(tmp_path / "d")]) == 0
     diagnostics = json.loads((tmp_path / "d" / "diagnostics.json").read_text())
     assert diagnostics["presets"]["res"]["percentiles"]["layer"] == "activation_1"
+
+
+def test_the_readme_s_residual_model_is_valid_toml_counted_as_keras_counts_it():
+    """The README's example, parsed as a user copies it, against the same network written in Keras."""
+    import re
+    import tomllib
+    from pathlib import Path
+    from normlab.interop.keras_io import load_keras
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = re.search(r"```toml\n(\[models\.tiny-resnet\].*?)```", readme, re.S).group(1)
+    model = models.build("tiny-resnet", tomllib.loads(block)["models"]["tiny-resnet"]["layers"])
+    keras = load_keras()
+    layers = keras.layers
+    inputs = keras.Input((28, 28))
+    x = layers.Activation("relu")(layers.BatchNormalization()(
+        layers.Conv2D(16, 3, padding="same")(layers.Reshape((28, 28, 1))(inputs))))
+    y = layers.Activation("relu")(layers.BatchNormalization()(layers.Conv2D(16, 3, padding="same")(x)))
+    x = layers.Activation("relu")(layers.add([x, layers.BatchNormalization()(layers.Conv2D(16, 3, padding="same")(y))]))
+    y = layers.BatchNormalization()(layers.Conv2D(32, 3, strides=2, padding="same")(x))
+    x = layers.Activation("relu")(layers.add([layers.Conv2D(32, 1, strides=2)(x), y]))
+    theirs = keras.Model(inputs, layers.Dense(10, activation="softmax")(layers.GlobalAveragePooling2D()(x)))
+    non_trainable = sum(int(np.prod(w.shape)) for w in theirs.non_trainable_weights)
+    assert param_counts(model) == {"total": theirs.count_params(), "trainable": theirs.count_params() - non_trainable,
+                                   "non_trainable": non_trainable}
