@@ -177,3 +177,12 @@ def test_the_readme_s_residual_model_is_valid_toml_counted_as_keras_counts_it():
     non_trainable = sum(int(np.prod(w.shape)) for w in theirs.non_trainable_weights)
     assert param_counts(model) == {"total": theirs.count_params(), "trainable": theirs.count_params() - non_trainable,
                                    "non_trainable": non_trainable}
+
+
+def test_repeated_lists_are_refused_before_they_are_checked():
+    """``[block] * 100`` eight deep names 100**8 tables: counted up to the limit, not checked one by one."""
+    block = dense(4)
+    for _ in range(8):
+        block = {"kind": "residual", "layers": [block] * 100}
+    with pytest.raises(ConfigError, match="more than 2,000 layers"):
+        build([{"kind": "flatten"}, dense(4), block, dense(3)])

@@ -145,6 +145,7 @@ def build(name: str, layers, defaults: dict | None = None, *, data: Shape | None
     """
     check_name(name, "model")
     data = _shape(data)
+    specs.check_size(layers, f"model {name}")  # before the cache key holds every table
     key = json.dumps([name, layers, defaults, data], sort_keys=True, default=str)
     return _build(key)
 

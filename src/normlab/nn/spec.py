@@ -96,7 +96,27 @@ def leaves(spec) -> int:
                for table in spec)
 
 
+def _tables(layers, depth: int = 0, budget: int = MAX_NODES + 1) -> int:
+    """The tables ``layers`` holds, blocks' included, counted up to ``budget`` only: lists a Python caller repeats
+    (``[block] * 100``, 8 deep) are refused before any is checked, not after 100**8 checks."""
+    count = 0
+    for table in layers if isinstance(layers, (list, tuple)) else ():
+        count += 1
+        if isinstance(table, dict) and table.get("kind") == residual.KIND and depth < MAX_DEPTH:
+            for part in ("layers", "shortcut"):
+                count += _tables(table.get(part), depth + 1, budget - count)
+        if count >= budget:
+            break
+    return count
+
+
+def check_size(layers, where: str) -> None:
+    if _tables(layers) > MAX_NODES:
+        raise ConfigError(f"{where}: more than {MAX_NODES:,} layers (blocks unrolled)")
+
+
 def check(layers, where: str, defaults: dict | None = None) -> tuple[dict, ...]:
+    check_size(layers, where)
     spec = tuple(_check_list(layers, where, defaults, 0))
     if (count := leaves(spec)) > MAX_NODES:
         raise ConfigError(f"{where}: {count:,} layers (blocks unrolled), more than {MAX_NODES:,}")
