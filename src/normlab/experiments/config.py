@@ -213,7 +213,14 @@ class StudyConfig:
             raise unknown(preset, known)
         study_wide = {kind: {"momentum": self.bn_momentum, "epsilon": self.bn_epsilon}
                       for kind, record in KINDS.items() if record.study_bn}
-        return build(preset, known[preset], study_wide, data=self.shape)
+        try:
+            return build(preset, known[preset], study_wide, data=self.shape)
+        except ConfigError as error:
+            if preset in self.models:
+                raise
+            image = "x".join(map(str, self.shape.image))
+            raise ConfigError(f"{error} (the preset {preset} does not fit {self.data}'s {image} images: choose "
+                              f"another dataset, or write a model of your own)") from None
 
     @property
     def shape(self):

@@ -10,10 +10,11 @@ def add() -> Layer:
     def init(key, in_shapes):
         shortcut, *branches = in_shapes
         if any(tuple(shape) != tuple(shortcut) for shape in branches):
+            projection = ("{kind = \"dense\", units = N}" if len(branches[0]) == 1 else
+                          "{kind = \"conv2d\", filters = N, kernel_size = 1, strides = 2}")
             raise ConfigError(f"the shortcut gives shape {tuple(shortcut)} but the block's layers give "
                               f"{' and '.join(str(tuple(shape)) for shape in branches)}; give the shortcut a "
-                              f"projection to that shape (e.g. {{kind = \"conv2d\", filters = N, kernel_size = 1, "
-                              f"strides = 2}})")
+                              f"projection to that shape (e.g. {projection})")
         return {}, {}, tuple(shortcut)
 
     def apply(params, state, xs, train, mask=None):
