@@ -136,7 +136,8 @@ def test_random_layers_alone_get_a_key_folded_with_their_index():
     layers = list(model.layers)
     layers[2] = ("noise", Layer("Noise", layers[2][1].init, noisy, random=True))
     random = model._replace(layers=tuple(layers))
-    assert random.is_random() and not model.is_random() and not any(preset(name).is_random() for name in presets())
+    assert random.is_random() and not model.is_random() and not any(
+        preset(name, data=preset_data(name)).is_random() for name in presets())
     params, state = init(model, jax.random.key(0))
     params["noise"] = state["noise"] = {}
     x, key = jnp.ones((4, 28, 28)), jax.random.key(5)
