@@ -285,16 +285,12 @@ def model(source=None, study=None, data=None, *, layers=None, name: str | None =
                           f".safetensors), a list of layer tables or a normlab.Model, got {shown(source)}")
     from normlab.api.settings import study_config
     config = study_config(study, {"data": data})
+    known = config.known_models()
     if name is None:
-        return Model(config.model(source), tables=_known(config).get(source))
-    if source not in _known(config):
-        raise models.unknown(source, _known(config))
-    return _from_layers(_known(config)[source], name, config, None)
-
-
-def _known(config) -> dict[str, list]:
-    """name -> layer tables of every model ``config`` knows: the study's own, then the presets."""
-    return {name: table["layers"] for name, table in config.models.items()} | models.presets()
+        return Model(config.model(source), tables=known.get(source))
+    if source not in known:
+        raise models.unknown(source, known)
+    return _from_layers(known[source], name, config, None)
 
 
 def _from_layers(layers, name, study, data) -> Model:
@@ -334,7 +330,7 @@ def placed(config, presets):
     from normlab.api.settings import with_models
     if not any(isinstance(item, Model) for item in _chosen(presets)):
         return config, presets
-    names, added, known = [], {}, _known(config)
+    names, added, known = [], {}, config.known_models()
     for item in _chosen(presets):
         if isinstance(item, Model):
             name = item.name

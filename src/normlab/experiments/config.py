@@ -205,10 +205,14 @@ class StudyConfig:
         return TrainConfig(self.step_size, self.batch_size, self.epochs, self.optimizer, self.optimizer_momentum,
                            self.shuffle, self.devices, self.bn_sync, self.normalize, self.augment)
 
+    def known_models(self) -> dict[str, list]:
+        """name -> layer tables of every model the study knows: its own, then the presets."""
+        return {name: table["layers"] for name, table in self.models.items()} | presets()
+
     def model(self, preset: str) -> Model:
         """The preset or study model of that name; a layer of a kind that takes the study-wide ``bn_momentum`` and
         ``bn_epsilon`` (``Kind.study_bn``: batch norm) gets them where it does not set its own."""
-        known = {name: table["layers"] for name, table in self.models.items()} | presets()
+        known = self.known_models()
         if preset not in known:
             raise unknown(preset, known)
         study_wide = {kind: {"momentum": self.bn_momentum, "epsilon": self.bn_epsilon}
