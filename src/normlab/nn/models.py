@@ -46,7 +46,7 @@ class Model(NamedTuple):
     layers: tuple[tuple[str, Layer], ...]  # (layer name, layer), one per node, in an order that computes
     spec: tuple[dict, ...]  # the layer tables (blocks nested), defaults filled in: what the user wrote, checked
     data: Shape  # the images it takes and the classes it scores, from the dataset it is built for
-    graph: tuple[Node, ...] = ()  # one per layer: its spec and inputs; the last one's output is the model's
+    graph: tuple[Node, ...]  # one per layer: its spec and inputs; the last one's output is the model's
 
     def is_sequential(self) -> bool:
         """Each layer takes the one before: a ``keras.Sequential``."""
